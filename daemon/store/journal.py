@@ -1,0 +1,211 @@
+"""The durable journal: SQLite in WAL mode with synchronous=FULL.
+
+Every order state change, fill, safety-latch change and audit event is committed here
+before the daemon acts on it, so a power cut never loses an acknowledged order or an
+e-stop record. Ticks are never written here (SD-card wear). The journal is used only from
+the event loop's thread; it never decides anything, it only records and reads back.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+
+from daemon.execution.orders import (Fill, Order, OrderStatus, OrderType, Side, TimeInForce,
+                                     Position)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS latch (
+    id INTEGER PRIMARY KEY CHECK (id = 1), tripped INTEGER NOT NULL, source TEXT NOT NULL,
+    reason TEXT NOT NULL, ts_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    client_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, side TEXT NOT NULL, type TEXT NOT NULL,
+    tif TEXT NOT NULL, price TEXT, qty TEXT NOT NULL, reduce_only INTEGER NOT NULL,
+    venue TEXT NOT NULL, status TEXT NOT NULL, filled_qty TEXT NOT NULL, avg_price TEXT,
+    reason TEXT, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_open ON orders (status)
+    WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired');
+CREATE TABLE IF NOT EXISTS order_events (
+    id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, ts_ns INTEGER NOT NULL,
+    status TEXT NOT NULL, reason TEXT);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL,
+    price TEXT NOT NULL, qty TEXT NOT NULL, fee TEXT NOT NULL, liquidity TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    symbol TEXT PRIMARY KEY, qty TEXT NOT NULL, avg_price TEXT NOT NULL,
+    realized_pnl TEXT NOT NULL, fees TEXT NOT NULL, updated_ns INTEGER NOT NULL);
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or written: the daemon cannot run safely (fault)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatchRecord:
+    tripped: bool
+    source: str
+    reason: str
+    ts_ns: int
+
+
+def _d(x: str | None) -> Decimal | None:
+    return None if x is None else Decimal(x)
+
+
+class Journal:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.commits = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we open transactions explicitly, one per logical change.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit; NORMAL could lose the last commits.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            with self._tx():
+                for stmt in filter(str.strip, _SCHEMA.split(";")):
+                    self._db.execute(stmt)
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                                 (str(SCHEMA_VERSION),))
+            mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                raise JournalError(f"{self.path}: could not enable WAL (got {mode})")
+        except sqlite3.Error as e:
+            raise JournalError(f"{self.path}: {e}") from e
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise JournalError(f"{self.path}: {e}") from e
+        self.commits += 1
+
+    # -- audit and safety latch ---------------------------------------------------------
+    def audit(self, kind: str, **detail: object) -> None:
+        with self._tx() as db:
+            self._audit(db, kind, detail)
+
+    def _audit(self, db: sqlite3.Connection, kind: str, detail: dict, ts_ns: int | None = None
+               ) -> None:
+        db.execute("INSERT INTO audit (ts_ns, kind, detail) VALUES (?, ?, ?)",
+                   (ts_ns or time.time_ns(), kind,
+                    orjson.dumps(detail, default=str).decode()))
+
+    def set_latch(self, tripped: bool, source: str, reason: str, **detail: object) -> None:
+        """Record a latch trip or reset, with its audit row, in one durable commit."""
+        ts = time.time_ns()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO latch VALUES (1, ?, ?, ?, ?)",
+                       (int(tripped), source, reason, ts))
+            self._audit(db, "latch_trip" if tripped else "latch_reset",
+                        {"source": source, "reason": reason, **detail}, ts)
+
+    def latch(self) -> LatchRecord | None:
+        row = self._db.execute("SELECT tripped, source, reason, ts_ns FROM latch").fetchone()
+        return None if row is None else LatchRecord(bool(row[0]), row[1], row[2], row[3])
+
+    def audit_rows(self, kind: str | None = None) -> list[tuple[int, str, dict]]:
+        q = "SELECT ts_ns, kind, detail FROM audit"
+        rows = (self._db.execute(q + " WHERE kind = ? ORDER BY id", (kind,)) if kind
+                else self._db.execute(q + " ORDER BY id"))
+        return [(ts, k, orjson.loads(d)) for ts, k, d in rows]
+
+    # -- orders and fills ----------------------------------------------------------------
+    def record_orders(self, orders: list[Order], ts_ns: int | None = None) -> None:
+        """Persist the current state of several orders in ONE commit (one fsync)."""
+        ts = ts_ns or time.time_ns()
+        with self._tx() as db:
+            for o in orders:
+                self._upsert(db, o, ts)
+
+    def record_order(self, order: Order, ts_ns: int | None = None) -> None:
+        self.record_orders([order], ts_ns)
+
+    def _upsert(self, db: sqlite3.Connection, o: Order, ts: int) -> None:
+        db.execute(
+            "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO "
+            "UPDATE SET status=excluded.status, filled_qty=excluded.filled_qty, "
+            "avg_price=excluded.avg_price, reason=excluded.reason, updated_ns=excluded.updated_ns",
+            (o.client_id, o.symbol, o.side.value, o.type.value, o.tif.value,
+             None if o.price is None else str(o.price), str(o.qty), int(o.reduce_only), o.venue,
+             o.status.value, str(o.filled_qty), None if o.avg_price is None else str(o.avg_price),
+             o.reason, o.created_ns or ts, ts))
+        db.execute("INSERT INTO order_events (client_id, ts_ns, status, reason) VALUES (?,?,?,?)",
+                   (o.client_id, ts, o.status.value, o.reason))
+
+    def record_fill(self, fill: Fill, order: Order, position: Position) -> None:
+        """The fill, the order's new state and the position after it, atomically."""
+        with self._tx() as db:
+            db.execute("INSERT INTO fills VALUES (?,?,?,?,?,?,?,?,?)",
+                       (fill.fill_id, fill.client_id, fill.symbol, fill.side.value,
+                        str(fill.price), str(fill.qty), str(fill.fee), fill.liquidity.value,
+                        fill.ts_ns))
+            self._upsert(db, order, fill.ts_ns or time.time_ns())
+            db.execute("INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?,?)",
+                       (position.symbol, str(position.qty), str(position.avg_price),
+                        str(position.realized_pnl), str(position.fees), time.time_ns()))
+
+    def open_orders(self) -> list[Order]:
+        rows = self._db.execute(
+            "SELECT client_id, symbol, side, type, tif, price, qty, reduce_only, venue, status, "
+            "filled_qty, avg_price, reason, created_ns, updated_ns FROM orders WHERE status NOT IN "
+            "('filled', 'cancelled', 'rejected', 'expired') ORDER BY created_ns").fetchall()
+        return [Order(client_id=r[0], symbol=r[1], side=Side(r[2]), type=OrderType(r[3]),
+                      tif=TimeInForce(r[4]), price=_d(r[5]), qty=Decimal(r[6]),
+                      reduce_only=bool(r[7]), venue=r[8], status=OrderStatus(r[9]),
+                      filled_qty=Decimal(r[10]), avg_price=_d(r[11]), reason=r[12],
+                      created_ns=r[13], updated_ns=r[14]) for r in rows]
+
+    def order_status(self, client_id: str) -> OrderStatus | None:
+        row = self._db.execute("SELECT status FROM orders WHERE client_id = ?",
+                               (client_id,)).fetchone()
+        return None if row is None else OrderStatus(row[0])
+
+    def order_history(self, client_id: str) -> list[str]:
+        return [r[0] for r in self._db.execute(
+            "SELECT status FROM order_events WHERE client_id = ? ORDER BY id", (client_id,))]
+
+    def positions(self) -> dict[str, Position]:
+        return {r[0]: Position(r[0], Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]))
+                for r in self._db.execute(
+                    "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions")}
+
+    def count(self, table: str) -> int:
+        if table not in {"audit", "orders", "order_events", "fills", "positions"}:
+            raise ValueError(table)
+        return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (orderly stop), so the file stands alone."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            log.warning("journal checkpoint failed: %s", e)
+
+    def close(self) -> None:
+        self.checkpoint()
+        self._db.close()
