@@ -1,0 +1,250 @@
+"""The order gateway: the single door between strategies and every venue.
+
+Before any submit it checks, in this order: kill latch, trading state, circuit breakers,
+instrument filters (quantised Decimal tick/lot/min-notional), risk limits. Every order
+state change and fill is journalled (synchronous=FULL) before anything acts on it, and the
+latch is checked again right before the order leaves, because the e-stop may trip from the
+GPIO thread while the journal commit runs. Venues are reached through here only.
+
+Runs on the event loop. It never decides the trading state; it reads it.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections import OrderedDict
+from decimal import Decimal
+from typing import Callable
+
+from daemon.execution.orders import (Fill, Instrument, Order, OrderStatus, OrderType, Position,
+                                     Side, TimeInForce)
+from daemon.execution.venue import Venue
+from daemon.risk.limits import RiskLimits
+from daemon.safety.breakers import Breakers
+from daemon.safety.latch import KillLatch
+from daemon.states import State
+from daemon.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """The gateway refused an order; `stage` says which check (latch, state, ...)."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+_RECENT = 2048
+
+
+class OrderGateway:
+    def __init__(self, *, latch: KillLatch, state: Callable[[], State], breakers: Breakers,
+                 risk: RiskLimits, instruments: dict[str, Instrument], journal: Journal,
+                 venue: Venue, clock: Callable[[], int] = time.time_ns,
+                 mark: Callable[[str], Decimal | None] = lambda s: None) -> None:
+        self.latch = latch
+        self._state = state
+        self.breakers = breakers
+        self.risk = risk
+        self.instruments = instruments
+        self.journal = journal
+        self.venue = venue
+        self.clock = clock
+        self.mark = mark
+        self.open: dict[str, Order] = {}
+        self._recent: OrderedDict[str, Order] = OrderedDict()
+        self.positions: dict[str, Position] = journal.positions()
+        self._ids = itertools.count(1)
+        self._prefix = f"b4{os.getpid() % 10000:04d}{time.time_ns() // 1_000_000 % 100_000_000:08d}"
+        self.listeners: list[Callable[[Order, Fill | None], None]] = []
+        self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
+        self.last_cancel_all_ns = 0   # perf_counter_ns when cancel_all issued its last cancel
+        venue.bind(self)
+
+    # -- submit --------------------------------------------------------------------------
+    def submit(self, symbol: str, side: Side, qty: Decimal, price: Decimal | None = None, *,
+               type: OrderType = OrderType.LIMIT, tif: TimeInForce = TimeInForce.GTC,
+               reduce_only: bool = False) -> Order:
+        if self.latch.tripped:
+            raise Rejected("latch", f"kill latch tripped ({self.latch.kind}: {self.latch.reason})")
+        state = self._state()
+        if state not in (State.TRADING, State.REDUCING):
+            raise Rejected("state", f"state is {state}, orders need trading")
+        if self.breakers.tripped:
+            raise Rejected("breaker", self.breakers.tripped)
+        order = self._build(symbol, side, qty, price, type, tif, reduce_only)
+        pos = self.position(symbol).qty
+        if state is State.REDUCING or reduce_only:
+            reason = self._reduce_check(order, pos)
+            if reason:
+                raise self._reject("state" if state is State.REDUCING else "risk", reason)
+        reason = self.risk.check(order, pos, self.open.values(), self.mark(symbol), order.created_ns)
+        if reason:
+            raise self._reject("risk", reason)
+        return self._send(order)
+
+    def _build(self, symbol: str, side: Side, qty: Decimal, price: Decimal | None,
+               type: OrderType, tif: TimeInForce, reduce_only: bool) -> Order:
+        inst = self.instruments.get(symbol)
+        if inst is None:
+            raise self._reject("instrument", f"unknown symbol {symbol}")
+        if not isinstance(qty, Decimal) or (price is not None and not isinstance(price, Decimal)):
+            raise self._reject("instrument", "price and quantity must be Decimal")
+        if type is OrderType.LIMIT and price is None:
+            raise self._reject("instrument", "limit order without a price")
+        q = inst.round_qty(qty)
+        p = None if type is OrderType.MARKET else inst.round_price(price, side)
+        reason = inst.check(p, q, self.mark(symbol))
+        if reason:
+            raise self._reject("instrument", f"{symbol}: {reason}")
+        now = self.clock()
+        return Order(client_id=f"{self._prefix}-{next(self._ids)}", symbol=symbol, side=side,
+                     type=type, qty=q, price=p, tif=tif, reduce_only=reduce_only,
+                     venue=self.venue.name, created_ns=now, updated_ns=now)
+
+    def _reduce_check(self, order: Order, pos: Decimal) -> str | None:
+        if pos == 0 or (pos > 0) == (order.side is Side.BUY):
+            return f"{order.side} {order.symbol} would not reduce position {pos}"
+        pending = sum((o.remaining for o in self.open.values()
+                       if o.symbol == order.symbol and o.side is order.side), Decimal(0))
+        if pending + order.qty > abs(pos):
+            return f"reducing orders {pending + order.qty} would exceed position {abs(pos)}"
+        return None
+
+    def _reject(self, stage: str, reason: str) -> Rejected:
+        self.stats["rejected"] += 1
+        if stage in ("risk", "instrument"):
+            self.breakers.record_reject(self.clock())
+        log.warning("order rejected at %s: %s", stage, reason)
+        return Rejected(stage, reason)
+
+    def _send(self, order: Order) -> Order:
+        self.journal.record_order(order, order.created_ns)   # durable before it leaves
+        if self.latch.tripped:                               # tripped during the commit?
+            order.status, order.reason = OrderStatus.REJECTED, "kill latch tripped before send"
+            self.journal.record_order(order, self.clock())
+            raise Rejected("latch", order.reason)
+        self.open[order.client_id] = order
+        self.risk.note_sent(order.created_ns)
+        self.stats["submitted"] += 1
+        self.venue.submit(order)
+        return order
+
+    # -- cancel --------------------------------------------------------------------------
+    def cancel(self, client_id: str, reason: str = "requested") -> bool:
+        order = self.open.get(client_id)
+        if order is None or order.status is OrderStatus.PENDING_CANCEL:
+            return False
+        self._mark_pending_cancel([order], reason)
+        self.venue.cancel(client_id)
+        return True
+
+    def cancel_all(self, reason: str, symbol: str | None = None) -> list[str]:
+        """Journal PENDING_CANCEL for every open order in ONE commit, then send the cancels.
+        Works whatever the latch and state say: cancelling is always allowed."""
+        todo = [o for o in self.open.values()
+                if o.status is not OrderStatus.PENDING_CANCEL and (symbol is None or o.symbol == symbol)]
+        if todo:
+            self._mark_pending_cancel(todo, reason)
+            for o in todo:
+                self.venue.cancel(o.client_id)
+        self.last_cancel_all_ns = time.perf_counter_ns()
+        return [o.client_id for o in todo]
+
+    def _mark_pending_cancel(self, orders: list[Order], reason: str) -> None:
+        now = self.clock()
+        for o in orders:
+            o.status, o.reason, o.updated_ns = OrderStatus.PENDING_CANCEL, reason, now
+        self.journal.record_orders(orders, now)
+        self.stats["cancels"] += len(orders)
+
+    def flatten(self, reason: str) -> list[Order]:
+        """Market orders that close every position. Allowed while latched: it only ever
+        reduces exposure, and the caller (e-stop with flatten_on_estop) decided it."""
+        sent = []
+        for sym, pos in self.positions.items():
+            if pos.qty == 0 or sym not in self.instruments:
+                continue
+            side = Side.SELL if pos.qty > 0 else Side.BUY
+            order = self._build(sym, side, abs(pos.qty), None, OrderType.MARKET,
+                                TimeInForce.IOC, True)
+            order.reason = reason
+            self.journal.record_order(order, order.created_ns)
+            self.open[order.client_id] = order
+            self.venue.submit(order)
+            sent.append(order)
+        return sent
+
+    # -- venue reports (VenueListener) -----------------------------------------------------
+    def _find(self, client_id: str) -> Order | None:
+        return self.open.get(client_id) or self._recent.get(client_id)
+
+    def on_order_status(self, client_id: str, status: OrderStatus, reason: str | None,
+                        ts_ns: int) -> None:
+        order = self._find(client_id)
+        if order is None:
+            log.error("venue reported %s for unknown order %s", status, client_id)
+            self.journal.audit("unknown_order_report", client_id=client_id, status=status.value)
+            return
+        if status is OrderStatus.NEW and order.status is not OrderStatus.PENDING_NEW:
+            return  # ack after a cancel request or a fill: the later state stands
+        order.status, order.updated_ns = status, ts_ns
+        if reason:
+            order.reason = reason
+        self.journal.record_order(order, ts_ns)
+        if status is OrderStatus.REJECTED:
+            self.breakers.record_reject(ts_ns)
+        self._settle(order, None)
+
+    def on_fill(self, fill: Fill) -> None:
+        order = self._find(fill.client_id)
+        if order is None:
+            log.error("fill for unknown order %s", fill.client_id)
+            self.journal.audit("unknown_fill", fill_id=fill.fill_id, client_id=fill.client_id,
+                               price=str(fill.price), qty=str(fill.qty))
+            return
+        prev = order.filled_qty
+        order.filled_qty = prev + fill.qty
+        order.avg_price = ((order.avg_price or Decimal(0)) * prev + fill.price * fill.qty) \
+            / order.filled_qty
+        if order.filled_qty >= order.qty:
+            order.status = OrderStatus.FILLED
+        elif order.status is not OrderStatus.PENDING_CANCEL:
+            order.status = OrderStatus.PARTIALLY_FILLED
+        order.updated_ns = fill.ts_ns
+        pos = self.position(fill.symbol)
+        pos.apply(fill)
+        self.journal.record_fill(fill, order, pos)
+        self.stats["fills"] += 1
+        self._settle(order, fill)
+
+    def _settle(self, order: Order, fill: Fill | None) -> None:
+        if order.status.is_terminal and self.open.pop(order.client_id, None) is not None:
+            self._recent[order.client_id] = order
+            if len(self._recent) > _RECENT:
+                self._recent.popitem(last=False)
+        for cb in self.listeners:
+            cb(order, fill)
+
+    def position(self, symbol: str) -> Position:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            pos = self.positions[symbol] = Position(symbol)
+        return pos
+
+    def recover(self, reason: str) -> list[Order]:
+        """At boot: orders the journal still has open belong to a venue session that is
+        gone (the paper venue lives in memory). Close them in the journal, visibly."""
+        stale = self.journal.open_orders()
+        now = self.clock()
+        for o in stale:
+            o.status, o.reason, o.updated_ns = OrderStatus.CANCELLED, reason, now
+        if stale:
+            self.journal.record_orders(stale, now)
+            log.warning("closed %d orders left open by the previous run (%s)", len(stale), reason)
+        return stale
