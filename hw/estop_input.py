@@ -56,15 +56,15 @@ class EstopInput:
         self._on_close = on_close
         self.handler_errors = 0
         self.sim: SimEdgeThread | None = None
-        if pins.is_mock(factory):
-            self.sim = SimEdgeThread()
-            # Before the Button exists the mock pin floats high (pull-up, nothing wired);
-            # a healthy simulated circuit pulls it low.
-            if sim_circuit_closed:
-                factory.pin(pin).drive_low()
         # bounce_time adds its full length to the trip path with lgpio: keep it 0..5 ms.
         self._button = Button(pin, pull_up=True, bounce_time=(bounce_ms / 1000) or None,
                               pin_factory=factory)
+        if pins.is_mock(factory):
+            self.sim = SimEdgeThread()
+            # The pull-up leaves the mock pin high (nothing wired = open circuit); a healthy
+            # simulated NC contact pulls it low. Done before the callbacks are attached.
+            if sim_circuit_closed:
+                factory.pin(pin).drive_low()
         # gpiozero holds callbacks weakly; these bound methods live as long as self does.
         self._button.when_released = self._opened
         self._button.when_pressed = self._closed

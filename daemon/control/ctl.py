@@ -1,0 +1,120 @@
+"""bot4ctl: the operator's command-line client for bot4d's control socket.
+
+    bot4ctl [--socket PATH] status [--json] | halt [--reason TEXT] | reset | start
+    bot4ctl sim estop press|release          (daemon running with mock GPIO only)
+    bot4ctl sim stall market|strategy|loop [--seconds N]
+
+Exit 0 on success, 1 when the daemon refused the command, 2 on usage errors, 69 when the
+daemon cannot be reached. It only talks to the socket; it never touches the journal.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+import orjson
+
+from daemon.control.protocol import MAX_LINE, encode
+
+DEFAULT_SOCKET = "/run/bot4/control.sock"
+
+
+def request(path: str, req: dict, timeout: float = 10.0) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(encode(req))
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(MAX_LINE)
+            if not chunk:
+                break
+            buf += chunk
+    return orjson.loads(buf)
+
+
+def _print_status(st: dict) -> None:
+    print(f"state:     {st['state']}  ({st['reason']})")
+    if st.get("degraded"):
+        print(f"degraded:  {'; '.join(st['degraded'])}")
+    latch = st["latch"]
+    print(f"latch:     {'TRIPPED ' + str(latch['kind']) + ': ' + latch['reason'] if latch['tripped'] else 'clear'}")
+    e = st.get("estop") or {}
+    print(f"e-stop:    GPIO{e.get('pin')} circuit {'closed' if e.get('circuit_closed') else 'OPEN'}"
+          f", callback thread {'alive' if e.get('callback_thread_alive') else 'DEAD'}")
+    led = st.get("led") or {}
+    print(f"LED:       {led.get('pattern')} {led.get('value')}")
+    wd = st["watchdog"]
+    print(f"watchdog:  systemd {wd['systemd_usec'] / 1e6 if wd['systemd_usec'] else 'off'} s, "
+          f"{wd['pings']} pings" + (f", BLOCKED: {wd['pings_blocked']}" if wd['pings_blocked'] else ""))
+    o = st["orders"]
+    print(f"orders:    {o['open']} open, {o.get('submitted', 0)} sent, {o.get('fills', 0)} fills, "
+          f"{o.get('rejected', 0)} rejected")
+    for sym, p in st.get("positions", {}).items():
+        print(f"position:  {sym} {p['qty']} @ {p['avg_price']} (realised {p['realized_pnl']}, fees {p['fees']})")
+    m = st.get("market") or {}
+    for sym, b in (m.get("books") or {}).items():
+        print(f"book:      {sym} {'valid' if b.get('valid') else 'INVALID'} bid {b.get('bid')} ask {b.get('ask')}")
+    b = st.get("board") or {}
+    print(f"board:     {b.get('summary', b.get('model'))}")
+    print(f"mode:      {'simulation (mock GPIO, paper venue)' if st.get('sim') else 'hardware'}, "
+          f"pid {st['pid']}, up {st['uptime_s']} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bot4ctl", description="Control a running bot4d.")
+    ap.add_argument("--socket", default=os.environ.get("BOT4_SOCKET", DEFAULT_SOCKET))
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("status", help="show state, latch, e-stop, LED, orders")
+    st.add_argument("--json", action="store_true")
+    h = sub.add_parser("halt", help="software stop: cancel all orders, latch halted")
+    h.add_argument("--reason", default="operator")
+    sub.add_parser("reset", help="re-arm after estop/halt (e-stop must be released) -> ready")
+    sub.add_parser("start", help="ready -> trading")
+    sim = sub.add_parser("sim", help="simulation hooks (mock GPIO only)")
+    simsub = sim.add_subparsers(dest="what", required=True)
+    es = simsub.add_parser("estop")
+    es.add_argument("action", choices=["press", "release"])
+    stl = simsub.add_parser("stall", help="block a component to exercise the watchdog")
+    stl.add_argument("action", choices=["market", "strategy", "loop"])
+    stl.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args(argv)
+
+    req: dict = {"cmd": args.cmd}
+    if args.cmd == "halt":
+        req["reason"] = args.reason
+    elif args.cmd == "sim":
+        req.update(what=args.what, action=args.action)
+        if args.what == "stall":
+            req["seconds"] = args.seconds
+    try:
+        resp = request(args.socket, req)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        print(f"bot4ctl: bot4d is not running (no socket at {args.socket}: {e.strerror})",
+              file=sys.stderr)
+        return 69
+    except PermissionError:
+        print(f"bot4ctl: permission denied on {args.socket} (join the socket's group)",
+              file=sys.stderr)
+        return 69
+    except (OSError, orjson.JSONDecodeError) as e:
+        print(f"bot4ctl: talking to bot4d failed: {e}", file=sys.stderr)
+        return 69
+    if not resp.get("ok"):
+        print(f"bot4ctl: {args.cmd} refused: {resp.get('error')}", file=sys.stderr)
+        return 1
+    result = resp["result"]
+    if args.cmd == "status":
+        if args.json:
+            sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        else:
+            _print_status(result)
+    else:
+        print(" ".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The market side of the daemon: one source (synthetic, replay or live Binance) feeding
+decoder → order book → paper venue → bars → subscribers (the strategy).
+
+Runs on the event loop and never blocks it for long: sources yield to the loop every
+couple of milliseconds even at full speed, so e-stop handling is never starved. A bad
+message is counted and skipped; an exception while handling an event goes to `on_error`
+(the supervisor faults) instead of silently killing the feed. It never sends orders: the
+venue is reached only through the gateway.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Callable
+
+from daemon.config import Config
+from daemon.execution.orders import to_decimal
+from daemon.execution.paper import PaperVenue
+from daemon.market.bars import TimeBarBuilder
+from daemon.market.book import OrderBook
+from daemon.market.capture import CaptureReader, CaptureRecorder
+from daemon.market.decode import Decoder
+from daemon.market.events import DepthDiff, DepthSnapshot, Quote, Trade
+from daemon.market.synthetic import SyntheticMarket
+from daemon.safety.watchdog import Heartbeat
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[str, OrderBook, int], None]
+_YIELD_NS = 2_000_000  # give the loop back at least every 2 ms of feed work
+
+
+class MarketRuntime:
+    def __init__(self, cfg: Config, *, replay: list[str] | None = None,
+                 heartbeat: Heartbeat | None = None,
+                 on_error: Callable[[str], None] | None = None,
+                 state_dir: Path | None = None) -> None:
+        m = cfg.market
+        self.cfg = cfg
+        self.source = m.source
+        self.symbols = list(m.symbols)
+        self.replay = list(replay or [])
+        self.heartbeat = heartbeat
+        self.on_error = on_error or (lambda reason: log.error("market error: %s", reason))
+        futures = m.exchange == "usdm"
+        self.books = {s: OrderBook(s, futures, on_needs_snapshot=self._needs_snapshot)
+                      for s in self.symbols}
+        self.decoder = Decoder(default_symbol=self.symbols[0] if len(self.symbols) == 1 else None)
+        p = cfg.paper
+        self.venue = PaperVenue(maker_fee_bps=p.maker_fee_bps, taker_fee_bps=p.taker_fee_bps,
+                                entry_latency_ns=int(p.entry_latency_ms * 1e6),
+                                md_latency_ns=int(p.md_latency_ms * 1e6),
+                                jitter_ns=int(p.latency_jitter_ms * 1e6), seed=p.seed,
+                                lot_sizes={s: i.lot_size for s, i in cfg.instruments.items()})
+        self.bars = {s: TimeBarBuilder(s, 60 * 1_000_000_000) for s in self.symbols}
+        self.last_bar: dict[str, dict] = {}
+        self.now_ns = 0
+        self._subs: list[Subscriber] = []
+        self._stalled_until = 0.0
+        self._live = None
+        self._recorders: dict[str, CaptureRecorder] = {}
+        self.events = 0
+        self.finished = False
+        self._state_dir = state_dir
+
+    # -- reading ---------------------------------------------------------------------------
+    def clock(self) -> int:
+        """Market time: the receive time of the event being handled (wall time before any)."""
+        return self.now_ns or time.time_ns()
+
+    def mark(self, symbol: str) -> Decimal | None:
+        book = self.books.get(symbol)
+        if book is None or not book.valid:
+            return None
+        mid = book.mid()
+        return None if mid is None else to_decimal(round(mid, 8))
+
+    def book_validity(self) -> dict[str, bool]:
+        return {s: b.valid for s, b in self.books.items()}
+
+    def degraded(self) -> list[str]:
+        out = [f"{s} book invalid: {b.invalid_reason}" for s, b in self.books.items()
+               if not b.valid]
+        if self._live is not None and not self._live.stats.get("connected", True):
+            out.append("live feed disconnected")
+        return out
+
+    def subscribe(self, cb: Subscriber) -> None:
+        self._subs.append(cb)
+
+    # -- the event path ----------------------------------------------------------------------
+    def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
+        if symbol is not None and not raw.startswith(b'{"stream"'):
+            self.decoder.last_symbol = symbol  # a REST snapshot names no symbol itself
+        ev = self.decoder.decode(recv_ns, raw)
+        if self._recorders:
+            rec = self._recorders.get(ev.symbol if ev is not None else symbol or "")
+            if rec is not None:
+                rec.write(recv_ns, raw)
+        if ev is not None:
+            self.on_event(ev)
+
+    def on_event(self, ev: object) -> None:
+        self.now_ns = ts = ev.ts_ns
+        self.events += 1
+        t = type(ev)
+        venue = self.venue
+        if t is Trade:
+            venue.on_trade(ev)
+            bar = self.bars[ev.symbol].update(ev) if ev.symbol in self.bars else None
+            if bar is not None:
+                self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
+                                            "close": bar.close, "volume": bar.volume,
+                                            "trades": bar.trades}
+            return
+        book = self.books.get(ev.symbol)
+        if book is None:
+            return
+        if t is Quote:
+            book.on_quote(ev)
+            venue.advance(ts)
+            return
+        if t is DepthDiff:
+            book.on_diff(ev)
+        elif t is DepthSnapshot:
+            book.on_snapshot(ev)
+        venue.on_depth(book, ts)
+        for due_ns, sym in venue.md_release(ts, ev.symbol):
+            b = self.books[sym]
+            for cb in self._subs:
+                cb(sym, b, due_ns)
+
+    def _needs_snapshot(self, book: OrderBook) -> None:
+        log.warning("%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
+        if self._live is not None:
+            self._live.request_snapshot(book.symbol)
+
+    # -- sources ---------------------------------------------------------------------------------
+    async def run(self) -> None:
+        ticker = None
+        try:
+            if self.source == "replay":
+                await self._run_replay()
+                return
+            # Wall-clock sources: the simulated exchange keeps time even when our feed is
+            # silent (a real exchange confirms cancels whatever our market data does).
+            ticker = asyncio.create_task(self._venue_clock(), name="venue-clock")
+            if self.source == "binance":
+                await self._run_live()
+            else:
+                await self._run_synthetic()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("market source failed")
+            self.on_error(f"market source {self.source} failed: {e!r}")
+            raise
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+
+    async def _venue_clock(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.venue.advance(time.time_ns())
+
+    def _beat(self) -> bool:
+        """Beat the heartbeat unless a (simulated) stall is in progress."""
+        if time.monotonic() < self._stalled_until:
+            return False
+        if self.heartbeat is not None:
+            self.heartbeat.beat()
+        return True
+
+    async def _run_replay(self) -> None:
+        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed)
+        self._reader = reader
+        n = 0
+        async for recv_ns, raw in reader:
+            n += 1
+            if not n & 63:
+                while not self._beat():
+                    await asyncio.sleep(0.05)
+            self.on_raw(recv_ns, raw)
+        self.finished = True
+        log.info("replay finished: %d lines, reader %s, decoder %s", n, reader.stats,
+                 {k: v for k, v in self.decoder.stats.items() if v})
+        # Replay over: market time stops. Keep the heartbeat alive (an idle market is not a
+        # stalled component) and let queued venue requests (cancels) take effect.
+        while True:
+            self._beat()
+            self.settle()
+            await asyncio.sleep(0.2)
+
+    async def _run_synthetic(self) -> None:
+        sym = self.symbols[0]
+        mid = 60_000.0 if sym.startswith("BTC") else 3_000.0
+        market = SyntheticMarket(sym, seed=self.cfg.market.synthetic_seed, mid=mid,
+                                 tick=float(self.cfg.instruments[sym].tick_size))
+        period = 1.0 / self.cfg.market.synthetic_rate_hz
+        msgs = market.messages()
+        for _ in range(2):   # first diff + snapshot
+            recv_ns, raw = next(msgs)
+            self.on_raw(recv_ns, raw)
+        mono = time.monotonic_ns
+        next_step = time.monotonic()
+        while True:
+            if not self._beat():
+                await asyncio.sleep(0.05)
+                continue
+            t0 = mono()
+            while True:   # as many steps as are due, but never more than ~2 ms at once
+                for raw in market.step():
+                    self.on_raw(time.time_ns(), raw)
+                next_step += period
+                if next_step > time.monotonic() or mono() - t0 > _YIELD_NS:
+                    break
+            delay = next_step - time.monotonic()
+            await asyncio.sleep(delay if delay > 0 else 0)
+
+    async def _run_live(self) -> None:
+        from daemon.market.binance_live import BinanceLiveFeed
+        m = self.cfg.market
+        if m.record_dir:
+            for s in self.symbols:
+                self._recorders[s] = CaptureRecorder(
+                    m.record_dir, f"{m.exchange}_{s.lower()}",
+                    rotate_bytes=int(m.record_rotate_mb * 1024 * 1024))
+        self._live = BinanceLiveFeed(self.symbols, market=m.exchange,
+                                     on_message=self.on_raw, heartbeat=self.heartbeat,
+                                     stale_after_s=m.stale_after_s)
+        await self._live.run()
+
+    def settle(self) -> None:
+        """Move venue time past the entry latency so every queued request takes effect
+        (used when no further market event will do it: end of replay, shutdown)."""
+        v = self.venue
+        self.venue.advance(max(v.now_ns, self.now_ns) + v.entry_latency_ns + v.jitter_ns + 1)
+
+    def stall(self, seconds: float) -> None:
+        """Simulation hook: the feed stops (and stops beating) for a while."""
+        self._stalled_until = time.monotonic() + seconds
+
+    async def close(self) -> None:
+        if self._live is not None:
+            await self._live.stop()
+        for rec in self._recorders.values():
+            rec.close()
+
+    def status(self) -> dict:
+        books = {}
+        for s, b in self.books.items():
+            bb, ba = b.best_bid(), b.best_ask()
+            books[s] = {"valid": b.valid, "reason": b.invalid_reason,
+                        "bid": bb[0] if bb else None, "ask": ba[0] if ba else None,
+                        "last_update_id": b.last_update_id,
+                        "quotes_agree": b.stats["quotes_agree"],
+                        "quotes_disagree": b.stats["quotes_disagree"],
+                        "gaps": b.stats["gaps"], "resyncs": b.stats["resyncs"]}
+        out = {"source": self.source, "events": self.events, "books": books,
+               "decoder": {k: v for k, v in self.decoder.stats.items() if v},
+               "bars": self.last_bar, "replay_finished": self.finished}
+        if self._live is not None:
+            out["live"] = self._live.status()
+        return out

@@ -1,0 +1,66 @@
+"""Control socket: permissions, malformed input, and the bot4ctl contract."""
+from __future__ import annotations
+
+import os
+import socket
+import stat
+
+import orjson
+
+
+def _raw(path: str, payload: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        buf = b""
+        while chunk := s.recv(65536):
+            buf += chunk
+    return buf
+
+
+def test_socket_mode_and_bad_requests(start_daemon):
+    d = start_daemon()
+    d.wait_ready()
+    assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o660
+    cases = {
+        b"garbage\n": "not JSON",
+        b"[1,2]\n": "JSON object",
+        b'{"nocmd": 1}\n': '"cmd"',
+        b'{"cmd": "selfdestruct"}\n': "unknown command",
+        b'{"cmd": "sim", "what": "estop", "action": "explode"}\n': "sim: expected",
+        b"\xff\xfe\x00\n": "not JSON",
+        b'{"cmd": "status"': "newline",
+    }
+    for payload, words in cases.items():
+        reply = orjson.loads(_raw(d.socket, payload).splitlines()[0])
+        assert reply["ok"] is False and words in reply["error"], (payload, reply)
+    big = _raw(d.socket, b'{"cmd": "status", "pad": "' + b"x" * 200_000 + b'"}\n')
+    assert b"longer than" in big
+    # still alive and answering
+    assert d.status()["state"] == "ready"
+    assert d.proc.poll() is None
+    assert d.terminate() == 0
+
+
+def test_bot4ctl_status_text_and_json(start_daemon):
+    d = start_daemon()
+    d.wait_ready()
+    r = d.ctl("status")
+    assert r.returncode == 0 and "state:     ready" in r.stdout and "LED:" in r.stdout
+    r = d.ctl("status", "--json")
+    st = orjson.loads(r.stdout)
+    assert st["state"] == "ready" and st["led"]["pattern"] == "green_slow_blink"
+    assert st["board"]["machine"] and st["board"]["summary"]
+    assert d.ctl("reset").returncode == 1   # nothing to reset
+    assert d.terminate() == 0
+
+
+def test_bot4ctl_without_daemon(tmp_path):
+    import subprocess, sys
+    from tests.daemon_harness import REPO
+    r = subprocess.run([sys.executable, "-m", "daemon.control.ctl", "--socket",
+                        str(tmp_path / "none.sock"), "status"], cwd=REPO, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 69 and "not running" in r.stderr
