@@ -92,9 +92,6 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
     if not args.sim and cfg.market.source != "binance":
         log.warning("market source %s without --sim: paper trading on hardware",
                     cfg.market.source)
-    # Hand the GIL over more often than every 5 ms so the e-stop callback thread is not
-    # held up by a busy loop (FIELD-NOTES: threads and the GIL).
-    sys.setswitchinterval(0.0005)
     log.info("logging to %s", log_target)
     sup = Supervisor(cfg, RunOptions(sim=args.sim, replay=args.replay, state_dir=args.state_dir,
                                      socket=args.socket, sim_estop_open=args.sim_estop_open))

@@ -144,15 +144,20 @@ class OrderGateway:
         self.venue.cancel(client_id)
         return True
 
-    def cancel_all(self, reason: str, symbol: str | None = None) -> list[str]:
+    def cancel_all(self, reason: str, symbol: str | None = None,
+                   record_with: Callable[[], None] | None = None) -> list[str]:
         """Journal PENDING_CANCEL for every open order in ONE commit, then send the cancels.
-        Works whatever the latch and state say: cancelling is always allowed."""
+        `record_with` journals more in that same commit (the e-stop trip: one fsync on the
+        path from the edge to the cancels). Allowed whatever the latch and state say."""
         todo = [o for o in self.open.values()
                 if o.status is not OrderStatus.PENDING_CANCEL and (symbol is None or o.symbol == symbol)]
-        if todo:
-            self._mark_pending_cancel(todo, reason)
-            for o in todo:
-                self.venue.cancel(o.client_id)
+        with self.journal.batch():
+            if record_with is not None:
+                record_with()
+            if todo:
+                self._mark_pending_cancel(todo, reason)
+        for o in todo:
+            self.venue.cancel(o.client_id)
         self.last_cancel_all_ns = time.perf_counter_ns()
         return [o.client_id for o in todo]
 

@@ -2,7 +2,7 @@
 decoder → order book → paper venue → bars → subscribers (the strategy).
 
 Runs on the event loop and never blocks it for long: sources yield to the loop every
-couple of milliseconds even at full speed, so e-stop handling is never starved. A bad
+millisecond even at full speed, so e-stop handling is never starved. A bad
 message is counted and skipped; an exception while handling an event goes to `on_error`
 (the supervisor faults) instead of silently killing the feed. It never sends orders: the
 venue is reached only through the gateway.
@@ -30,7 +30,7 @@ from daemon.safety.watchdog import Heartbeat
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str, OrderBook, int], None]
-_YIELD_NS = 2_000_000  # give the loop back at least every 2 ms of feed work
+_YIELD_NS = 1_000_000  # give the loop back at least every 1 ms of feed work
 
 
 class MarketRuntime:
@@ -176,7 +176,7 @@ class MarketRuntime:
         return True
 
     async def _run_replay(self) -> None:
-        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed)
+        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed, max_block_ms=1.0)
         self._reader = reader
         n = 0
         async for recv_ns, raw in reader:
@@ -212,7 +212,7 @@ class MarketRuntime:
                 await asyncio.sleep(0.05)
                 continue
             t0 = mono()
-            while True:   # as many steps as are due, but never more than ~2 ms at once
+            while True:   # as many steps as are due, but never more than ~1 ms at once
                 for raw in market.step():
                     self.on_raw(time.time_ns(), raw)
                 next_step += period

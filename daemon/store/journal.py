@@ -71,6 +71,7 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.commits = 0
+        self._depth = 0   # >0 inside batch(): inner writes join the outer transaction
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we open transactions explicitly, one per logical change.
@@ -91,7 +92,17 @@ class Journal:
             raise JournalError(f"{self.path}: {e}") from e
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group several records into ONE durable commit (one fsync): all or nothing."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._depth:
+            yield self._db
+            return
+        self._depth = 1
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -102,6 +113,8 @@ class Journal:
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise JournalError(f"{self.path}: {e}") from e
+        finally:
+            self._depth = 0
         self.commits += 1
 
     # -- audit and safety latch ---------------------------------------------------------
