@@ -106,32 +106,36 @@ class MarketRuntime:
     def on_event(self, ev: object) -> None:
         self.now_ns = ts = ev.ts_ns
         self.events += 1
-        t = type(ev)
         venue = self.venue
+        venue.advance(ts)   # requests due by now see the book as it was before this event
+        t = type(ev)
         if t is Trade:
             venue.on_trade(ev)
-            bar = self.bars[ev.symbol].update(ev) if ev.symbol in self.bars else None
+            bars = self.bars.get(ev.symbol)
+            bar = bars.update(ev) if bars is not None else None
             if bar is not None:
                 self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
                                             "close": bar.close, "volume": bar.volume,
-                                            "trades": bar.trades}
-            return
-        book = self.books.get(ev.symbol)
-        if book is None:
-            return
-        if t is Quote:
-            book.on_quote(ev)
-            venue.advance(ts)
-            return
-        if t is DepthDiff:
-            book.on_diff(ev)
-        elif t is DepthSnapshot:
-            book.on_snapshot(ev)
-        venue.on_depth(book, ts)
-        for due_ns, sym in venue.md_release(ts, ev.symbol):
-            b = self.books[sym]
-            for cb in self._subs:
-                cb(sym, b, due_ns)
+                                            "vwap": bar.vwap, "trades": bar.trades}
+        else:
+            book = self.books.get(ev.symbol)
+            if book is None:
+                return
+            if t is Quote:
+                book.on_quote(ev)
+            else:
+                if t is DepthDiff:
+                    book.on_diff(ev)
+                else:
+                    book.on_snapshot(ev)
+                venue.on_depth(book, ts)
+                venue.md.push(ts, ev.symbol)   # the strategy hears of it md_latency later
+        md = venue.md
+        if md.next_ns <= ts:   # checked on every event so the delay is md_latency, not 100 ms
+            for due_ns, sym in md.pop_due(ts):
+                b = self.books[sym]
+                for cb in self._subs:
+                    cb(sym, b, due_ns)
 
     def _needs_snapshot(self, book: OrderBook) -> None:
         log.warning("%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
