@@ -5,7 +5,7 @@ talks to a venue or the journal; it only describes orders and how to quantise th
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 from enum import StrEnum
 
@@ -146,7 +146,6 @@ class Position:
     avg_price: Decimal = Decimal(0)
     realized_pnl: Decimal = Decimal(0)
     fees: Decimal = Decimal(0)
-    extra: dict = field(default_factory=dict)
 
     def apply(self, fill: Fill) -> None:
         """Update quantity, average entry and realised PnL with one fill."""

@@ -34,7 +34,7 @@ class LoopMonitor:
         while not self._stop.wait(self._period):
             try:
                 age = self._hb.age()
-                if self._hb.enabled and age > self._hb.deadline_s:
+                if age > self._hb.deadline_s:
                     reason = f"watchdog: event loop stalled for {age:.2f} s"
                     if self._latch.trip(LatchKind.HALT, reason):
                         log.error(reason)

@@ -15,7 +15,6 @@ class Heartbeat:
     name: str
     deadline_s: float
     last: float = field(default_factory=time.monotonic)
-    enabled: bool = True
 
     def beat(self) -> None:
         self.last = time.monotonic()
@@ -23,13 +22,6 @@ class Heartbeat:
     def age(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.last
 
-    def suspend(self) -> None:
-        """Stop supervising (component deliberately idle, e.g. feed stopped on halt)."""
-        self.enabled = False
-
-    def resume(self) -> None:
-        self.last = time.monotonic()
-        self.enabled = True
 
 
 class Watchdog:
@@ -45,16 +37,13 @@ class Watchdog:
         self._beats[name] = hb
         return hb
 
-    def unregister(self, name: str) -> None:
-        self._beats.pop(name, None)
-
     def stalled(self, now: float | None = None) -> list[tuple[str, float]]:
-        """(name, age in s) of every enabled heartbeat older than its deadline."""
+        """(name, age in s) of every heartbeat older than its deadline."""
         now = time.monotonic() if now is None else now
         return [(hb.name, round(now - hb.last, 3)) for hb in self._beats.values()
-                if hb.enabled and now - hb.last > hb.deadline_s]
+                if now - hb.last > hb.deadline_s]
 
     def snapshot(self, now: float | None = None) -> dict[str, dict]:
         now = time.monotonic() if now is None else now
-        return {hb.name: {"age_s": round(now - hb.last, 3), "deadline_s": hb.deadline_s,
-                          "enabled": hb.enabled} for hb in self._beats.values()}
+        return {hb.name: {"age_s": round(now - hb.last, 3), "deadline_s": hb.deadline_s}
+                for hb in self._beats.values()}
