@@ -1,0 +1,415 @@
+"""Local order book for one symbol, rebuilt from Binance diff-depth events plus REST snapshots.
+
+Sync follows Binance's rules (see FIELD-NOTES "Market data"): diffs are buffered until a
+snapshot arrives; diffs with ``u <= lastUpdateId`` are dropped; the first applied diff must
+bridge the snapshot (``U <= lastUpdateId + 1 <= u``); afterwards every diff must follow the
+previous one (spot: ``U == prev_u + 1``; futures: ``pu == prev_u``). Any break is a gap:
+the book is cleared and marked invalid with a reason, ``needs_snapshot`` turns True, the
+``on_needs_snapshot`` callback fires once, diffs are buffered again and the next snapshot
+resyncs. A book that is crossed after an update is treated the same way.
+
+Futures bridging: Binance's futures docs keep a diff whose ``u`` equals ``lastUpdateId``
+(first diff ``U <= lastUpdateId <= u``). We drop it instead (it is wholly inside the
+snapshot) and then also accept a first diff with ``pu == lastUpdateId``: futures ids are not
+contiguous, so the field-note rule alone would report a false gap right after such a
+snapshot. Both forms describe the same state.
+
+``on_quote`` cross-checks the exchange's bookTicker against the rebuilt top of book (see
+its docstring for when a quote is comparable).
+
+This module never fetches snapshots itself (the live feed does, when asked through
+``needs_snapshot``/the callback), never reads files or sockets, and never offers prices
+from an invalid book: invalidation clears both sides, so readers see None, not stale data.
+Prices and quantities are floats (hot path), keyed exactly as parsed from the exchange's
+decimal text.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import islice
+
+from sortedcontainers import SortedDict
+
+from daemon.market.capture import RateLimitedLog
+from daemon.market.events import DepthDiff, DepthSnapshot, MarketEvent, Quote
+
+log = logging.getLogger(__name__)
+
+Level = tuple[float, float]
+Top = tuple[float, float, float, float]   # bid, bid_qty, ask, ask_qty
+
+# A SortedDict is a dict subclass plus a SortedList of its keys. Its __setitem__ is "add the
+# key to the list if new, then dict.__setitem__"; __delitem__ is "dict.__delitem__, then
+# remove the key from the list". `_apply` does exactly that itself with the bound list
+# methods SortedDict keeps (`_list_add`/`_list_remove`, sortedcontainers 2.x), saving a
+# Python call per level on the hottest loop. The property tests check that the key list
+# and the dict stay identical.
+_dict_set = dict.__setitem__
+_dict_del = dict.__delitem__
+
+
+@dataclass(slots=True, frozen=True)
+class Disagreement:
+    """A comparable bookTicker that did not match the rebuilt top of book."""
+
+    quote: Quote
+    book_top: Top | None
+    book_update_id: int     # the diff/snapshot id the book top was taken at (== quote u)
+    fields: tuple[str, ...]  # which of bid, bid_qty, ask, ask_qty differ
+
+
+class OrderBook:
+    """Bids and asks as SortedDict price -> qty, both ascending (best bid = last bid key,
+    best ask = first ask key). Only meaningful while ``valid`` is True.
+
+    ``stats`` counters: diffs_applied, diffs_dropped (u <= last id), diffs_buffered,
+    buffer_overflow, gaps, crossed, stale_snapshots, snapshots, snapshots_ignored, syncs
+    (first valid state), resyncs (valid again after a gap/crossing), wrong_symbol and the
+    quote cross-check: quotes_comparable, quotes_agree, quotes_disagree,
+    quotes_not_comparable, quotes_book_invalid, quotes_pending_overflow.
+    """
+
+    def __init__(self, symbol: str, futures: bool, *,
+                 on_needs_snapshot: Callable[[OrderBook], None] | None = None,
+                 max_buffer: int = 10_000, top_history: int = 256,
+                 max_pending_quotes: int = 4096, keep_disagreements: int = 100) -> None:
+        self.symbol = symbol
+        self.futures = futures
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.valid = False
+        self.last_update_id = 0
+        self.invalid_reason: str | None = "no snapshot yet"
+        self.on_needs_snapshot = on_needs_snapshot
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("diffs_applied", "diffs_dropped", "diffs_buffered", "buffer_overflow", "gaps",
+             "crossed", "stale_snapshots", "snapshots", "snapshots_ignored", "syncs",
+             "resyncs", "wrong_symbol", "quotes_comparable", "quotes_agree",
+             "quotes_disagree", "quotes_not_comparable", "quotes_book_invalid",
+             "quotes_pending_overflow"), 0)
+        self.disagreements: deque[Disagreement] = deque(maxlen=keep_disagreements)
+        self._max_buffer = max_buffer
+        self._buffer: deque[DepthDiff] = deque()
+        self._bridging = False     # the next applied diff must bridge the snapshot
+        self._requested = False    # the callback already fired for this invalid episode
+        self._ever_valid = False
+        # Top of book after each recent applied diff/snapshot, by its final update id, so a
+        # bookTicker that arrives after later diffs can still be checked.
+        self._tops: dict[int, Top | None] = {}
+        self._tops_order: deque[int] = deque()
+        self._top_history = top_history
+        # bookTickers whose id the book has not reached yet, oldest first.
+        self._pending: deque[Quote] = deque()
+        self._max_pending = max_pending_quotes
+        self._warn = RateLimitedLog(log)
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def needs_snapshot(self) -> bool:
+        """True while the book cannot become valid without a (new) REST snapshot."""
+        return not self.valid
+
+    @property
+    def pending_quotes(self) -> int:
+        """bookTickers waiting for the book to reach their update id."""
+        return len(self._pending)
+
+    def best_bid(self) -> Level | None:
+        return self.bids.peekitem(-1) if self.bids else None
+
+    def best_ask(self) -> Level | None:
+        return self.asks.peekitem(0) if self.asks else None
+
+    def qty_at(self, is_bid: bool, price: float) -> float:
+        return (self.bids if is_bid else self.asks).get(price, 0.0)
+
+    def levels(self, is_bid: bool, n: int) -> list[Level]:
+        """Top `n` levels of one side, best first."""
+        if n <= 0:
+            return []
+        side = self.bids if is_bid else self.asks
+        # Iterating (not slicing by position) keeps this O(n) and never makes the
+        # SortedList build its positional index, which every later insert/delete in
+        # `_apply` would then have to maintain.
+        keys = reversed(side) if is_bid else iter(side)
+        return [(k, side[k]) for k in islice(keys, n)]
+
+    def depth(self, is_bid: bool, n: int) -> float:
+        """Total quantity of the top `n` levels of one side."""
+        return sum(q for _, q in self.levels(is_bid, n))
+
+    def mid(self) -> float | None:
+        if not self.bids or not self.asks:
+            return None
+        return (self.bids.peekitem(-1)[0] + self.asks.peekitem(0)[0]) * 0.5
+
+    def microprice(self) -> float | None:
+        """Size-weighted mid: leans toward the side with less size (the one likely to go)."""
+        if not self.bids or not self.asks:
+            return None
+        bp, bq = self.bids.peekitem(-1)
+        ap, aq = self.asks.peekitem(0)
+        return (bp * aq + ap * bq) / (bq + aq)
+
+    def spread(self) -> float | None:
+        if not self.bids or not self.asks:
+            return None
+        return self.asks.peekitem(0)[0] - self.bids.peekitem(-1)[0]
+
+    def crossed(self) -> bool:
+        return bool(self.bids and self.asks
+                    and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0])
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def on_event(self, ev: MarketEvent) -> bool | None:
+        """Route any decoded event; returns on_quote's answer for quotes, else None."""
+        if isinstance(ev, Quote):
+            return self.on_quote(ev)
+        if isinstance(ev, DepthDiff):
+            self.on_diff(ev)
+        elif isinstance(ev, DepthSnapshot):
+            self.on_snapshot(ev)
+        return None
+
+    def on_diff(self, diff: DepthDiff) -> None:
+        if diff.symbol != self.symbol:
+            self._wrong_symbol(diff.symbol)
+            return
+        if not self.valid:
+            self._buffer_diff(diff)
+            return
+        u = diff.last_id
+        last = self.last_update_id
+        if u <= last:
+            self.stats["diffs_dropped"] += 1
+            return
+        if self._bridging:
+            if not (diff.first_id <= last + 1
+                    or (self.futures and diff.prev_last_id == last)):
+                self._invalidate(
+                    f"snapshot too old: lastUpdateId={last} but the first diff after it "
+                    f"has U={diff.first_id} u={u} pu={diff.prev_last_id}",
+                    "stale_snapshots")
+                self._buffer_diff(diff)
+                return
+            self._bridging = False
+        elif self.futures:
+            if diff.prev_last_id != last:
+                self._invalidate(f"gap: pu={diff.prev_last_id} != previous u={last} "
+                                 f"(U={diff.first_id} u={u})", "gaps")
+                self._buffer_diff(diff)
+                return
+        elif diff.first_id != last + 1:
+            self._invalidate(f"gap: U={diff.first_id} != previous u+1={last + 1} (u={u})",
+                             "gaps")
+            self._buffer_diff(diff)
+            return
+        self._apply(diff)
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        if snap.symbol != self.symbol:
+            self._wrong_symbol(snap.symbol)
+            return
+        self.stats["snapshots"] += 1
+        lid = snap.last_update_id
+        if self.valid and lid <= self.last_update_id:
+            # The book is already at or past this state; rewinding would lose diffs.
+            self.stats["snapshots_ignored"] += 1
+            return
+        was_valid = self.valid
+        recovering = self._ever_valid and not was_valid
+        bids, asks = self.bids, self.asks
+        bids.clear()
+        asks.clear()
+        # Clear+update keeps the SortedDict objects: other code may hold references.
+        bids.update((p, q) for p, q in snap.bids if q)
+        asks.update((p, q) for p, q in snap.asks if q)
+        self.last_update_id = lid
+        self._bridging = True
+        self.valid = True
+        self.invalid_reason = None
+        self._pending.clear()
+        self._tops.clear()
+        self._tops_order.clear()
+        if bids and asks and bids.peekitem(-1)[0] >= asks.peekitem(0)[0]:
+            self._invalidate(f"crossed snapshot {lid}: bid {bids.peekitem(-1)[0]} >= ask "
+                             f"{asks.peekitem(0)[0]}", "crossed")
+            self._request()
+            return
+        self._record_top(lid)
+        buffered = self._buffer
+        self._buffer = deque()
+        for diff in buffered:
+            self.on_diff(diff)  # goes back into the buffer if the book turns invalid again
+        if self.valid:
+            self._requested = False
+            self._ever_valid = True
+            if not was_valid:   # a newer snapshot for a valid book is a refresh, not a sync
+                self.stats["resyncs" if recovering else "syncs"] += 1
+
+    def on_quote(self, quote: Quote) -> bool | None:
+        """Compare a bookTicker with the rebuilt top of book.
+
+        A bookTicker's ``u`` is the order-book update id its best bid/ask reflect. After
+        applying a diff whose final id is ``u_d`` the book reflects every update <= ``u_d``
+        and none after, so the quote is comparable exactly when its ``u`` equals the final
+        id of a diff we applied (or the snapshot's lastUpdateId). A ``u`` strictly inside a
+        diff's ``U..u`` range (or between diffs) names an intermediate state the diff
+        stream never shows us: not comparable. Arrival order does not matter: a quote ahead
+        of the book waits (``_pending``) until the diff with its id is applied, and a quote
+        behind it is checked against the recorded top after that diff (last
+        ``top_history`` diffs). Agreement means bid, bid qty, ask and ask qty are all equal.
+
+        Returns True/False for a comparison made now, None otherwise (deferred or not
+        comparable); the counters and ``disagreements`` hold the full picture.
+        """
+        if quote.symbol != self.symbol:
+            self._wrong_symbol(quote.symbol)
+            return None
+        if not self.valid:
+            self.stats["quotes_book_invalid"] += 1
+            return None
+        uid = quote.update_id
+        last = self.last_update_id
+        if uid > last:
+            pending = self._pending
+            if len(pending) >= self._max_pending:
+                pending.popleft()
+                self.stats["quotes_pending_overflow"] += 1
+            pending.append(quote)
+            return None
+        tops = self._tops
+        if uid in tops:
+            return self._compare(quote, tops[uid], uid)
+        self.stats["quotes_not_comparable"] += 1
+        return None
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _apply(self, diff: DepthDiff) -> None:
+        # Inlined SortedDict.__setitem__/__delitem__ (see _dict_set): in real captures most
+        # diff levels are inserts and deletes, and the extra Python frame per level was a
+        # fifth of the replay's book cost.
+        bids = self.bids
+        add, remove = bids._list_add, bids._list_remove
+        for p, q in diff.bids:
+            if q:
+                if p not in bids:
+                    add(p)
+                _dict_set(bids, p, q)
+            elif p in bids:
+                _dict_del(bids, p)
+                remove(p)
+        asks = self.asks
+        add, remove = asks._list_add, asks._list_remove
+        for p, q in diff.asks:
+            if q:
+                if p not in asks:
+                    add(p)
+                _dict_set(asks, p, q)
+            elif p in asks:
+                _dict_del(asks, p)
+                remove(p)
+        u = diff.last_id
+        self.last_update_id = u
+        self.stats["diffs_applied"] += 1
+        if bids and asks:
+            bp, bq = bids.peekitem(-1)
+            ap, aq = asks.peekitem(0)
+            if bp >= ap:
+                self._invalidate(f"crossed after diff U={diff.first_id} u={u}: bid {bp} >= "
+                                 f"ask {ap}", "crossed")
+                self._request()
+                return
+            top: Top | None = (bp, bq, ap, aq)
+        else:
+            top = None
+        tops = self._tops
+        tops[u] = top
+        order = self._tops_order
+        order.append(u)
+        if len(order) > self._top_history:
+            del tops[order.popleft()]
+        pending = self._pending
+        while pending and pending[0].update_id <= u:
+            q = pending.popleft()
+            if q.update_id == u:
+                self._compare(q, top, u)
+            else:
+                self.stats["quotes_not_comparable"] += 1
+
+    def _record_top(self, uid: int) -> None:
+        bids, asks = self.bids, self.asks
+        if bids and asks:
+            bp, bq = bids.peekitem(-1)
+            ap, aq = asks.peekitem(0)
+            self._tops[uid] = (bp, bq, ap, aq)
+        else:
+            self._tops[uid] = None
+        self._tops_order.append(uid)
+
+    def _compare(self, q: Quote, top: Top | None, uid: int) -> bool:
+        stats = self.stats
+        stats["quotes_comparable"] += 1
+        if top is not None and (q.bid, q.bid_qty, q.ask, q.ask_qty) == top:
+            stats["quotes_agree"] += 1
+            return True
+        stats["quotes_disagree"] += 1
+        if top is None:
+            fields: tuple[str, ...] = ("bid", "bid_qty", "ask", "ask_qty")
+        else:
+            fields = tuple(name for name, a, b in zip(
+                ("bid", "bid_qty", "ask", "ask_qty"), (q.bid, q.bid_qty, q.ask, q.ask_qty), top)
+                if a != b)
+        self.disagreements.append(Disagreement(q, top, uid, fields))
+        return False
+
+    def _buffer_diff(self, diff: DepthDiff) -> None:
+        buf = self._buffer
+        if len(buf) >= self._max_buffer:
+            # Oldest first: a fresh snapshot is newer than them anyway.
+            buf.popleft()
+            self.stats["buffer_overflow"] += 1
+        buf.append(diff)
+        self.stats["diffs_buffered"] += 1
+        if not self._requested:
+            self._request()
+
+    def _invalidate(self, reason: str, counter: str) -> None:
+        self.valid = False
+        self.invalid_reason = reason
+        self.stats[counter] += 1
+        self.bids.clear()
+        self.asks.clear()
+        self._bridging = False
+        # Pending quotes can no longer be matched against this book's history.
+        self.stats["quotes_book_invalid"] += len(self._pending)
+        self._pending.clear()
+        self._tops.clear()
+        self._tops_order.clear()
+        self._warn(counter, self.stats[counter], f"{self.symbol}: {reason}")
+        # The caller buffers the offending diff (if any) and only then asks for a snapshot:
+        # a requester that answers synchronously must find that diff already buffered.
+        self._requested = False
+
+    def _request(self) -> None:
+        self._requested = True
+        cb = self.on_needs_snapshot
+        if cb is None:
+            return
+        try:
+            cb(self)
+        except Exception:
+            # The book's state is already consistent; a failing requester must not undo
+            # that or stop the feed, but it must be seen.
+            log.exception("%s: on_needs_snapshot callback failed", self.symbol)
+
+    def _wrong_symbol(self, symbol: str) -> None:
+        self.stats["wrong_symbol"] += 1
+        self._warn("wrong_symbol", self.stats["wrong_symbol"],
+                   f"book {self.symbol} got an event for {symbol}")
