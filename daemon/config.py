@@ -83,6 +83,8 @@ class MarketCfg(_Section):
     replay_speed: float = Field(1.0, ge=0)
     synthetic_rate_hz: float = Field(50.0, gt=0, le=1_000_000)
     synthetic_seed: int = 7
+    ws_base: str = ""        # "" = Binance's own endpoints for the exchange
+    rest_base: str = ""
     stale_after_s: float = Field(10.0, gt=0, le=600)
     record_dir: str = ""
     record_rotate_mb: float = Field(64.0, gt=0)

@@ -149,6 +149,7 @@ class Supervisor:
                                     instruments=instruments, journal=self.journal,
                                     venue=self.market.venue, clock=self.market.clock,
                                     mark=self.market.mark)
+        self.market.report_batch = self.gateway.batch
         stale = self.gateway.recover("venue session lost: daemon restarted")
         if stale:
             self.journal.audit("orders_recovered", count=len(stale),

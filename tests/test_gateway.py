@@ -154,3 +154,42 @@ def test_recover_closes_orders_left_open(tmp_path):
     stale = e2.gw.recover("restart")
     assert [s.client_id for s in stale] == [o.client_id]
     assert e2.journal.order_status(o.client_id) is OrderStatus.CANCELLED
+
+
+def test_batch_is_one_commit_and_nothing_leaves_before_it(tmp_path, mocker):
+    e = Env(tmp_path)
+    old = e.buy(price="59980")
+    sent = mocker.spy(e.venue, "submit")
+    cancelled = mocker.spy(e.venue, "cancel")
+    before = e.journal.commits
+    with e.gw.batch():
+        e.gw.cancel(old.client_id, "requote")
+        a = e.buy(price="59990")
+        b = e.gw.submit("BTCUSDT", Side.SELL, Decimal("0.001"), Decimal("60010"))
+        assert sent.call_count == 0 and cancelled.call_count == 0, "sent before the commit"
+    assert e.journal.commits == before + 1
+    assert [c.args[0].client_id for c in sent.call_args_list] == [a.client_id, b.client_id]
+    assert cancelled.call_args_list[0].args == (old.client_id,)
+    for o in (a, b):
+        assert e.journal.order_status(o.client_id) is OrderStatus.PENDING_NEW
+
+
+def test_latch_tripped_inside_a_batch_stops_its_orders(tmp_path, mocker):
+    e = Env(tmp_path)
+    sent = mocker.spy(e.venue, "submit")
+    with e.gw.batch():
+        o = e.buy()
+        e.latch.trip(LatchKind.ESTOP, "pressed")   # as the GPIO thread would, mid-batch
+    assert sent.call_count == 0
+    assert o.status is OrderStatus.REJECTED and o.client_id not in e.gw.open
+    assert e.journal.order_history(o.client_id) == ["pending_new", "rejected"]
+
+
+def test_failed_batch_commits_nothing_and_sends_nothing(tmp_path, mocker):
+    e = Env(tmp_path)
+    sent = mocker.spy(e.venue, "submit")
+    with pytest.raises(RuntimeError):
+        with e.gw.batch():
+            e.buy()
+            raise RuntimeError("strategy bug mid-batch")
+    assert sent.call_count == 0 and e.journal.count("orders") == 0

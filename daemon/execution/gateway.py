@@ -15,8 +15,9 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from decimal import Decimal
-from typing import Callable
+from typing import Callable, Iterator
 
 from daemon.execution.orders import (Fill, Instrument, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
@@ -64,7 +65,33 @@ class OrderGateway:
         self.listeners: list[Callable[[Order, Fill | None], None]] = []
         self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
         self.last_cancel_all_ns = 0   # perf_counter_ns when cancel_all issued its last cancel
+        self._after: list[Callable[[], None]] | None = None   # actions waiting for a commit
         venue.bind(self)
+
+    # -- group commit ----------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Journal every order change made inside in ONE commit (one fsync). What acts on
+        those changes (sending to the venue, telling listeners) waits until the commit is
+        durable, so journal-before-act holds for every order in the batch."""
+        if self._after is not None:
+            yield
+            return
+        self._after = []
+        try:
+            with self.journal.batch():
+                yield
+            after = self._after
+        finally:
+            self._after = None
+        for act in after:
+            act()
+
+    def _act(self, act: Callable[[], None]) -> None:
+        if self._after is None:
+            act()
+        else:
+            self._after.append(act)
 
     # -- submit --------------------------------------------------------------------------
     def submit(self, symbol: str, side: Side, qty: Decimal, price: Decimal | None = None, *,
@@ -125,15 +152,28 @@ class OrderGateway:
 
     def _send(self, order: Order) -> Order:
         self.journal.record_order(order, order.created_ns)   # durable before it leaves
-        if self.latch.tripped:                               # tripped during the commit?
-            order.status, order.reason = OrderStatus.REJECTED, "kill latch tripped before send"
-            self.journal.record_order(order, self.clock())
-            raise Rejected("latch", order.reason)
+        if self._after is None:
+            if self.latch.tripped:                           # tripped during the commit?
+                self._refuse_after_commit(order)
+                raise Rejected("latch", order.reason)
         self.open[order.client_id] = order
         self.risk.note_sent(order.created_ns)
         self.stats["submitted"] += 1
-        self.venue.submit(order)
+        self._act(lambda: self._release(order))
         return order
+
+    def _release(self, order: Order) -> None:
+        if order.status is not OrderStatus.PENDING_NEW:
+            return   # cancelled inside the same batch before it ever left
+        if self.latch.tripped:   # the last check, right before the order leaves
+            self._refuse_after_commit(order)
+            self.open.pop(order.client_id, None)
+            return
+        self.venue.submit(order)
+
+    def _refuse_after_commit(self, order: Order) -> None:
+        order.status, order.reason = OrderStatus.REJECTED, "kill latch tripped before send"
+        self.journal.record_order(order, self.clock())
 
     # -- cancel --------------------------------------------------------------------------
     def cancel(self, client_id: str, reason: str = "requested") -> bool:
@@ -141,7 +181,7 @@ class OrderGateway:
         if order is None or order.status is OrderStatus.PENDING_CANCEL:
             return False
         self._mark_pending_cancel([order], reason)
-        self.venue.cancel(client_id)
+        self._act(lambda: self.venue.cancel(client_id))
         return True
 
     def cancel_all(self, reason: str, symbol: str | None = None,
@@ -151,13 +191,13 @@ class OrderGateway:
         path from the edge to the cancels). Allowed whatever the latch and state say."""
         todo = [o for o in self.open.values()
                 if o.status is not OrderStatus.PENDING_CANCEL and (symbol is None or o.symbol == symbol)]
-        with self.journal.batch():
+        with self.batch():
             if record_with is not None:
                 record_with()
             if todo:
                 self._mark_pending_cancel(todo, reason)
-        for o in todo:
-            self.venue.cancel(o.client_id)
+            for o in todo:
+                self._act(lambda cid=o.client_id: self.venue.cancel(cid))
         self.last_cancel_all_ns = time.perf_counter_ns()
         return [o.client_id for o in todo]
 
@@ -204,7 +244,7 @@ class OrderGateway:
         self.journal.record_order(order, ts_ns)
         if status is OrderStatus.REJECTED:
             self.breakers.record_reject(ts_ns)
-        self._settle(order, None)
+        self._act(lambda: self._settle(order, None))
 
     def on_fill(self, fill: Fill) -> None:
         order = self._find(fill.client_id)
@@ -226,7 +266,7 @@ class OrderGateway:
         pos.apply(fill)
         self.journal.record_fill(fill, order, pos)
         self.stats["fills"] += 1
-        self._settle(order, fill)
+        self._act(lambda: self._settle(order, fill))
 
     def _settle(self, order: Order, fill: Fill | None) -> None:
         if order.status.is_terminal and self.open.pop(order.client_id, None) is not None:

@@ -257,7 +257,9 @@ class PaperVenue:
         self._markets: dict[str, _Market] = {}
         self._working: dict[str, _Working] = {}
         self._pending: deque[tuple[int, int, object]] = deque()
-        self._next_ns = _NEVER
+        # Venue time at which the oldest queued request takes effect (_NEVER when none);
+        # public so the pipeline can skip advance() cheaply. Read-only outside this class.
+        self.next_due_ns = _NEVER
         self._last_eff = -_NEVER
         self._now = 0
         self._n_resting = 0
@@ -295,14 +297,14 @@ class PaperVenue:
 
     def advance(self, ts_ns: int) -> None:
         """Move venue time to ts_ns, applying every request due by then."""
-        if ts_ns >= self._next_ns:
+        if ts_ns >= self.next_due_ns:
             self._run_due(ts_ns)
         if ts_ns > self._now:
             self._now = ts_ns
 
     def on_depth(self, book: OrderBook, ts_ns: int) -> None:
         """The pipeline applied a diff or snapshot to `book` (the real reconstructed book)."""
-        if ts_ns >= self._next_ns:
+        if ts_ns >= self.next_due_ns:
             self._run_due(ts_ns)
         if ts_ns > self._now:
             self._now = ts_ns
@@ -317,7 +319,7 @@ class PaperVenue:
     def on_trade(self, trade: Trade) -> None:
         """A market trade printed; it may fill our resting orders (queue model)."""
         ts = trade.ts_ns
-        if ts >= self._next_ns:
+        if ts >= self.next_due_ns:
             self._run_due(ts)
         if ts > self._now:
             self._now = ts
@@ -370,7 +372,7 @@ class PaperVenue:
             eff = self._last_eff          # requests never overtake each other
         self._last_eff = eff
         if not self._pending:
-            self._next_ns = eff
+            self.next_due_ns = eff
         self._pending.append((eff, kind, payload))
 
     def _run_due(self, ts: int) -> None:
@@ -389,7 +391,7 @@ class PaperVenue:
                 for cid in [c for c, w in self._working.items()
                             if payload is None or w.symbol == payload]:
                     self._cancel_now(cid, eff)
-        self._next_ns = pending[0][0] if pending else _NEVER
+        self.next_due_ns = pending[0][0] if pending else _NEVER
 
     # -- order activation ----------------------------------------------------------------
     def _activate(self, w: _Working, ts: int) -> None:

@@ -10,11 +10,12 @@ venue is reached only through the gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from daemon.config import Config
 from daemon.execution.orders import to_decimal
@@ -30,6 +31,7 @@ from daemon.safety.watchdog import Heartbeat
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str, OrderBook, int], None]
+_EVENT_KINDS = ("quotes", "trades", "agg_trades", "depth", "snapshots")
 _YIELD_NS = 1_000_000  # give the loop back at least every 1 ms of feed work
 
 
@@ -62,8 +64,10 @@ class MarketRuntime:
         self._stalled_until = 0.0
         self._live = None
         self._recorders: dict[str, CaptureRecorder] = {}
-        self.events = 0
         self.finished = False
+        # Set by the owner of the gateway: venue reports due at the same instant (acks,
+        # cancel confirmations) are then journalled in one commit.
+        self.report_batch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self._state_dir = state_dir
 
     # -- reading ---------------------------------------------------------------------------
@@ -84,7 +88,7 @@ class MarketRuntime:
     def degraded(self) -> list[str]:
         out = [f"{s} book invalid: {b.invalid_reason}" for s, b in self.books.items()
                if not b.valid]
-        if self._live is not None and not self._live.stats.get("connected", True):
+        if self._live is not None and not self._live.connected:
             out.append("live feed disconnected")
         return out
 
@@ -93,6 +97,8 @@ class MarketRuntime:
 
     # -- the event path ----------------------------------------------------------------------
     def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
+        """A raw message from a live source (may carry the symbol of a REST snapshot, and
+        may be recorded)."""
         if symbol is not None and not raw.startswith(b'{"stream"'):
             self.decoder.last_symbol = symbol  # a REST snapshot names no symbol itself
         ev = self.decoder.decode(recv_ns, raw)
@@ -105,15 +111,19 @@ class MarketRuntime:
 
     def on_event(self, ev: object) -> None:
         self.now_ns = ts = ev.ts_ns
-        self.events += 1
         venue = self.venue
-        venue.advance(ts)   # requests due by now see the book as it was before this event
+        if ts >= venue.next_due_ns:   # requests due by now see the book before this event
+            with self.report_batch():
+                venue.advance(ts)
         t = type(ev)
-        if t is Trade:
+        if t is Quote:                # ~70% of messages: keep this path short
+            book = self.books.get(ev.symbol)
+            if book is not None:
+                book.on_quote(ev)
+        elif t is Trade:
             venue.on_trade(ev)
             bars = self.bars.get(ev.symbol)
-            bar = bars.update(ev) if bars is not None else None
-            if bar is not None:
+            if bars is not None and (bar := bars.update(ev)) is not None:
                 self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
                                             "close": bar.close, "volume": bar.volume,
                                             "vwap": bar.vwap, "trades": bar.trades}
@@ -121,21 +131,29 @@ class MarketRuntime:
             book = self.books.get(ev.symbol)
             if book is None:
                 return
-            if t is Quote:
-                book.on_quote(ev)
+            if t is DepthDiff:
+                book.on_diff(ev)
             else:
-                if t is DepthDiff:
-                    book.on_diff(ev)
-                else:
-                    book.on_snapshot(ev)
-                venue.on_depth(book, ts)
-                venue.md.push(ts, ev.symbol)   # the strategy hears of it md_latency later
+                book.on_snapshot(ev)
+            venue.on_depth(book, ts)
+            venue.md.push(ts, ev.symbol)   # the strategy hears of it md_latency later
         md = venue.md
         if md.next_ns <= ts:   # checked on every event so the delay is md_latency, not 100 ms
             for due_ns, sym in md.pop_due(ts):
                 b = self.books[sym]
                 for cb in self._subs:
                     cb(sym, b, due_ns)
+
+    def feed(self, records: Iterable[tuple[int, bytes]]) -> int:
+        """Replay records synchronously (benchmarks, tests): decode + on_event each."""
+        decode, on_event = self.decoder.decode, self.on_event
+        n = 0
+        for recv_ns, raw in records:
+            n += 1
+            ev = decode(recv_ns, raw)
+            if ev is not None:
+                on_event(ev)
+        return n
 
     def _needs_snapshot(self, book: OrderBook) -> None:
         log.warning("%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
@@ -182,13 +200,16 @@ class MarketRuntime:
     async def _run_replay(self) -> None:
         reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed, max_block_ms=1.0)
         self._reader = reader
+        decode, on_event = self.decoder.decode, self.on_event
         n = 0
         async for recv_ns, raw in reader:
             n += 1
             if not n & 63:
                 while not self._beat():
                     await asyncio.sleep(0.05)
-            self.on_raw(recv_ns, raw)
+            ev = decode(recv_ns, raw)
+            if ev is not None:
+                on_event(ev)
         self.finished = True
         log.info("replay finished: %d lines, reader %s, decoder %s", n, reader.stats,
                  {k: v for k, v in self.decoder.stats.items() if v})
@@ -235,8 +256,20 @@ class MarketRuntime:
                     rotate_bytes=int(m.record_rotate_mb * 1024 * 1024))
         self._live = BinanceLiveFeed(self.symbols, market=m.exchange,
                                      on_message=self.on_raw, heartbeat=self.heartbeat,
-                                     stale_after_s=m.stale_after_s)
-        await self._live.run()
+                                     stale_after_s=m.stale_after_s,
+                                     ws_base=m.ws_base or None, rest_base=m.rest_base or None)
+        flusher = asyncio.create_task(self._flush_recorders(), name="capture-flush")
+        try:
+            await self._live.run()
+        finally:
+            flusher.cancel()
+
+    async def _flush_recorders(self) -> None:
+        """Recorders flush on message time; a quiet market still gets its lines out."""
+        while True:
+            await asyncio.sleep(1.0)
+            for rec in self._recorders.values():
+                rec.flush()
 
     def settle(self) -> None:
         """Move venue time past the entry latency so every queued request takes effect
@@ -264,7 +297,8 @@ class MarketRuntime:
                         "quotes_agree": b.stats["quotes_agree"],
                         "quotes_disagree": b.stats["quotes_disagree"],
                         "gaps": b.stats["gaps"], "resyncs": b.stats["resyncs"]}
-        out = {"source": self.source, "events": self.events, "books": books,
+        out = {"source": self.source, "events": sum(v for k, v in self.decoder.stats.items()
+                                                   if k in _EVENT_KINDS), "books": books,
                "decoder": {k: v for k, v in self.decoder.stats.items() if v},
                "bars": self.last_bar, "replay_finished": self.finished}
         if self._live is not None:

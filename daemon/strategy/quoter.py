@@ -55,18 +55,19 @@ class Quoter:
                 return
             if ts_ns - pts < self._min_gap_ns:
                 return
-        self._pull(symbol, "requote")
         ids = []
         qty = self.cfg.quote_qty
-        for side, px in ((Side.BUY, mid * (1 - self._hs)), (Side.SELL, mid * (1 + self._hs))):
-            try:
-                o = self.gateway.submit(symbol, side, qty, to_decimal(round(px, 8)),
-                                        tif=TimeInForce.POST_ONLY)
-                ids.append(o.client_id)
-            except Rejected as e:
-                self.stats["refused"] += 1
-                if e.stage not in ("latch", "state"):
-                    log.debug("quote refused: %s", e)
+        with self.gateway.batch():   # the two cancels and two new quotes: one fsync
+            self._pull(symbol, "requote")
+            for side, px in ((Side.BUY, mid * (1 - self._hs)), (Side.SELL, mid * (1 + self._hs))):
+                try:
+                    o = self.gateway.submit(symbol, side, qty, to_decimal(round(px, 8)),
+                                            tif=TimeInForce.POST_ONLY)
+                    ids.append(o.client_id)
+                except Rejected as e:
+                    self.stats["refused"] += 1
+                    if e.stage not in ("latch", "state"):
+                        log.debug("quote refused: %s", e)
         self._quotes[symbol] = (mid, ts_ns, ids)
         self.stats["requotes"] += 1
 
