@@ -64,3 +64,24 @@ def test_bot4ctl_without_daemon(tmp_path):
                         str(tmp_path / "none.sock"), "status"], cwd=REPO, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 69 and "not running" in r.stderr
+
+
+def test_socket_group_is_configurable(start_daemon):
+    import grp
+    name = next((g for g in ("nogroup", "daemon", "adm") if _has_group(g)), None)
+    if name is None:
+        import pytest
+        pytest.skip("no spare group on this machine")
+    d = start_daemon(env={"BOT4__DAEMON__SOCKET_GROUP": name})
+    d.wait_ready()
+    assert os.stat(d.socket).st_gid == grp.getgrnam(name).gr_gid
+    assert d.terminate() == 0
+
+
+def _has_group(name: str) -> bool:
+    import grp
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
