@@ -94,6 +94,22 @@ class _Accumulator:
         self._v = self._qv = self._bv = self._sv = 0.0
         self._first = t
 
+    def _fold(self, t: int, p: float, q: float, buyer_is_maker: bool) -> None:
+        """Add one trade to the open bar (opened by `_open` if it was empty)."""
+        if p > self._h:
+            self._h = p
+        elif p < self._l:
+            self._l = p
+        self._c = p
+        self._n += 1
+        self._v += q
+        self._qv += p * q
+        if buyer_is_maker:
+            self._sv += q
+        else:
+            self._bv += q
+        self._last = t
+
     def _emit(self, start_ns: int, end_ns: int) -> Bar:
         bar = Bar(self.symbol, start_ns, end_ns, self._o, self._h, self._l, self._c, self._v,
                   self._qv, self._bv, self._sv, self._n, self._first, self._last)
@@ -127,7 +143,6 @@ class TimeBarBuilder(_Accumulator):
         """Fold one trade in; return the bar it completed (at most one), else None."""
         t = trade.exch_ms * _NS_PER_MS if self._exch else trade.ts_ns
         p = trade.price
-        q = trade.qty
         bar = None
         if t >= self._end or not self._n:
             if self._n:
@@ -139,19 +154,7 @@ class TimeBarBuilder(_Accumulator):
             self._start = start
             self._end = start + iv
             self._open(t, p)
-        elif p > self._h:
-            self._h = p
-        elif p < self._l:
-            self._l = p
-        self._c = p
-        self._n += 1
-        self._v += q
-        self._qv += p * q
-        if trade.buyer_is_maker:
-            self._sv += q
-        else:
-            self._bv += q
-        self._last = t
+        self._fold(t, p, trade.qty, trade.buyer_is_maker)
         return bar
 
     def advance(self, now_ns: int) -> Bar | None:
@@ -354,7 +357,6 @@ class AdaptiveBarSampler(_Accumulator):
         """Fold one trade in; return the bar it completed (at most one), else None."""
         t = trade.exch_ms * _NS_PER_MS if self._exch else trade.ts_ns
         p = trade.price
-        q = trade.qty
         bar = None
         if t >= self._end or not self._n:
             if self._n:
@@ -364,19 +366,7 @@ class AdaptiveBarSampler(_Accumulator):
                 self._start = t
                 self._end = t + self.interval_ns
             self._open(t, p)
-        elif p > self._h:
-            self._h = p
-        elif p < self._l:
-            self._l = p
-        self._c = p
-        self._n += 1
-        self._v += q
-        self._qv += p * q
-        if trade.buyer_is_maker:
-            self._sv += q
-        else:
-            self._bv += q
-        self._last = t
+        self._fold(t, p, trade.qty, trade.buyer_is_maker)
         return bar
 
     def advance(self, now_ns: int) -> Bar | None:
