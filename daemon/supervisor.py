@@ -346,6 +346,13 @@ class Supervisor:
 
     # -- operator commands ----------------------------------------------------------------
     async def handle_command(self, req: dict) -> dict:
+        try:
+            return await self._command(req)
+        except JournalError as e:
+            self.fault(f"journal failed: {e}")
+            raise CommandError(f"journal failed, daemon is in fault: {e}") from e
+
+    async def _command(self, req: dict) -> dict:
         cmd = req.get("cmd")
         if cmd == "status":
             return self.status()

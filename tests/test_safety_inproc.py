@@ -137,3 +137,17 @@ def test_sim_commands_refused_without_mock_gpio(tmp_path):
         sup.opts.sim = True
         await _stop(sup, task)
     asyncio.run(main())
+
+
+def test_journal_failure_on_a_command_is_a_fault(tmp_path, mocker):
+    async def main():
+        sup, task = await _boot(tmp_path)
+        from daemon.control.server import CommandError
+        from daemon.store.journal import JournalError
+        mocker.patch.object(sup.journal, "audit", side_effect=JournalError("disk full"))
+        with pytest.raises(CommandError, match="disk full"):
+            await sup.handle_command({"cmd": "start"})
+        assert sup.state is State.FAULT and sup.latch.tripped and sup._pings_blocked
+        mocker.stopall()
+        await _stop(sup, task)
+    asyncio.run(main())

@@ -156,7 +156,9 @@ class MarketRuntime:
         return n
 
     def _needs_snapshot(self, book: OrderBook) -> None:
-        log.warning("%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
+        # The first request at start-up is routine; later ones follow a gap or crossing.
+        level = logging.INFO if book.stats["syncs"] == 0 else logging.WARNING
+        log.log(level, "%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
         if self._live is not None:
             self._live.request_snapshot(book.symbol)
 
