@@ -463,6 +463,8 @@ class Supervisor:
         log.info("orderly stop (%s)", why)
         self.notifier.stopping(f"stopping: {why}")
         self.notifier.extend_timeout(self.cfg.daemon.stop_timeout_s)
+        if self.gateway:
+            self.gateway.close(f"daemon stopping ({why})")   # no new order from here on
         if self.gateway and self.cfg.safety.cancel_on_stop:
             try:
                 n = len(self.gateway.cancel_all("daemon stopping"))

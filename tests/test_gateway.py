@@ -193,3 +193,13 @@ def test_failed_batch_commits_nothing_and_sends_nothing(tmp_path, mocker):
             e.buy()
             raise RuntimeError("strategy bug mid-batch")
     assert sent.call_count == 0 and e.journal.count("orders") == 0
+
+
+def test_closed_gateway_refuses_orders_but_still_cancels(tmp_path):
+    e = Env(tmp_path)
+    o = e.buy()
+    e.gw.close("daemon stopping")
+    with pytest.raises(Rejected, match="daemon stopping") as r:
+        e.buy(price="59980")
+    assert r.value.stage == "state"
+    assert e.gw.cancel_all("stop") == [o.client_id]

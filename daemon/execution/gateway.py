@@ -1,6 +1,7 @@
 """The order gateway: the single door between strategies and every venue.
 
-Before any submit it checks, in this order: kill latch, trading state, circuit breakers,
+Before any submit it checks, in this order: kill latch, trading state (and whether the
+daemon is stopping), circuit breakers,
 instrument filters (quantised Decimal tick/lot/min-notional), risk limits. Every order
 state change and fill is journalled (synchronous=FULL) before anything acts on it, and the
 latch is checked again right before the order leaves, because the e-stop may trip from the
@@ -66,7 +67,12 @@ class OrderGateway:
         self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
         self.last_cancel_all_ns = 0   # perf_counter_ns when cancel_all issued its last cancel
         self._after: list[Callable[[], None]] | None = None   # actions waiting for a commit
+        self.closed: str | None = None   # set for good by close(): the daemon is stopping
         venue.bind(self)
+
+    def close(self, reason: str) -> None:
+        """Refuse every new order from now on (orderly stop). Cancels still go through."""
+        self.closed = reason
 
     # -- group commit ----------------------------------------------------------------------
     @contextmanager
@@ -99,6 +105,8 @@ class OrderGateway:
                reduce_only: bool = False) -> Order:
         if self.latch.tripped:
             raise Rejected("latch", f"kill latch tripped ({self.latch.kind}: {self.latch.reason})")
+        if self.closed:
+            raise Rejected("state", f"gateway closed: {self.closed}")
         state = self._state()
         if state not in (State.TRADING, State.REDUCING):
             raise Rejected("state", f"state is {state}, orders need trading")
