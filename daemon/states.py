@@ -12,7 +12,7 @@ class State(StrEnum):
     BOOTING = "booting"
     READY = "ready"        # armed, not trading
     TRADING = "trading"
-    REDUCING = "reducing"  # only exposure-reducing orders
+    REDUCING = "reducing"  # only exposure-reducing orders (market data degraded)
     HALTED = "halted"      # software stop: operator, risk, watchdog, breaker
     ESTOP = "estop"        # hardware e-stop latched
     FAULT = "fault"        # cannot run safely

@@ -329,6 +329,8 @@ class Supervisor:
                 log.error("%s: halting and stopping systemd watchdog pings", reason)
                 if self.state not in (State.ESTOP, State.FAULT):
                     self.halt(reason)
+            if self.state in (State.TRADING, State.REDUCING):
+                self._check_degraded()
             if self.state in (State.TRADING, State.READY, State.REDUCING):
                 self._check_breakers()
             if ping_every and self._pings_blocked is None and now - last_ping >= ping_every:
@@ -336,12 +338,25 @@ class Supervisor:
                 self.pings += 1
                 last_ping = now
 
+    def _check_degraded(self) -> None:
+        """Bad market data while trading: only reduce exposure until it is good again
+        (the stale-book breaker halts if it lasts)."""
+        degraded = self._degraded()
+        if degraded and self.state is State.TRADING:
+            reason = "degraded: " + "; ".join(degraded)
+            self._set_state(State.REDUCING, reason)
+            n = len(self.gateway.cancel_increasing("reducing"))
+            log.warning("%s; %d exposure-increasing orders cancelled", reason, n)
+        elif not degraded and self.state is State.REDUCING \
+                and self.state_reason.startswith("degraded"):
+            self._set_state(State.TRADING, "market data healthy again")
+
     def _check_breakers(self) -> None:
         for sym, book_ok in self.market.book_validity().items():
             self.breakers.book_state(sym, book_ok, time.time_ns())
         marks = {s: self.market.mark(s) for s in self.market.symbols}
         reason = self.breakers.check(self.gateway.positions, marks, time.time_ns())
-        if reason and self.state is State.TRADING:
+        if reason and self.state in (State.TRADING, State.REDUCING):
             self.halt(f"breaker: {reason}")
 
     # -- operator commands ----------------------------------------------------------------

@@ -151,3 +151,42 @@ def test_journal_failure_on_a_command_is_a_fault(tmp_path, mocker):
         mocker.stopall()
         await _stop(sup, task)
     asyncio.run(main())
+
+
+def test_data_gap_while_trading_reduces_then_recovers(tmp_path):
+    async def main():
+        sup, task = await _boot(tmp_path)
+        await _trading(sup)
+        book = sup.market.books["BTCUSDT"]
+        gaps = book.stats["gaps"]
+        sup.market.synthetic.step()   # one step's messages are lost: the next diff has a gap
+        await _until(lambda: book.stats["gaps"] > gaps, what="gap detected")
+        await _until(lambda: sup.state is State.REDUCING, what="reducing")
+        assert "degraded" in sup.state_reason and "book invalid" in sup.state_reason
+        assert sup.panel.led.pattern == "amber"
+        with pytest.raises(Rejected, match="would not reduce"):   # flat: nothing reduces
+            sup.gateway.submit("BTCUSDT", Side.BUY, Decimal("0.001"), Decimal("60000"))
+        # The synthetic exchange answers the snapshot request; trading resumes by itself.
+        await _until(lambda: sup.state is State.TRADING, what="trading again")
+        assert book.valid and sup.state_reason == "market data healthy again"
+        await _until(lambda: len(sup.gateway.open) >= 2, what="quoting again")
+        await _stop(sup, task)
+    asyncio.run(main())
+
+
+def test_estop_with_flatten_closes_the_position(tmp_path):
+    async def main():
+        sup, task = await _boot(tmp_path, env={"BOT4__SAFETY__FLATTEN_ON_ESTOP": "true"})
+        await _trading(sup)
+        sup.gateway.position("BTCUSDT").qty = Decimal("0.001")   # as if a quote had filled
+        sup.gateway.position("BTCUSDT").avg_price = Decimal("60000")
+        sup.panel.estop.sim_set(circuit_closed=False, wait=True)
+        await _until(lambda: sup.state is State.ESTOP, what="estop")
+        await _until(lambda: sup.gateway.position("BTCUSDT").qty == 0, what="flat")
+        rows = sup.journal._db.execute(
+            "SELECT side, type, status, reason FROM orders WHERE reduce_only = 1").fetchall()
+        assert rows == [("sell", "market", "filled", "e-stop flatten")]
+        # while latched, only that flatten order ever left: nothing else is open
+        await _until(lambda: not sup.gateway.open, what="nothing open")
+        await _stop(sup, task)
+    asyncio.run(main())

@@ -209,6 +209,19 @@ class OrderGateway:
         self.last_cancel_all_ns = time.perf_counter_ns()
         return [o.client_id for o in todo]
 
+    def cancel_increasing(self, reason: str) -> list[str]:
+        """Cancel every open order that would grow |position| if it filled (entering
+        `reducing`); orders that reduce exposure stay."""
+        ids = []
+        with self.batch():
+            for o in list(self.open.values()):
+                pos = self.position(o.symbol).qty
+                if o.status is not OrderStatus.PENDING_CANCEL and \
+                        (pos == 0 or (pos > 0) == (o.side is Side.BUY)):
+                    self.cancel(o.client_id, reason)
+                    ids.append(o.client_id)
+        return ids
+
     def _mark_pending_cancel(self, orders: list[Order], reason: str) -> None:
         now = self.clock()
         for o in orders:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str, OrderBook, int], None]
 _EVENT_KINDS = ("quotes", "trades", "agg_trades", "depth", "snapshots")
-_YIELD_NS = 1_000_000  # give the loop back at least every 1 ms of feed work
+_YIELD_NS = 1_000_000
+_SYNTHETIC_SNAPSHOT_DELAY_S = 0.3  # give the loop back at least every 1 ms of feed work
 
 
 class MarketRuntime:
@@ -61,6 +62,8 @@ class MarketRuntime:
         self.last_bar: dict[str, dict] = {}
         self.now_ns = 0
         self._subs: list[Subscriber] = []
+        self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
+        self.synthetic: SyntheticMarket | None = None
         self._stalled_until = 0.0
         self._live = None
         self._recorders: dict[str, CaptureRecorder] = {}
@@ -161,6 +164,10 @@ class MarketRuntime:
         log.log(level, "%s book needs a snapshot: %s", book.symbol, book.invalid_reason)
         if self._live is not None:
             self._live.request_snapshot(book.symbol)
+        elif self.source == "synthetic":
+            # The synthetic "exchange" answers too, after a REST-like round trip.
+            self._snapshot_wanted.setdefault(book.symbol,
+                                             time.monotonic() + _SYNTHETIC_SNAPSHOT_DELAY_S)
 
     # -- sources ---------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -225,8 +232,9 @@ class MarketRuntime:
     async def _run_synthetic(self) -> None:
         sym = self.symbols[0]
         mid = 60_000.0 if sym.startswith("BTC") else 3_000.0
-        market = SyntheticMarket(sym, seed=self.cfg.market.synthetic_seed, mid=mid,
-                                 tick=float(self.cfg.instruments[sym].tick_size))
+        market = self.synthetic = SyntheticMarket(
+            sym, seed=self.cfg.market.synthetic_seed, mid=mid,
+            tick=float(self.cfg.instruments[sym].tick_size))
         period = 1.0 / self.cfg.market.synthetic_rate_hz
         msgs = market.messages()
         for _ in range(2):   # first diff + snapshot
@@ -238,6 +246,11 @@ class MarketRuntime:
             if not self._beat():
                 await asyncio.sleep(0.05)
                 continue
+            due = self._snapshot_wanted.get(sym)
+            if due is not None and (self.books[sym].valid or time.monotonic() >= due):
+                del self._snapshot_wanted[sym]
+                if not self.books[sym].valid:   # (the boot-time request is already served)
+                    self.on_raw(time.time_ns(), market.snapshot(), sym)
             t0 = mono()
             while True:   # as many steps as are due, but never more than ~1 ms at once
                 for raw in market.step():
