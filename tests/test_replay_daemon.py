@@ -45,3 +45,40 @@ def test_replay_trades_on_the_real_book(start_daemon):
     signed = sum(Decimal(q) * (1 if s == "buy" else -1)
                  for s, q in db.execute("SELECT side, qty FROM fills"))
     assert pos_qty == signed, "position does not equal the sum of journalled fills"
+
+
+@pytest.mark.skipif(not SPOT[0].is_file(), reason=f"shared captures not found under {DATA}")
+def test_damaged_capture_is_counted_and_skipped_never_fatal(start_daemon, tmp_path):
+    import gzip
+    lines = []
+    with gzip.open(SPOT[0], "rb") as f:
+        for i, line in enumerate(f):
+            if i >= 4000:
+                break
+            lines.append(line)
+            if i == 100:
+                lines += [b"not a capture line\n", b"123 {broken json\n",
+                          b'1723161254000000000 {"stream":"btcusdt@kline_1m","data":{}}\n',
+                          b"\n", b"abc {}\n"]
+    good = gzip.compress(b"".join(lines))
+    bad = tmp_path / "damaged.gz"
+    bad.write_bytes(good[: len(good) - 300])   # and the gzip is cut short
+    d = start_daemon("--replay", str(bad), "--replay-speed", "0")
+    d.wait_ready()
+    st = wait_for(lambda: (s := d.status())["market"]["replay_finished"] and s, 60,
+                  what="replay to finish")
+    dec = st["market"]["decoder"]
+    assert dec.get("bad_json", 0) >= 1 and dec.get("unknown_stream", 0) >= 1
+    assert st["market"]["books"]["BTCUSDT"]["valid"]
+    assert st["state"] == "ready" and d.proc.poll() is None
+    rd = st["market"]["reader"]
+    assert rd.get("no_space", 0) + rd.get("bad_ns", 0) >= 2 and rd.get("empty_line", 0) >= 1
+    assert rd.get("truncated_gzip", 0) + rd.get("corrupt_gzip", 0) == 1
+    assert "truncated" in d.log or "corrupt" in d.log
+    assert d.terminate() == 0
+
+
+def test_missing_replay_file_is_a_clear_error(start_daemon, tmp_path):
+    d = start_daemon("--replay", str(tmp_path / "nope.gz"))
+    assert d.proc.wait(30) == 78
+    assert "nope.gz: no such file" in d.log

@@ -64,6 +64,7 @@ class MarketRuntime:
         self._subs: list[Subscriber] = []
         self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
         self.synthetic: SyntheticMarket | None = None
+        self._reader: CaptureReader | None = None
         self._stalled_until = 0.0
         self._live = None
         self._recorders: dict[str, CaptureRecorder] = {}
@@ -318,4 +319,6 @@ class MarketRuntime:
                "bars": self.last_bar, "replay_finished": self.finished}
         if self._live is not None:
             out["live"] = self._live.status()
+        if self._reader is not None:
+            out["reader"] = {k: v for k, v in self._reader.stats.items() if v}
         return out
