@@ -5,7 +5,7 @@
     bot4d stop-post --config FILE           systemd ExecStopPost= helper (see below)
 
 Exit codes: 0 orderly stop, 78 (EX_CONFIG) bad configuration, 69 (EX_UNAVAILABLE) no GPIO
-without --sim / journal unusable. This module parses arguments and wires things up; it
+without --sim / journal unusable, 70 (EX_SOFTWARE) an unexpected error. This module parses arguments and wires things up; it
 holds no trading logic.
 """
 from __future__ import annotations
@@ -101,6 +101,9 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
         log.critical("cannot start: %s", e)
         print(f"bot4d: cannot start: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception:
+        log.critical("bot4d failed", exc_info=True)
+        return 70   # EX_SOFTWARE: a bug; systemd restarts us (Restart=on-failure)
 
 
 def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:

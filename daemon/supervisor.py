@@ -101,8 +101,8 @@ class Supervisor:
             self.loop.add_signal_handler(sig, self.request_stop, sig.name)
         try:
             await self._boot()
-        except StartupError:
-            await self._shutdown("startup failed")
+        except Exception as e:   # release GPIO, LED off, journal closed, whatever failed
+            await self._shutdown(f"startup failed: {e}")
             raise
         # Boot-time objects live for the whole run: keep them out of the GC's generations
         # so a full collection does not pause the e-stop handling on the loop.

@@ -121,3 +121,11 @@ def test_without_sim_on_a_machine_without_gpio_refuses(start_daemon):
     d = start_daemon(sim=False)
     assert d.proc.wait(30) == 69
     assert "no usable GPIO" in d.log and "--sim" in d.log
+
+
+def test_unusable_state_dir_fails_clearly(start_daemon, tmp_path):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("x")
+    d = start_daemon("--state-dir", str(blocker / "state"))
+    assert d.proc.wait(30) == 69
+    assert "journal" in d.log and "cannot start" in d.log

@@ -88,7 +88,7 @@ class Journal:
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"{self.path}: could not enable WAL (got {mode})")
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise JournalError(f"{self.path}: {e}") from e
 
     @contextmanager
