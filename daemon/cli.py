@@ -108,7 +108,8 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
 
 def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
     """Runs after bot4d's main process has gone, however it went. On an abnormal end
-    (watchdog kill, crash) it journals the event and latches `halt`, so the restarted
+    (watchdog kill, crash; not a refusal to start: exit 78/69) it journals the event and
+    latches `halt`, so the restarted
     daemon comes back halted with the reason instead of resuming; it closes the orders the
     dead process left open (the paper venue died with it)."""
     from daemon.store.journal import Journal
@@ -117,10 +118,13 @@ def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
     exit_code = os.environ.get("EXIT_CODE", "")
     exit_status = os.environ.get("EXIT_STATUS", "")
     journal = Journal(Path(state_dir or cfg.daemon.state_dir) / "journal.sqlite3")
+    # Exits by which bot4d refused to start: it never traded, so nothing to latch (the
+    # operator fixes the config or the machine and starts it again).
+    never_ran = result == "exit-code" and exit_status in ("78", "69")
     try:
         journal.audit("service_stopped", result=result, exit_code=exit_code,
                       exit_status=exit_status)
-        if result != "success":
+        if result != "success" and not never_ran:
             latch = journal.latch()
             if not (latch and latch.tripped):
                 journal.set_latch(True, "halt", f"service ended abnormally: {result} "

@@ -10,9 +10,9 @@ import sys
 from tests.daemon_harness import CONFIG, REPO, wait_for
 
 
-def _stop_post(state_dir, result: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SERVICE_RESULT": result, "EXIT_CODE": "killed",
-           "EXIT_STATUS": "ABRT"}
+def _stop_post(state_dir, result: str, code: str = "killed",
+               status: str = "ABRT") -> subprocess.CompletedProcess:
+    env = {**os.environ, "SERVICE_RESULT": result, "EXIT_CODE": code, "EXIT_STATUS": status}
     return subprocess.run([sys.executable, "-m", "daemon.cli", "stop-post", "--config",
                            str(CONFIG), "--state-dir", str(state_dir)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
@@ -51,3 +51,14 @@ def test_stop_post_after_clean_stop_changes_nothing(start_daemon):
     assert _stop_post(d.state_dir, "success").returncode == 0
     db = sqlite3.connect(d.state_dir / "journal.sqlite3")
     assert db.execute("SELECT COUNT(*) FROM latch WHERE tripped = 1").fetchone()[0] == 0
+
+
+def test_stop_post_after_a_refused_start_does_not_latch(tmp_path):
+    """Exit 78 (config) / 69 (no GPIO, no journal): the daemon never traded."""
+    for status in ("78", "69"):
+        assert _stop_post(tmp_path, "exit-code", "exited", status).returncode == 0
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM latch WHERE tripped = 1").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM audit WHERE kind='service_stopped'").fetchone()[0] == 2
+    assert _stop_post(tmp_path, "exit-code", "exited", "70").returncode == 0   # a crash
+    assert db.execute("SELECT tripped FROM latch").fetchone() == (1,)
