@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tomllib
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError

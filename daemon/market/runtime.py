@@ -24,7 +24,7 @@ from daemon.market.bars import TimeBarBuilder
 from daemon.market.book import OrderBook
 from daemon.market.capture import CaptureReader, CaptureRecorder
 from daemon.market.decode import Decoder
-from daemon.market.events import DepthDiff, DepthSnapshot, Quote, Trade
+from daemon.market.events import DepthDiff, Quote, Trade
 from daemon.market.synthetic import SyntheticMarket
 from daemon.safety.watchdog import Heartbeat
 
