@@ -158,22 +158,23 @@ class OrderGateway:
         log.warning("order rejected at %s: %s", stage, reason)
         return Rejected(stage, reason)
 
-    def _send(self, order: Order) -> Order:
+    def _send(self, order: Order, past_latch: bool = False) -> Order:
+        """Journal, then send (after the batch commits, if one is open). `past_latch` only
+        for flatten: exposure-reducing orders the e-stop itself decided to send."""
         self.journal.record_order(order, order.created_ns)   # durable before it leaves
-        if self._after is None:
-            if self.latch.tripped:                           # tripped during the commit?
-                self._refuse_after_commit(order)
-                raise Rejected("latch", order.reason)
+        if self._after is None and self.latch.tripped and not past_latch:
+            self._refuse_after_commit(order)                 # tripped during the commit
+            raise Rejected("latch", order.reason)
         self.open[order.client_id] = order
         self.risk.note_sent(order.created_ns)
         self.stats["submitted"] += 1
-        self._act(lambda: self._release(order))
+        self._act(lambda: self._release(order, past_latch))
         return order
 
-    def _release(self, order: Order) -> None:
+    def _release(self, order: Order, past_latch: bool) -> None:
         if order.status is not OrderStatus.PENDING_NEW:
             return   # cancelled inside the same batch before it ever left
-        if self.latch.tripped:   # the last check, right before the order leaves
+        if self.latch.tripped and not past_latch:   # the last check before it leaves
             self._refuse_after_commit(order)
             self.open.pop(order.client_id, None)
             return
@@ -240,10 +241,7 @@ class OrderGateway:
             order = self._build(sym, side, abs(pos.qty), None, OrderType.MARKET,
                                 TimeInForce.IOC, True)
             order.reason = reason
-            self.journal.record_order(order, order.created_ns)
-            self.open[order.client_id] = order
-            self.venue.submit(order)
-            sent.append(order)
+            sent.append(self._send(order, past_latch=True))
         return sent
 
     # -- venue reports (VenueListener) -----------------------------------------------------
