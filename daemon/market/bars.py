@@ -201,23 +201,16 @@ class VolumeBarBuilder(_Accumulator):
         sell = trade.buyer_is_maker
         if self._n == 0:
             self._open(t, p)
-        elif p > self._h:
+        need = self.threshold - self._v
+        if q < need - self._eps:   # common case: the bar is not full yet
+            self._fold(t, p, q, sell)
+            return None
+        if p > self._h:
             self._h = p
         elif p < self._l:
             self._l = p
         self._c = p
         self._last = t
-        need = self.threshold - self._v
-        if q < need - self._eps:
-            # Common case: the bar is not full yet.
-            self._n += 1
-            self._v += q
-            self._qv += p * q
-            if sell:
-                self._sv += q
-            else:
-                self._bv += q
-            return None
         out: list[Bar] = []
         while True:
             take = q if q < need else need
