@@ -86,8 +86,6 @@ class Quoter:
         while True:
             if time.monotonic() >= self._stalled_until and self.heartbeat is not None:
                 self.heartbeat.beat()
-            if not self.can_trade() and self._quotes:
-                self._quotes.clear()   # the supervisor cancelled them with cancel_all
             await asyncio.sleep(0.1)
 
 
