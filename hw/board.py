@@ -7,15 +7,18 @@ memory, which GPIO character devices exist, and from all that whether real GPIO 
 used (`gpio_capable`). `describe()` renders it as one line for the log.
 
 Sources, in order of trust: the firmware revision code (`/proc/cpuinfo` `Revision`, else
-the device tree's `system/linux,revision`), the device tree `compatible` list, then the
-device tree `model` string. Every file is read relative to a `root` directory (default
-"/") so tests can build a fake procfs/sysfs/devtmpfs tree.
+the device tree's `system/linux,revision`), decoded by gpiozero's
+`PiBoardInfo.from_revision` (model, SoC, memory, manufacturer, PCB revision; board names are
+gpiozero's: "4B", "5B", "Zero2W", ...), then the device tree `compatible` list. The device
+tree `model` string only says whether the machine is a Pi. Every file is read relative to a
+`root` directory (default "/") so tests can build a fake procfs/sysfs/devtmpfs tree.
 
-What it must never do: import gpiozero or lgpio (importing lgpio starts a thread and
-creates a FIFO in the working directory); request, configure or drive a GPIO line (the
-only thing done to a gpiochip is the read-only GPIO_GET_CHIPINFO ioctl); raise because a
-file is missing or unreadable — an unreadable text value is "unknown", an unreadable
-number is None (JSON null), an unreadable list is empty.
+What it must never do: import lgpio or any pin factory, or touch gpiozero beyond its board
+tables (`gpiozero.pins.pi`, which loads no pin library: importing lgpio starts a thread and
+creates a FIFO in the working directory); request, configure or drive a GPIO line (the only
+thing done to a gpiochip is the read-only GPIO_GET_CHIPINFO ioctl); raise because a file is
+missing or unreadable — an unreadable text value is "unknown", an unreadable number is None
+(JSON null), an unreadable list is empty.
 """
 from __future__ import annotations
 
@@ -31,42 +34,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpiozero.exc import PinUnknownPi
+from gpiozero.pins.pi import PiBoardInfo
+
 UNKNOWN = "unknown"
 
 # The families the design supports (DESIGN.md "Target hardware"). The 400/CM4 share the
 # Pi 4's BCM2711 and the 500/CM5 the Pi 5's BCM2712, so they belong to those families.
 SUPPORTED_FAMILIES: frozenset[str] = frozenset({"3B+", "4", "5", "Zero 2 W"})
 
-# New-style revision code fields, from the Raspberry Pi documentation
-# ("Raspberry Pi revision codes"): NOQuuuWuFMMMCCCCPPPPTTTTTTTTRRRR.
-_BOARD_TYPES: dict[int, str] = {
-    0x00: "A", 0x01: "B", 0x02: "A+", 0x03: "B+", 0x04: "2B", 0x05: "Alpha", 0x06: "CM1",
-    0x08: "3B", 0x09: "Zero", 0x0A: "CM3", 0x0C: "Zero W", 0x0D: "3B+", 0x0E: "3A+",
-    0x10: "CM3+", 0x11: "4B", 0x12: "Zero 2 W", 0x13: "400", 0x14: "CM4", 0x15: "CM4S",
-    0x17: "5", 0x18: "CM5", 0x19: "500", 0x1A: "CM5 Lite",
-}
-_PROCESSORS: dict[int, str] = {
-    0: "BCM2835", 1: "BCM2836", 2: "BCM2837", 3: "BCM2711", 4: "BCM2712",
-}
-_MANUFACTURERS: dict[int, str] = {
-    0: "Sony UK", 1: "Egoman", 2: "Embest", 3: "Sony Japan", 4: "Embest", 5: "Stadium",
-}
-_MEMORY_MB: dict[int, int] = {
-    0: 256, 1: 512, 2: 1024, 3: 2048, 4: 4096, 5: 8192, 6: 16384,
-}
-_NEW_STYLE_FLAG = 1 << 23
-
-# Board type -> family. Types not listed are their own family (and unsupported).
-_FAMILY_OF_TYPE: dict[str, str] = {
+# gpiozero's model name (PiBoardInfo.model) -> family. Models not listed are their own
+# family (and unsupported).
+_FAMILY_OF_MODEL: dict[str, str] = {
     "3B+": "3B+",
     "4B": "4", "400": "4", "CM4": "4", "CM4S": "4",
-    "5": "5", "500": "5", "CM5": "5", "CM5 Lite": "5",
-    "Zero 2 W": "Zero 2 W",
+    "5B": "5", "500": "5", "CM5": "5", "CM5Lite": "5",
+    "Zero2W": "Zero 2 W",
 }
 
-# Device tree `compatible` board entries (first entry of the list) -> board type; used
-# when no revision code is readable.
-_TYPE_OF_COMPATIBLE: dict[str, str] = {
+# Device tree `compatible` board entries -> gpiozero's model name. gpiozero decodes only
+# revision codes; this is the fallback when no revision code is readable (a kernel or
+# sandbox that hides both cpuinfo's Revision line and the device tree's revision cell).
+_MODEL_OF_COMPATIBLE: dict[str, str] = {
     "raspberrypi,3-model-b": "3B",
     "raspberrypi,3-model-b-plus": "3B+",
     "raspberrypi,3-model-a-plus": "3A+",
@@ -75,31 +64,20 @@ _TYPE_OF_COMPATIBLE: dict[str, str] = {
     "raspberrypi,400": "400",
     "raspberrypi,4-compute-module": "CM4",
     "raspberrypi,4-compute-module-s": "CM4S",
-    "raspberrypi,5-model-b": "5",
+    "raspberrypi,5-model-b": "5B",
     "raspberrypi,500": "500",
     "raspberrypi,5-compute-module": "CM5",
     "raspberrypi,model-zero-w": "Zero W",
-    "raspberrypi,model-zero-2-w": "Zero 2 W",
+    "raspberrypi,model-zero-2-w": "Zero2W",
 }
 
-# Device tree `model` names (after "Raspberry Pi ", before " Rev x.y") -> board type;
-# the last resort when neither revision nor compatible identify the board.
-_TYPE_OF_MODEL_NAME: dict[str, str] = {
-    "3 Model B": "3B",
-    "3 Model B Plus": "3B+",
-    "3 Model A Plus": "3A+",
-    "4 Model B": "4B",
-    "400": "400",
-    "Compute Module 4": "CM4",
-    "Compute Module 4S": "CM4S",
-    "5 Model B": "5",
-    "500": "500",
-    "Compute Module 5": "CM5",
-    "Compute Module 5 Lite": "CM5 Lite",
-    "Zero W": "Zero W",
-    "Zero 2 W": "Zero 2 W",
-}
-_MODEL_RE = re.compile(r"^Raspberry Pi (?P<name>.+?)(?: Rev [0-9.]+)?$")
+# Revision code bits, from the Raspberry Pi documentation ("Raspberry Pi revision codes"):
+# bit 23 marks a new-style code; an old-style code on a board whose warranty bit is set is
+# reported with 0x1000000 added, which PiBoardInfo.from_revision does not strip.
+_NEW_STYLE_FLAG = 1 << 23
+_OLD_STYLE_WARRANTY = 1 << 24
+# gpiozero's placeholders for a field it cannot decode.
+_GPIOZERO_UNKNOWN = frozenset({"???", "Unknown"})
 
 # Arm CPU part numbers (implementer 0x41 = Arm Ltd) for the cores Pis use and their
 # neighbours; arm64 /proc/cpuinfo has no "model name" line, only these numbers.
@@ -119,7 +97,9 @@ _GPIOCHIP_RE = re.compile(r"^gpiochip(\d+)$")
 
 @dataclass(frozen=True, slots=True)
 class Revision:
-    """A decoded new-style Raspberry Pi revision code."""
+    """A Raspberry Pi revision code as gpiozero decodes it (`board_type` is gpiozero's
+    model name, `processor` its SoC, `memory_mb` None when the code's memory field is
+    unknown to it)."""
 
     code: str
     board_type: str
@@ -254,22 +234,31 @@ def _parse_cpu_list(text: str | None) -> int | None:
 # --------------------------------------------------------------------------- revision codes
 
 def decode_revision(code: str) -> Revision | None:
-    """Decode a new-style revision code ("c03114"); None for old-style (original Pi 1)
-    or unparseable codes — those boards are not targets and their table is not kept."""
-    try:
-        value = int(code, 16)
-    except ValueError:
+    """Decode a firmware revision code ("c03114", old-style "000e") with gpiozero's
+    `PiBoardInfo.from_revision`. None for text that is not a 32-bit hex number and for an
+    old-style code gpiozero does not know. A new-style code of a board newer than gpiozero
+    still decodes; its unknown fields are "unknown" (memory None)."""
+    text = code.strip()
+    if not re.fullmatch(r"[0-9a-fA-F]{1,8}", text):
         return None
+    value = int(text, 16)
     if not value & _NEW_STYLE_FLAG:
-        return None
-    type_id = (value >> 4) & 0xFF
+        value &= ~_OLD_STYLE_WARRANTY
+    try:
+        info = PiBoardInfo.from_revision(value)
+    except PinUnknownPi:
+        return None  # an old-style code missing from gpiozero's table
+
+    def known(field: str) -> str:
+        return UNKNOWN if field in _GPIOZERO_UNKNOWN else field
+
     return Revision(
-        code=code.lower(),
-        board_type=_BOARD_TYPES.get(type_id, f"type 0x{type_id:02x}"),
-        processor=_PROCESSORS.get((value >> 12) & 0xF, UNKNOWN),
-        memory_mb=_MEMORY_MB.get((value >> 20) & 0x7),
-        manufacturer=_MANUFACTURERS.get((value >> 16) & 0xF, UNKNOWN),
-        pcb_revision=f"1.{value & 0xF}",
+        code=text.lower(),
+        board_type=known(info.model),
+        processor=known(info.soc),
+        memory_mb=info.memory,
+        manufacturer=known(info.manufacturer),
+        pcb_revision=known(info.pcb_revision),
     )
 
 
@@ -283,11 +272,6 @@ def _revision_code(root: Path, cpuinfo: dict[str, str]) -> str | None:
     if cell is not None and len(cell) == 4:
         return f"{struct.unpack('>I', cell)[0]:x}"
     return None
-
-
-def _type_from_model(model: str) -> str | None:
-    m = _MODEL_RE.match(model)
-    return _TYPE_OF_MODEL_NAME.get(m.group("name")) if m else None
 
 
 # --------------------------------------------------------------------------- CPU, numpy
@@ -404,17 +388,19 @@ def detect(root: str | os.PathLike[str] = "/", *, machine: str | None = None,
 
     board_type = UNKNOWN
     if is_pi:
-        # Trust order: firmware revision code, then compatible, then the model string.
-        board_type = ((revision.board_type if revision else None)
-                      or next((_TYPE_OF_COMPATIBLE[c] for c in compatible
-                               if c in _TYPE_OF_COMPATIBLE), None)
-                      or _type_from_model(model)
+        # Trust order: the firmware revision code (decoded by gpiozero), then the device
+        # tree's compatible list (also the fallback for a board newer than gpiozero).
+        from_revision = (revision.board_type if revision is not None
+                         and revision.board_type != UNKNOWN else None)
+        board_type = (from_revision
+                      or next((_MODEL_OF_COMPATIBLE[c] for c in compatible
+                               if c in _MODEL_OF_COMPATIBLE), None)
                       or UNKNOWN)
     else:
         # A revision line on a non-Pi (some Arm boards print "Revision: 0000") means
         # nothing: do not let it dress the board up as a Pi.
         revision = None
-    family = _FAMILY_OF_TYPE.get(board_type, board_type)
+    family = _FAMILY_OF_MODEL.get(board_type, board_type)
 
     soc = next((c.split(",", 1)[1].upper() for c in compatible if c.startswith("brcm,bcm")),
                None)

@@ -1,6 +1,7 @@
 """Tests for hw.board: fake procfs/sysfs/dev trees for a Pi 4, Pi 5, Zero 2 W, 3B+ and an
-x86 box, the revision-code decoder, numpy SIMD reporting, and the promise that detection
-never imports gpiozero/lgpio and never raises on missing or odd files."""
+x86 box, revision codes decoded through gpiozero's PiBoardInfo (expected values from the
+Raspberry Pi "revision codes" documentation), numpy SIMD reporting, and the promise that
+detection never loads lgpio or a pin factory and never raises on missing or odd files."""
 from __future__ import annotations
 
 import ast
@@ -122,6 +123,7 @@ def test_pi4(pi4: Path) -> None:
     assert info.revision.code == "c03114"
     assert info.revision.memory_mb == 4096
     assert info.revision.pcb_revision == "1.4"
+    assert info.revision.processor == "BCM2711" and info.revision.manufacturer == "Sony"
     assert info.soc == "BCM2711"
     assert info.machine == "aarch64"
     assert info.cpu_model == "ARM Cortex-A72"
@@ -140,7 +142,7 @@ def test_pi5_from_sysfs_devicetree_and_revision_cell(pi5: Path) -> None:
     info = detect(pi5, machine="aarch64", simd=FAKE_SIMD)
     assert info.is_raspberry_pi
     assert info.model == "Raspberry Pi 5 Model B Rev 1.0"
-    assert info.pi_family == "5" and info.board_type == "5" and info.pi_supported
+    assert info.pi_family == "5" and info.board_type == "5B" and info.pi_supported
     assert info.revision is not None and info.revision.code == "d04170"
     assert info.revision.memory_mb == 8192 and info.revision.processor == "BCM2712"
     assert info.soc == "BCM2712"
@@ -157,6 +159,7 @@ def test_zero2w_without_device_tree(zero2w: Path) -> None:
     assert info.is_raspberry_pi
     assert info.model == "Raspberry Pi Zero 2 W Rev 1.0"
     assert info.compatible == []
+    assert info.board_type == "Zero2W"
     assert info.pi_family == "Zero 2 W" and info.pi_supported
     assert info.revision is not None and info.revision.memory_mb == 512
     # No compatible list: the SoC comes from the revision code.
@@ -177,10 +180,42 @@ def test_3b_plus_from_compatible_only(tmp_path: Path) -> None:
     assert not info.gpio_capable  # no gpiochip in this tree
 
 
-def test_model_string_is_last_resort_and_cm4_is_family_4(tmp_path: Path) -> None:
-    write(tmp_path, "proc/device-tree/model", b"Raspberry Pi Compute Module 4 Rev 1.1\0")
+def test_cm4_from_compatible_is_family_4(tmp_path: Path) -> None:
+    write(tmp_path, "proc/device-tree/compatible",
+          b"raspberrypi,4-compute-module\0brcm,bcm2711\0")
     info = detect(tmp_path, machine="aarch64", simd=FAKE_SIMD)
     assert info.board_type == "CM4" and info.pi_family == "4" and info.pi_supported
+
+
+def test_model_string_alone_says_pi_but_not_which(tmp_path: Path) -> None:
+    # No revision code and no compatible list: the model string is not parsed for a
+    # board type (gpiozero decodes revision codes only), so the family stays unknown.
+    write(tmp_path, "proc/device-tree/model", b"Raspberry Pi Compute Module 4 Rev 1.1\0")
+    make_chips(tmp_path, 0)
+    info = detect(tmp_path, machine="aarch64", simd=FAKE_SIMD)
+    assert info.is_raspberry_pi and info.board_type == "unknown"
+    assert info.pi_family == "unknown" and not info.pi_supported
+    assert info.gpio_capable
+
+
+def test_board_newer_than_gpiozero_falls_back_to_compatible(tmp_path: Path) -> None:
+    # A new-style code whose type field (0x7e) gpiozero does not know: memory and SoC
+    # still decode, the board type comes from the device tree.
+    write(tmp_path, "proc/device-tree/compatible", b"raspberrypi,5-model-b\0brcm,bcm2712\0")
+    write(tmp_path, "proc/cpuinfo", f"Revision\t: {0xD047E0:x}\n")
+    info = detect(tmp_path, machine="aarch64", simd=FAKE_SIMD)
+    assert info.revision is not None and info.revision.board_type == "unknown"
+    assert info.revision.memory_mb == 8192 and info.revision.processor == "BCM2712"
+    assert info.board_type == "5B" and info.pi_family == "5" and info.pi_supported
+
+
+def test_original_pi_from_an_old_style_code(tmp_path: Path) -> None:
+    write(tmp_path, "proc/device-tree/model", b"Raspberry Pi Model B Plus Rev 1.2\0")
+    write(tmp_path, "proc/cpuinfo", "Revision\t: 0010\n")
+    info = detect(tmp_path, machine="armv6l", simd=FAKE_SIMD)
+    assert info.revision is not None and info.revision.memory_mb == 512
+    assert info.board_type == "B+" and info.pi_family == "B+" and not info.pi_supported
+    assert info.soc == "BCM2835"
 
 
 def test_revision_code_outranks_compatible(tmp_path: Path) -> None:
@@ -314,31 +349,43 @@ def test_chipinfo_ioctl_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 # --------------------------------------------------------------------------- revision codes
 
-@pytest.mark.parametrize("code,board_type,processor,memory_mb,pcb", [
-    ("c03114", "4B", "BCM2711", 4096, "1.4"),
-    ("d04170", "5", "BCM2712", 8192, "1.0"),
-    ("902120", "Zero 2 W", "BCM2837", 512, "1.0"),
-    ("a020d3", "3B+", "BCM2837", 1024, "1.3"),
-    ("c03130", "400", "BCM2711", 4096, "1.0"),
-    ("B03115", "4B", "BCM2711", 2048, "1.5"),
+@pytest.mark.parametrize("code,board_type,processor,memory_mb,maker,pcb", [
+    ("c03114", "4B", "BCM2711", 4096, "Sony", "1.4"),
+    ("B03115", "4B", "BCM2711", 2048, "Sony", "1.5"),
+    ("d04170", "5B", "BCM2712", 8192, "Sony", "1.0"),
+    ("e04171", "5B", "BCM2712", 16384, "Sony", "1.1"),
+    ("902120", "Zero2W", "BCM2837", 512, "Sony", "1.0"),
+    ("a020d3", "3B+", "BCM2837", 1024, "Sony", "1.3"),
+    ("c03130", "400", "BCM2711", 4096, "Sony", "1.0"),
+    ("a22082", "3B", "BCM2837", 1024, "Embest", "1.2"),
+    ("2a020d3", "3B+", "BCM2837", 1024, "Sony", "1.3"),  # warranty bit set
+    # old-style codes (original Pi 1 boards)
+    ("0010", "B+", "BCM2835", 512, "Sony", "1.2"),
+    ("000e", "B", "BCM2835", 512, "Sony", "2.0"),
+    ("0002", "B", "BCM2835", 256, "Egoman", "1.0"),
+    ("1000002", "B", "BCM2835", 256, "Egoman", "1.0"),  # old-style + warranty bit
 ])
 def test_decode_revision(code: str, board_type: str, processor: str, memory_mb: int,
-                         pcb: str) -> None:
+                         maker: str, pcb: str) -> None:
     rev = decode_revision(code)
     assert rev is not None
-    assert (rev.code, rev.board_type, rev.processor, rev.memory_mb, rev.pcb_revision) == (
-        code.lower(), board_type, processor, memory_mb, pcb)
-    assert rev.manufacturer == "Sony UK"
+    assert (rev.code, rev.board_type, rev.processor, rev.memory_mb, rev.manufacturer,
+            rev.pcb_revision) == (code.lower(), board_type, processor, memory_mb, maker, pcb)
 
 
-@pytest.mark.parametrize("code", ["0010", "000e", "", "zz", "1000002"])
-def test_decode_revision_rejects_old_style_and_garbage(code: str) -> None:
+@pytest.mark.parametrize("code", ["0001", "0016", "", "zz", "-1", "0x10", "123456789"])
+def test_decode_revision_rejects_unknown_old_style_and_garbage(code: str) -> None:
     assert decode_revision(code) is None
 
 
 def test_decode_revision_unknown_type_is_reported_not_guessed() -> None:
     rev = decode_revision(f"{0xC00000 | (0x7E << 4):x}")
-    assert rev is not None and rev.board_type == "type 0x7e"
+    assert rev is not None and rev.board_type == "unknown"
+    assert rev.memory_mb == 4096 and rev.processor == "BCM2835"
+    # all-ones: every field outside gpiozero's tables
+    rev = decode_revision("ffffffff")
+    assert rev is not None and rev.memory_mb is None
+    assert (rev.board_type, rev.processor, rev.manufacturer) == ("unknown",) * 3
 
 
 # --------------------------------------------------------------------------- numpy SIMD
@@ -427,22 +474,29 @@ def test_this_host_detects_without_error() -> None:
 
 # --------------------------------------------------------------------------- purity
 
-def test_module_never_imports_gpio_libraries_statically() -> None:
+def test_module_imports_only_gpiozeros_board_tables() -> None:
     tree = ast.parse((REPO / "hw/board.py").read_text())
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
+            imported |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"gpiozero", "lgpio", "RPi", "pigpio"}
+            imported.add(node.module)
+    gpio = {m for m in imported if m.split(".")[0] in {"gpiozero", "lgpio", "RPi", "pigpio"}}
+    assert gpio == {"gpiozero.pins.pi", "gpiozero.exc"}
 
 
-def test_detect_does_not_load_gpio_libraries(tmp_path: Path) -> None:
+def test_detect_does_not_load_pin_libraries(tmp_path: Path) -> None:
     # A fresh interpreter, run in an empty directory: importing lgpio would also leave a
-    # .lgd-nfy FIFO behind in the working directory.
+    # .lgd-nfy FIFO behind in the working directory. gpiozero itself is loaded (its board
+    # tables), but no pin factory may be chosen or built.
     code = ("import sys, hw.board as b; b.describe(b.detect()); "
-            "bad = [m for m in ('gpiozero', 'lgpio', '_lgpio') if m in sys.modules]; "
+            "from gpiozero import Device; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('lgpio', '_lgpio', 'RPi', 'pigpio') "
+            "or m.startswith(('gpiozero.pins.lgpio', 'gpiozero.pins.native', "
+            "'gpiozero.pins.rpigpio', 'gpiozero.pins.pigpio', 'gpiozero.pins.local'))]; "
+            "bad += ['pin_factory'] if Device.pin_factory is not None else []; "
             "print(bad); sys.exit(1 if bad else 0)")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
