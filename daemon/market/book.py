@@ -33,8 +33,8 @@ from itertools import islice
 
 from sortedcontainers import SortedDict
 
-from daemon.market.capture import RateLimitedLog
 from daemon.market.events import DepthDiff, DepthSnapshot, MarketEvent, Quote
+from daemon.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -23,33 +23,14 @@ import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
+from daemon.ratelog import RateLimitedLog
+
 log = logging.getLogger(__name__)
 
 _GZIP_WBITS = 31  # zlib: expect/produce a gzip header and trailer (CRC32 + size)
 
 Record = tuple[int, bytes]
 """(receive time in ns, raw message bytes without the trailing newline)."""
-
-
-class RateLimitedLog:
-    """Logs one line per kind of problem, then at most one line per kind per interval.
-
-    A damaged file can contain millions of bad lines; logging each would flood the journal
-    on an SD card. Every occurrence is still counted by the caller; the log line carries
-    the running total so nothing is hidden.
-    """
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 10.0) -> None:
-        self._logger = logger
-        self._interval_ns = int(interval_s * 1e9)
-        self._next_ns: dict[str, int] = {}
-
-    def __call__(self, kind: str, total: int, detail: str, level: int = logging.WARNING) -> None:
-        now = time.monotonic_ns()
-        if now < self._next_ns.get(kind, 0):
-            return
-        self._next_ns[kind] = now + self._interval_ns
-        self._logger.log(level, "%s (total %d): %s", kind, total, detail)
 
 
 def _inflate(d: zlib._Decompress, data: bytes, outs: list[bytes]) -> zlib._Decompress:

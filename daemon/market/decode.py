@@ -16,8 +16,8 @@ import logging
 
 import orjson
 
-from daemon.market.capture import RateLimitedLog
 from daemon.market.events import DepthDiff, DepthSnapshot, MarketEvent, Quote, Trade
+from daemon.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
