@@ -1,38 +1,47 @@
 """sd_notify for bot4d: READY, STATUS, WATCHDOG, STOPPING, EXTEND_TIMEOUT_USEC.
 
-Uses systemd-python's `systemd.daemon.notify` when importable: it opens the socket on every
-call, so a recreated NOTIFY_SOCKET is picked up (the `sdnotify` package keeps its first
-socket for good). The fallback does the same by hand. Without NOTIFY_SOCKET every call is a
-no-op. This module never decides when to ping: the supervisor does.
+Two backends, chosen once per `Notifier`: systemd-python's `systemd.daemon.notify` (libsystemd's
+sd_notify) when `systemd.daemon` is importable (the optional extra "systemd", or Debian's
+python3-systemd), else a plain AF_UNIX datagram socket written here ("socket"). Both open
+the socket on every call, so a NOTIFY_SOCKET that systemd recreated is picked up. The PyPI
+`sdnotify` package is deliberately not used: it keeps its first socket for good.
+Without NOTIFY_SOCKET every call is a no-op.
+
+What it must never do: decide when to ping (the supervisor does); raise because the socket
+is missing or refuses (a failed notification is counted in `failures` and logged once per
+outage, then once when it works again: the stop path and the watchdog pinger must not die
+of it); let a STATUS text carry a second assignment (control characters such as a newline
+in an operator's halt reason become spaces).
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 
 log = logging.getLogger(__name__)
 
 try:
     from systemd import daemon as _sd_daemon
-except ImportError:  # not installed (extra "systemd"); the fallback below is complete
+except ImportError:  # not installed (extra "systemd"); the socket backend is complete
     _sd_daemon = None
 
+# sd_notify messages are newline-separated VAR=value lines; a NUL ends the C string.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
-def _fallback_notify(state: str) -> bool:
-    addr = os.environ.get("NOTIFY_SOCKET")
-    if not addr:
-        return False
+
+def _one_line(text: str) -> str:
+    return _CONTROL_CHARS.sub(" ", text)
+
+
+def _socket_notify(state: str, addr: str) -> None:
+    """Send one datagram; raises OSError when the socket is missing or refuses."""
     if addr.startswith("@"):
         addr = "\0" + addr[1:]  # abstract namespace
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-            s.connect(addr)
-            s.sendall(state.encode())
-        return True
-    except OSError as e:
-        log.debug("sd_notify failed: %s", e)
-        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.connect(addr)
+        s.sendall(state.encode())
 
 
 class Notifier:
@@ -42,29 +51,49 @@ class Notifier:
         pid = os.environ.get("WATCHDOG_PID")
         self.watchdog_usec = int(usec) if usec and usec.isdigit() and (
             not pid or pid == str(os.getpid())) else 0
+        self.failures = 0          # notifications that could not be delivered, ever
+        self._failing = False      # the last notification failed
 
     @property
     def enabled(self) -> bool:
         return bool(os.environ.get("NOTIFY_SOCKET"))
 
     def notify(self, state: str) -> bool:
-        if not os.environ.get("NOTIFY_SOCKET"):
+        """Send `state` (one or more VAR=value lines); True when it was delivered."""
+        addr = os.environ.get("NOTIFY_SOCKET")
+        if not addr:
             return False
-        if self.backend == "systemd-python":
-            return bool(_sd_daemon.notify(state))
-        return _fallback_notify(state)
+        try:
+            if self.backend == "systemd-python":
+                # libsystemd returns an error code, which systemd-python raises as OSError.
+                _sd_daemon.notify(state)
+            else:
+                _socket_notify(state, addr)
+        except OSError as e:
+            self.failures += 1
+            if not self._failing:
+                self._failing = True
+                # Once per outage: the watchdog pings every few hundred ms.
+                log.warning("sd_notify failed (%s backend, NOTIFY_SOCKET=%s): %s; systemd "
+                            "gets no status or watchdog pings until it works again",
+                            self.backend, addr, e)
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("sd_notify works again (%d notifications lost so far)", self.failures)
+        return True
 
     def ready(self, status: str) -> None:
-        self.notify(f"READY=1\nSTATUS={status}")
+        self.notify(f"READY=1\nSTATUS={_one_line(status)}")
 
     def status(self, status: str) -> None:
-        self.notify(f"STATUS={status}")
+        self.notify(f"STATUS={_one_line(status)}")
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")
 
     def stopping(self, status: str) -> None:
-        self.notify(f"STOPPING=1\nSTATUS={status}")
+        self.notify(f"STOPPING=1\nSTATUS={_one_line(status)}")
 
     def extend_timeout(self, seconds: float) -> None:
         self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")

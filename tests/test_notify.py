@@ -1,9 +1,7 @@
 """sd_notify protocol with bot4d as a real subprocess and a real datagram socket."""
 from __future__ import annotations
 
-import time
-
-from tests.daemon_harness import wait_for
+from tests.daemon_harness import Notifications, wait_for
 
 
 def test_ready_watchdog_status_stopping(start_daemon):
@@ -14,13 +12,14 @@ def test_ready_watchdog_status_stopping(start_daemon):
     ready = [m for m in d.notify.lines() if "READY=1" in m]
     assert len(ready) == 1 and "STATUS=ready" in ready[0]
 
-    t0 = time.monotonic()
-    time.sleep(2.0)
-    pings = [t for t, m in d.notify.drain() if m == "WATCHDOG=1" and t >= t0]
-    # 2 s at one ping per 200 ms = ~10; allow scheduling slack, but it must be a cadence.
-    assert 6 <= len(pings) <= 14, len(pings)
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert max(gaps) < 0.4, f"a gap reached WATCHDOG_USEC: {max(gaps):.3f} s"
+    # Pings keep coming while the daemon is up: a pinger that sent a few and stopped fails
+    # here. How often they come is not asserted (a slow core stretches any window); the
+    # cadence against a real WatchdogSec= is exercised by tests/test_systemd_e2e.py.
+    assert d.status()["watchdog"]["systemd_usec"] == 400_000
+    wait_for(lambda: d.notify.lines().count("WATCHDOG=1") >= 8, 60, what="8 pings")
+    assert d.status()["state"] == "ready"
+    sent = d.status()["watchdog"]["pings"]
+    assert sent >= 8 and d.notify.lines().count("WATCHDOG=1") <= sent   # status counts them
 
     assert d.ctl("start").returncode == 0
     wait_for(lambda: any("STATUS=trading" in m for m in d.notify.lines()), what="STATUS trading")
@@ -39,9 +38,14 @@ def test_ready_watchdog_status_stopping(start_daemon):
 def test_no_watchdog_pings_without_watchdog_usec(start_daemon):
     d = start_daemon()
     d.wait_ready()
-    time.sleep(0.5)
+    # Let the daemon do real work (quoting through the loop that also runs the pinger)
+    # instead of sleeping for a guessed while.
+    assert d.ctl("start").returncode == 0
+    wait_for(lambda: d.status()["orders"]["open"] >= 1, 30, what="quotes")
+    wait_for(lambda: any("STATUS=trading" in m for m in d.notify.lines()), what="STATUS")
     assert "WATCHDOG=1" not in d.notify.lines()
-    assert d.status()["watchdog"]["systemd_usec"] == 0
+    st = d.status()
+    assert st["watchdog"]["systemd_usec"] == 0 and st["watchdog"]["pings"] == 0
     assert d.terminate() == 0
 
 
@@ -52,3 +56,46 @@ def test_sigint_is_an_orderly_stop_too(start_daemon):
     d.proc.send_signal(signal.SIGINT)
     assert d.proc.wait(20) == 0
     assert d.notify.has("STOPPING=1")
+
+
+def test_notify_socket_gone_daemon_keeps_working_and_stops_orderly(start_daemon):
+    """systemd's socket vanishes (a daemon-reexec, a bad mount namespace): sd_notify fails
+    with ENOENT. That must neither kill the watchdog pinger nor skip the orderly stop; once
+    the socket is back, pings resume."""
+    d = start_daemon(watchdog_usec=400_000)
+    d.wait_ready()
+    assert d.ctl("start").returncode == 0
+    wait_for(lambda: d.status()["orders"]["open"] >= 1, 30, what="quotes")
+    wait_for(lambda: d.notify.lines().count("WATCHDOG=1") >= 2, 30, what="pings")
+    path = d.notify.path
+    d.notify.close()
+    path.unlink()
+    wait_for(lambda: "sd_notify failed" in d.log or d.status()["state"] != "trading", 30,
+             what="a ping attempted into the missing socket")
+    assert d.status()["state"] == "trading", d.log
+    d.notify = Notifications(path)   # systemd recreates its socket
+    wait_for(lambda: d.notify.lines().count("WATCHDOG=1") >= 2, 30, what="pings resume")
+    assert d.status()["state"] == "trading"
+    assert d.log.count("sd_notify failed") == 1, "one line per outage, not one per ping"
+    assert "sd_notify works again" in d.log
+    d.notify.close()
+    path.unlink()
+    assert d.terminate() == 0, d.log
+    assert "cancel on stop failed" not in d.log
+    assert "orderly stop" in d.log and "cancelled" in d.log
+
+
+def test_status_text_cannot_inject_notify_assignments(start_daemon):
+    """STATUS= carries an operator's halt reason: a newline in it would start another
+    sd_notify assignment (here a forged watchdog ping), a NUL would end the datagram."""
+    d = start_daemon()
+    d.wait_ready()
+    r = d.cmd(cmd="halt", reason="test\nWATCHDOG=1\nREADY=1\x00tail")
+    assert r["ok"], r
+    wait_for(lambda: any(m.startswith("STATUS=halted") for m in d.notify.lines()),
+             what="STATUS halted")
+    status = [m for m in d.notify.lines() if m.startswith("STATUS=halted")]
+    assert all("\n" not in m for m in status), status
+    assert any("WATCHDOG=1 READY=1 tail" in m for m in status), status
+    assert d.notify.lines().count("WATCHDOG=1") == 0
+    assert d.terminate() == 0

@@ -411,13 +411,18 @@ async def net():
     return line.decode().strip(), bool(infos)
 out["asyncio_echo"], out["getaddrinfo"] = asyncio.run(net())
 
-import systemd.daemon, systemd.journal, sdnotify
+import systemd.journal                   # daemon/logsetup.py's JournalHandler
+from daemon.sdnotify import Notifier     # bot4d's sd_notify, with each of its two backends
 notify_path = os.path.join(work, "notify")
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 sock.bind(notify_path)
+sock.settimeout(30)                      # a lost datagram fails here instead of hanging
 os.environ["NOTIFY_SOCKET"] = notify_path
-systemd.daemon.notify("READY=1")
-out["sd_notify"] = sock.recv(64).decode()
+out["sd_notify"] = {}
+for use_systemd_python in (True, False):
+    notifier = Notifier(use_systemd_python=use_systemd_python)
+    notifier.ready("up")
+    out["sd_notify"][notifier.backend] = sock.recv(64).decode()
 sock.close()
 
 import lgpio, gpiozero
@@ -530,7 +535,8 @@ def test_runtime_under_the_units_seccomp_rules(tmp_path: Path,
     # ...and the real work is unaffected by them.
     assert confined["out"] == control["out"]
     assert control["out"]["asyncio_echo"] == "ping"
-    assert control["out"]["sd_notify"] == "READY=1"
+    assert control["out"]["sd_notify"] == {"systemd-python": "READY=1\nSTATUS=up",
+                                           "socket": "READY=1\nSTATUS=up"}
     assert control["out"]["lgpio_fifo"] is True
     assert control["out"]["ctypes_callback"] == 42
     assert "hw.board" in control["out"]["modules"]
