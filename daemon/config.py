@@ -1,25 +1,41 @@
 """Configuration: TOML file, then `BOT4__SECTION__KEY` environment overrides, then flags.
 
-Validation is strict: an unknown key, a wrong type or an out-of-range value is a
-`ConfigError` whose message names the file (or environment variable) and the key. The
-daemon exits 78 (EX_CONFIG) on it, and systemd's RestartPreventExitStatus=78 keeps a bad
-file from restart-looping. This module never touches hardware, the journal or the network.
+Validation is strict and about meaning, not only type: an unknown key, a wrong type, a
+non-finite or out-of-range number, an implausible decimal, a relative or empty path, two
+devices on one GPIO pin, or intervals that contradict each other is a `ConfigError` whose
+one-line message names the file (with the line when it can be found) or the environment
+variable, and the key. Any failure to read or parse the file is a `ConfigError` too, never
+another exception. The daemon exits 78 (EX_CONFIG) on it, and systemd's
+RestartPreventExitStatus=78 keeps a bad file from restart-looping.
+
+This module never touches hardware, the journal or the network, and it never fills in a
+default for a file it could not read: a missing, empty or unreadable file is an error.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 import tomllib
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError)
 
 EX_CONFIG = 78
 ENV_PREFIX = "BOT4__"
+MAX_FILE_BYTES = 1 << 20          # a config is a few kB; anything this big is the wrong file
+SEED_MAX = 2 ** 32 - 1            # every RNG we seed takes this; bigger numbers are typos
+SOCKET_PATH_MAX = 107             # AF_UNIX sun_path is 108 bytes including the final NUL
+# Symbols are Binance's: upper case letters and digits, futures add "_" (BTCUSDT_240927).
+SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_]{1,31}")
 
 
 class ConfigError(Exception):
-    """A configuration problem, already phrased for the operator."""
+    """A configuration problem, already phrased for the operator (one line)."""
 
 
 def _to_decimal(v: Any) -> Decimal:
@@ -31,17 +47,43 @@ def _to_decimal(v: Any) -> Decimal:
     except InvalidOperation:
         raise ValueError(f"not a decimal number: {v!r}") from None
     if not d.is_finite():
-        raise ValueError(f"must be finite, got {v!r}")
+        raise ValueError("must be a finite number")
     return d
+
+
+def _dec_range(lo: str, hi: str, *, lo_open: bool = False, places: int | None = None
+               ) -> AfterValidator:
+    """A Decimal bound check. Finite is not enough: "1e999999" is finite and turns a limit
+    off, and a tick of "1e-30" makes every price quantisation overflow Decimal's 28 digits."""
+    low, high = Decimal(lo), Decimal(hi)
+
+    def check(d: Decimal) -> Decimal:
+        if (d <= low if lo_open else d < low) or d > high:
+            raise ValueError(f"must be {'above' if lo_open else 'at least'} {lo} and at "
+                             f"most {hi}")
+        if places is not None and d.normalize().as_tuple().exponent < -places:
+            raise ValueError(f"at most {places} decimal places")
+        return d
+    return AfterValidator(check)
 
 
 Dec = Annotated[Decimal, BeforeValidator(_to_decimal)]
 PosDec = Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0)]
+# Quantities in base currency and amounts in quote currency: positive, and below a
+# billion (beyond that a limit is effectively off, which is what "1e999999" tried).
+Qty = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("0", "1e9", lo_open=True)]
+Money = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("0", "1e12", lo_open=True)]
+# Exchange filters: Binance's smallest tick/step is 1e-8; 1e-12..1e6 with at most 12 decimal
+# places keeps price/tick and qty/lot inside Decimal's 28 digits for any plausible price.
+Step = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("1e-12", "1e6", places=12)]
+MinNotional = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("0", "1e9")]
 BcmPin = Annotated[int, Field(ge=0, le=27)]
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan, and no setting of ours means either.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DaemonCfg(_Section):
@@ -120,6 +162,22 @@ class StrategyCfg(_Section):
     requote_min_interval_ms: float = Field(250.0, ge=0, le=3_600_000)
 
 
+class SanityCfg(_Section):
+    """Market-data sanity stage (daemon/market/sanity.py, the trust checks in book.py)."""
+    max_price_ticks: float = Field(1e10, ge=1e3, le=1e15)      # price <= tick_size * this
+    max_qty_lots: float = Field(1e12, ge=1e3, le=1e15)         # quantity <= lot_size * this
+    book_jump_bps: float = Field(100.0, gt=0, le=5000)         # one-diff top move: suspect
+    suspect_timeout_s: float = Field(5.0, gt=0, le=600)        # unconfirmed this long: resync
+    bridge_timeout_s: float = Field(2.0, gt=0, le=60)          # snapshot ahead of the diffs
+    trade_band_bps: float = Field(500.0, gt=0, le=10_000)      # trade vs confirmed mid
+    max_update_id_jump: int = Field(100_000_000, ge=1000, le=10**15)
+    max_clock_skew_s: float = Field(60.0, gt=0, le=86_400)     # exchange vs receive time
+    max_time_jump_s: float = Field(60.0, gt=0, le=86_400)      # capture: forward jump held back
+    max_time_back_s: float = Field(5.0, ge=0, le=86_400)       # capture: backward step allowed
+    reference_max_age_s: float = Field(30.0, gt=0, le=3600)    # older reference: no mark
+    reference_trades: int = Field(15, ge=1, le=1000)           # trades in the median fallback
+
+
 class InstrumentCfg(_Section):
     tick_size: PosDec
     lot_size: PosDec
@@ -142,6 +200,7 @@ class Config(_Section):
     risk: RiskCfg = RiskCfg()
     breakers: BreakersCfg = BreakersCfg()
     strategy: StrategyCfg = StrategyCfg()
+    sanity: SanityCfg = SanityCfg()
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 
