@@ -1,8 +1,22 @@
-"""Logging: to the systemd journal when running under systemd, else to stderr.
+"""Logging setup for bot4d: the systemd journal when systemd runs us, else stderr.
 
-The journal socket silently drops messages when it is missing, so the journal handler is
-used only when JOURNAL_STREAM is set (systemd connected our stderr to it) or the socket
-exists. Never logs secrets; never raises.
+Three targets, decided once at start by `setup()` (which returns the target's name):
+
+- "journal": systemd-python's JournalHandler (structured fields, priority per record), only
+  when stderr really is the journal stream — JOURNAL_STREAM is set and names the device and
+  inode of our stderr (a child inherits the variable even when its stderr goes elsewhere) —
+  AND the journal socket /run/systemd/journal/socket exists. Both are required: messages
+  to a missing journal socket are dropped without an error, and a socket without the stream
+  (bot4d run by hand, scripts/run-sim, tests on a machine with systemd) would hide the log
+  from the terminal that started it.
+- "stderr(journal)": stderr is the journal stream but the socket is missing or
+  systemd-python is not installed: plain lines prefixed with the syslog priority ("<4>"),
+  which journald turns into the record's priority.
+- "stderr": anything else; lines carry their own timestamp and level.
+
+What it must never do: raise because of the environment (no stderr, a missing socket, no
+systemd-python), or send records where nothing reads them. An unknown level name is a
+ValueError that names it.
 """
 from __future__ import annotations
 
@@ -13,28 +27,51 @@ import sys
 _JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 
+def _stderr_is_journal_stream() -> bool:
+    """True when systemd connected our stderr to the journal: JOURNAL_STREAM is
+    "<device>:<inode>" of that stream (systemd.exec(5)), compared with fstat(stderr)."""
+    dev, sep, ino = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (sep and dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no stderr, or not a real file
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
 def setup(level: str = "info") -> str:
+    """Replace the root logger's handlers with one for the right target; returns its name
+    ("journal", "stderr(journal)" or "stderr")."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    root.setLevel(getattr(logging, level.upper()))
+    root.setLevel(numeric)
+    stream = _stderr_is_journal_stream()
+    handler: logging.Handler | None = None
     target = "stderr"
-    if os.environ.get("JOURNAL_STREAM") and os.path.exists(_JOURNAL_SOCKET):
+    if stream and os.path.exists(_JOURNAL_SOCKET):
         try:
             from systemd.journal import JournalHandler
-            h: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER="bot4d")
-            h.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-            target = "journal"
         except ImportError:
-            h = logging.StreamHandler(sys.stderr)
-            # journald adds time and pid itself; prefix the syslog priority instead.
-            h.setFormatter(_PriorityFormatter("%(name)s: %(message)s"))
-            target = "stderr(journal)"
-    else:
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter(
+            pass
+        else:
+            handler = JournalHandler(SYSLOG_IDENTIFIER="bot4d")
+            handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            target = "journal"
+    if handler is None and stream:
+        handler = logging.StreamHandler(sys.stderr)
+        # journald adds time and pid itself; prefix the syslog priority instead.
+        handler.setFormatter(_PriorityFormatter("%(name)s: %(message)s"))
+        target = "stderr(journal)"
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root.addHandler(h)
+    root.addHandler(handler)
     return target
 
 

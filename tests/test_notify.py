@@ -1,6 +1,10 @@
 """sd_notify protocol with bot4d as a real subprocess and a real datagram socket."""
 from __future__ import annotations
 
+import os
+
+import pytest
+
 from tests.daemon_harness import Notifications, wait_for
 
 
@@ -99,3 +103,21 @@ def test_status_text_cannot_inject_notify_assignments(start_daemon):
     assert any("WATCHDOG=1 READY=1 tail" in m for m in status), status
     assert d.notify.lines().count("WATCHDOG=1") == 0
     assert d.terminate() == 0
+
+
+@pytest.mark.skipif(os.path.exists("/run/systemd/journal/socket"),
+                    reason="a real journal socket here would take the records")
+def test_bot4d_under_a_journal_stream_without_socket_writes_priorities(start_daemon, tmp_path):
+    # What systemd does for a unit: stderr is a stream to journald, and JOURNAL_STREAM
+    # names it. Without the journal socket the records still reach journald through the
+    # stream, with their priority as a "<N>" prefix.
+    log = tmp_path / "d" / "bot4d.log"
+    log.parent.mkdir()
+    log.touch()
+    st = os.stat(log)
+    d = start_daemon(env={"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    d.wait_ready()
+    assert d.terminate() == 0
+    lines = d.log.splitlines()
+    assert "<6>bot4d: logging to stderr(journal)" in lines, lines[:5]
+    assert all(line.startswith("<") for line in lines if line and not line[0].isspace())

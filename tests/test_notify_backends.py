@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -111,14 +114,102 @@ def test_no_notify_socket_is_a_no_op(monkeypatch):
     assert Notifier().notify("READY=1") is False
 
 
-def test_logging_goes_to_stderr_outside_systemd(monkeypatch):
-    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+@pytest.fixture
+def fresh_root_logger():
     root = logging.getLogger()
-    saved = root.handlers[:]
-    try:
-        assert logsetup.setup("info") == "stderr"
-        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
-        monkeypatch.setattr(logsetup, "_JOURNAL_SOCKET", "/nonexistent/journal/socket")
-        assert logsetup.setup("info") == "stderr", "journal used although its socket is missing"
-    finally:
-        root.handlers[:] = saved
+    saved, level = root.handlers[:], root.level
+    yield root
+    root.handlers[:] = saved
+    root.setLevel(level)
+
+
+@pytest.fixture
+def stderr_file(tmp_path, monkeypatch):
+    """A real file to use as sys.stderr (pytest's capture has no file descriptor), and the
+    JOURNAL_STREAM value systemd would set if that file were the journal stream. Call
+    `use()` in the test body: pytest re-installs its own capture after fixture setup."""
+    f = open(tmp_path / "stderr.txt", "w")
+    st = os.fstat(f.fileno())
+    yield SimpleNamespace(file=f, stream=f"{st.st_dev}:{st.st_ino}",
+                          use=lambda: monkeypatch.setattr(sys, "stderr", f))
+    f.close()
+
+
+@pytest.fixture
+def journal_socket(tmp_path, monkeypatch):
+    path = tmp_path / "journal.socket"
+    path.touch()
+    monkeypatch.setattr(logsetup, "_JOURNAL_SOCKET", str(path))
+    return path
+
+
+def test_logging_goes_to_stderr_outside_systemd(monkeypatch, fresh_root_logger, stderr_file):
+    stderr_file.use()
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    monkeypatch.setattr(logsetup, "_JOURNAL_SOCKET", "/nonexistent/journal/socket")
+    assert logsetup.setup("info") == "stderr"
+
+
+def test_a_journal_socket_alone_does_not_take_the_log_from_the_terminal(
+        monkeypatch, fresh_root_logger, stderr_file, journal_socket):
+    stderr_file.use()
+    f = stderr_file.file
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert logsetup.setup("info") == "stderr"
+    logging.getLogger("bot4d").warning("hello")
+    f.flush()
+    assert " WARNING bot4d: hello" in (journal_socket.parent / "stderr.txt").read_text()
+
+
+def test_journal_handler_when_stderr_is_the_journal_stream_and_the_socket_exists(
+        monkeypatch, fresh_root_logger, stderr_file, journal_socket):
+    journal = pytest.importorskip("systemd.journal")
+    stderr_file.use()
+    monkeypatch.setenv("JOURNAL_STREAM", stderr_file.stream)
+    assert logsetup.setup("debug") == "journal"
+    assert [type(h) for h in fresh_root_logger.handlers] == [journal.JournalHandler]
+    assert fresh_root_logger.level == logging.DEBUG
+
+
+def test_an_inherited_journal_stream_is_not_our_stderr(monkeypatch, fresh_root_logger,
+                                                       stderr_file, journal_socket):
+    # A child of some systemd service, its stderr redirected to a file: the variable names
+    # the parent's stream, not ours.
+    stderr_file.use()
+    dev, ino = stderr_file.stream.split(":")
+    monkeypatch.setenv("JOURNAL_STREAM", f"{dev}:{int(ino) + 1}")
+    assert logsetup.setup("info") == "stderr"
+    monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+    assert logsetup.setup("info") == "stderr"
+
+
+def test_journal_stream_without_its_socket_prefixes_priorities(monkeypatch, fresh_root_logger,
+                                                               stderr_file, tmp_path):
+    stderr_file.use()
+    f = stderr_file.file
+    monkeypatch.setenv("JOURNAL_STREAM", stderr_file.stream)
+    monkeypatch.setattr(logsetup, "_JOURNAL_SOCKET", str(tmp_path / "missing.socket"))
+    assert logsetup.setup("info") == "stderr(journal)"
+    logging.getLogger("bot4d").warning("careful")
+    logging.getLogger("bot4d").error("broken")
+    f.flush()
+    assert (tmp_path / "stderr.txt").read_text() == "<4>bot4d: careful\n<3>bot4d: broken\n"
+
+
+def test_journal_stream_without_systemd_python_prefixes_priorities(
+        monkeypatch, fresh_root_logger, stderr_file, journal_socket):
+    stderr_file.use()
+    monkeypatch.setenv("JOURNAL_STREAM", stderr_file.stream)
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)   # import fails
+    assert logsetup.setup("info") == "stderr(journal)"
+
+
+def test_no_usable_stderr_is_plain_stderr_not_an_error(monkeypatch, fresh_root_logger):
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")
+    monkeypatch.setattr(sys, "stderr", None)
+    assert logsetup.setup("info") == "stderr"
+
+
+def test_unknown_level_is_named(fresh_root_logger):
+    with pytest.raises(ValueError, match="unknown log level 'loud'"):
+        logsetup.setup("loud")
