@@ -84,6 +84,7 @@ levels where we have orders.
 """
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Iterable
@@ -95,8 +96,15 @@ from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderT
 from daemon.execution.venue import VenueListener
 from daemon.market.book import OrderBook
 from daemon.market.events import Trade
+from daemon.market.sanity import trade_values_problem
+from daemon.ratelog import RateLimitedLog
+
+log = logging.getLogger(__name__)
+# Module-level: bad prints are rare, and one rate limit for all venues is plenty.
+_TRADE_WARN = RateLimitedLog(log)
 
 _NEVER = 1 << 62
+_INF = float("inf")
 _ZERO = Decimal(0)
 _BPS = Decimal(10_000)
 # A float quantity within a millionth of a lot step below a whole step is float noise
@@ -317,7 +325,14 @@ class PaperVenue:
             self._depth_update(m, ts_ns)
 
     def on_trade(self, trade: Trade) -> None:
-        """A market trade printed; it may fill our resting orders (queue model)."""
+        """A market trade printed; it may fill our resting orders (queue model).
+
+        A trade whose price or quantity is not finite and positive (the sanity stage's
+        value checks) is no trade: it is counted in ``stats["trades_rejected"]`` and moves
+        nothing, not even venue time."""
+        if not (0.0 < trade.price < _INF and 0.0 < trade.qty < _INF):
+            self._reject_trade(trade)
+            return
         ts = trade.ts_ns
         if ts >= self.next_due_ns:
             self._run_due(ts)
@@ -334,6 +349,12 @@ class PaperVenue:
                 self._trade_hits(m, m.bids, True, p, trade.qty, ts)
         elif p >= m.top_ask:              # aggressor bought: lifts asks at <= p
             self._trade_hits(m, m.asks, False, p, trade.qty, ts)
+
+    def _reject_trade(self, trade: Trade) -> None:
+        self.stats["trades_rejected"] = self.stats.get("trades_rejected", 0) + 1
+        _TRADE_WARN("trade_rejected", self.stats["trades_rejected"],
+                    f"{trade.symbol} trade id={trade.trade_id!r} price={trade.price!r} "
+                    f"qty={trade.qty!r}: {trade_values_problem(trade.price, trade.qty)}")
 
     def md_release(self, ts_ns: int, symbol: str) -> list[tuple[int, str]]:
         """Note that `symbol`'s book changed at ts_ns; return the (due_ns, symbol)

@@ -17,6 +17,22 @@ snapshot. Both forms describe the same state.
 ``on_quote`` cross-checks the exchange's bookTicker against the rebuilt top of book (see
 its docstring for when a quote is comparable).
 
+Trust (switched on by ``jump_bps``; the market runtime does, from [sanity]). ``synced``
+means the sync rules hold; ``valid`` means the book may be traded on and marked: synced,
+the snapshot bridged by a diff of the book's own symbol (``require_bridge``: a snapshot
+that no diff of this symbol ever continues, e.g. another market's, never makes the book
+valid), and not *suspect*. A diff that moves the best bid or ask more than ``jump_bps``
+from the previous top in one step, or leaves a side empty, makes the book suspect; so does
+a comparable bookTicker that disagrees. A suspect book keeps applying diffs (so it can be
+confirmed) but is not valid. It is confirmed by the next comparable bookTicker that agrees
+with it, or by a new snapshot; a disagreeing bookTicker while suspect, or no confirmation
+within ``suspect_timeout_ns`` of receive time, invalidates it (resync from a snapshot). A
+snapshot whose lastUpdateId is ahead of the diff stream (diffs received
+``bridge_timeout_ns`` after it are all still older) would freeze the book: it is
+invalidated as ``snapshot_ahead``. ``confirmed_mid``/``confirmed_ns`` are the mid and
+receive time of the last state the exchange confirmed (agreeing bookTicker, bridged
+snapshot): a reference a single bad diff cannot move.
+
 This module never fetches snapshots itself (the live feed does, when asked through
 ``needs_snapshot``/the callback), never reads files or sockets, and never offers prices
 from an invalid book: invalidation clears both sides, so readers see None, not stale data.
@@ -63,33 +79,56 @@ class Disagreement:
 
 class OrderBook:
     """Bids and asks as SortedDict price -> qty, both ascending (best bid = last bid key,
-    best ask = first ask key). Only meaningful while ``valid`` is True.
+    best ask = first ask key). Only meaningful while ``synced``; only to be traded on while
+    ``valid`` (see "Trust" in the module docstring; without ``jump_bps`` the two are equal).
 
     ``stats`` counters: diffs_applied, diffs_dropped (u <= last id), diffs_buffered,
     buffer_overflow, gaps, crossed, stale_snapshots, snapshots, snapshots_ignored, syncs
-    (first valid state), resyncs (valid again after a gap/crossing), wrong_symbol and the
+    (first valid state), resyncs (valid again after a gap/crossing), wrong_symbol, the
     quote cross-check: quotes_comparable, quotes_agree, quotes_disagree,
-    quotes_not_comparable, quotes_book_invalid, quotes_pending_overflow.
+    quotes_not_comparable, quotes_book_invalid, quotes_pending_overflow, and trust:
+    suspect, confirmed, contradicted, suspect_timeouts, snapshot_ahead.
     """
 
     def __init__(self, symbol: str, futures: bool, *,
                  on_needs_snapshot: Callable[[OrderBook], None] | None = None,
                  max_buffer: int = 10_000, top_history: int = 256,
-                 max_pending_quotes: int = 4096, keep_disagreements: int = 100) -> None:
+                 max_pending_quotes: int = 4096, keep_disagreements: int = 100,
+                 jump_bps: float | None = None, suspect_timeout_ns: int = 5_000_000_000,
+                 bridge_timeout_ns: int = 2_000_000_000, require_bridge: bool = False,
+                 on_suspect: Callable[[OrderBook], None] | None = None) -> None:
         self.symbol = symbol
         self.futures = futures
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
-        self.valid = False
+        self.synced = False        # the Binance sync rules hold
+        self.valid = False         # synced and trusted (see the module docstring)
         self.last_update_id = 0
         self.invalid_reason: str | None = "no snapshot yet"
         self.on_needs_snapshot = on_needs_snapshot
+        self.on_suspect = on_suspect
         self.stats: dict[str, int] = dict.fromkeys(
             ("diffs_applied", "diffs_dropped", "diffs_buffered", "buffer_overflow", "gaps",
              "crossed", "stale_snapshots", "snapshots", "snapshots_ignored", "syncs",
              "resyncs", "wrong_symbol", "quotes_comparable", "quotes_agree",
              "quotes_disagree", "quotes_not_comparable", "quotes_book_invalid",
-             "quotes_pending_overflow"), 0)
+             "quotes_pending_overflow", "suspect", "confirmed", "contradicted",
+             "suspect_timeouts", "snapshot_ahead"), 0)
+        # Trust checks (off when jump_bps is None: the book then behaves as a plain sync
+        # engine, valid == synced).
+        self._guard = jump_bps is not None
+        self._jump = (jump_bps or 0.0) / 1e4
+        self._suspect_timeout_ns = suspect_timeout_ns
+        self._bridge_timeout_ns = bridge_timeout_ns
+        self.require_bridge = require_bridge
+        self.suspect_reason: str | None = None
+        self._suspect_since = 0
+        self._snapshot_ns = 0
+        # Best bid/ask must stay inside these after the next diff (set from the last top).
+        self._bid_lo = self._ask_lo = -float("inf")
+        self._bid_hi = self._ask_hi = float("inf")
+        self.confirmed_mid: float | None = None
+        self.confirmed_ns = 0
         self.disagreements: deque[Disagreement] = deque(maxlen=keep_disagreements)
         self._max_buffer = max_buffer
         self._buffer: deque[DepthDiff] = deque()
@@ -111,7 +150,12 @@ class OrderBook:
     @property
     def needs_snapshot(self) -> bool:
         """True while the book cannot become valid without a (new) REST snapshot."""
-        return not self.valid
+        return not self.synced
+
+    @property
+    def bridged(self) -> bool:
+        """A diff of this symbol has continued the last snapshot."""
+        return self.synced and not self._bridging
 
     @property
     def pending_quotes(self) -> int:
@@ -180,13 +224,22 @@ class OrderBook:
         if diff.symbol != self.symbol:
             self._wrong_symbol(diff.symbol)
             return
-        if not self.valid:
+        if not self.synced:
             self._buffer_diff(diff)
             return
         u = diff.last_id
         last = self.last_update_id
         if u <= last:
             self.stats["diffs_dropped"] += 1
+            if self._bridging and self._guard \
+                    and diff.ts_ns - self._snapshot_ns > self._bridge_timeout_ns:
+                # Diffs received well after the snapshot are all still older than it: its
+                # lastUpdateId is ahead of the stream and would freeze the book for good.
+                self._invalidate(
+                    f"snapshot lastUpdateId={last} is ahead of the diff stream: diff u={u} "
+                    f"received {(diff.ts_ns - self._snapshot_ns) / 1e9:.1f} s after it is "
+                    f"still older", "snapshot_ahead")
+                self._request()
             return
         if self._bridging:
             if not (diff.first_id <= last + 1
@@ -198,6 +251,11 @@ class OrderBook:
                 self._buffer_diff(diff)
                 return
             self._bridging = False
+            if self._guard:
+                self._apply(diff)
+                if self.synced:
+                    self._bridged_now(diff.ts_ns)
+                return
         elif self.futures:
             if diff.prev_last_id != last:
                 self._invalidate(f"gap: pu={diff.prev_last_id} != previous u={last} "
@@ -217,11 +275,11 @@ class OrderBook:
             return
         self.stats["snapshots"] += 1
         lid = snap.last_update_id
-        if self.valid and lid <= self.last_update_id:
+        if self.synced and lid <= self.last_update_id:
             # The book is already at or past this state; rewinding would lose diffs.
             self.stats["snapshots_ignored"] += 1
             return
-        was_valid = self.valid
+        was_valid = self.synced
         recovering = self._ever_valid and not was_valid
         bids, asks = self.bids, self.asks
         bids.clear()
@@ -231,8 +289,10 @@ class OrderBook:
         asks.update((p, q) for p, q in snap.asks if q)
         self.last_update_id = lid
         self._bridging = True
-        self.valid = True
-        self.invalid_reason = None
+        self.synced = True
+        self.suspect_reason = None
+        self._snapshot_ns = snap.ts_ns
+        self._set_valid()
         self._pending.clear()
         self._tops.clear()
         self._tops_order.clear()
@@ -246,7 +306,7 @@ class OrderBook:
         self._buffer = deque()
         for diff in buffered:
             self.on_diff(diff)  # goes back into the buffer if the book turns invalid again
-        if self.valid:
+        if self.synced:
             self._requested = False
             self._ever_valid = True
             if not was_valid:   # a newer snapshot for a valid book is a refresh, not a sync
@@ -271,8 +331,12 @@ class OrderBook:
         if quote.symbol != self.symbol:
             self._wrong_symbol(quote.symbol)
             return None
-        if not self.valid:
+        if not self.synced:
             self.stats["quotes_book_invalid"] += 1
+            return None
+        if self.suspect_reason is not None \
+                and quote.ts_ns - self._suspect_since > self._suspect_timeout_ns:
+            self._suspect_expired(quote.ts_ns)
             return None
         uid = quote.update_id
         last = self.last_update_id
@@ -327,8 +391,26 @@ class OrderBook:
                 self._request()
                 return
             top: Top | None = (bp, bq, ap, aq)
+            if self._guard:
+                if self.suspect_reason is None:
+                    if self._bid_lo <= bp <= self._bid_hi and self._ask_lo <= ap <= self._ask_hi:
+                        self._set_band(bp, ap)
+                    else:
+                        self._suspect(f"diff U={diff.first_id} u={u} moved the top to bid {bp} "
+                                      f"ask {ap}, more than {self._jump * 1e4:g} bps from "
+                                      f"bid {self._prev_top()} in one step", diff.ts_ns)
+                elif diff.ts_ns - self._suspect_since > self._suspect_timeout_ns:
+                    self._suspect_expired(diff.ts_ns)
+                    return
         else:
             top = None
+            if self._guard:
+                if self.suspect_reason is None:
+                    self._suspect(f"diff U={diff.first_id} u={u} left the "
+                                  f"{'bid' if not bids else 'ask'} side empty", diff.ts_ns)
+                elif diff.ts_ns - self._suspect_since > self._suspect_timeout_ns:
+                    self._suspect_expired(diff.ts_ns)
+                    return
         tops = self._tops
         tops[u] = top
         order = self._tops_order
@@ -339,7 +421,7 @@ class OrderBook:
         while pending and pending[0].update_id <= u:
             q = pending.popleft()
             if q.update_id == u:
-                self._compare(q, top, u)
+                self._compare(q, top, u)   # may invalidate (and clear `pending`)
             else:
                 self.stats["quotes_not_comparable"] += 1
 
@@ -349,8 +431,11 @@ class OrderBook:
             bp, bq = bids.peekitem(-1)
             ap, aq = asks.peekitem(0)
             self._tops[uid] = (bp, bq, ap, aq)
+            self._set_band(bp, ap)
         else:
             self._tops[uid] = None
+            self._bid_lo = self._ask_lo = -float("inf")
+            self._bid_hi = self._ask_hi = float("inf")
         self._tops_order.append(uid)
 
     def _compare(self, q: Quote, top: Top | None, uid: int) -> bool:
@@ -358,6 +443,8 @@ class OrderBook:
         stats["quotes_comparable"] += 1
         if top is not None and (q.bid, q.bid_qty, q.ask, q.ask_qty) == top:
             stats["quotes_agree"] += 1
+            if self._guard:
+                self._confirmed(q, uid)
             return True
         stats["quotes_disagree"] += 1
         if top is None:
@@ -367,7 +454,82 @@ class OrderBook:
                 ("bid", "bid_qty", "ask", "ask_qty"), (q.bid, q.bid_qty, q.ask, q.ask_qty), top)
                 if a != b)
         self.disagreements.append(Disagreement(q, top, uid, fields))
+        if self._guard:
+            what = (f"bookTicker u={uid} (bid {q.bid} ask {q.ask}) disagrees with the book "
+                    f"on {', '.join(fields)}")
+            if self.suspect_reason is None:
+                self._suspect(what, q.ts_ns)
+            else:
+                self._invalidate(f"suspect book contradicted: {what} "
+                                 f"(suspect since: {self.suspect_reason})", "contradicted")
+                self._request()
         return False
+
+    # -- trust -----------------------------------------------------------------------------
+
+    def _set_valid(self) -> None:
+        """Derive ``valid`` and ``invalid_reason`` for a synced book."""
+        if not self.synced:
+            self.valid = False
+        elif self.suspect_reason is not None:
+            self.valid = False
+            self.invalid_reason = f"suspect: {self.suspect_reason}"
+        elif self.require_bridge and self._bridging:
+            self.valid = False
+            self.invalid_reason = (f"snapshot lastUpdateId={self.last_update_id} not yet "
+                                   f"continued by a {self.symbol} diff")
+        else:
+            self.valid = True
+            self.invalid_reason = None
+
+    def _set_band(self, bp: float, ap: float) -> None:
+        j = self._jump
+        self._bid_lo = bp * (1.0 - j)
+        self._bid_hi = bp * (1.0 + j)
+        self._ask_lo = ap * (1.0 - j)
+        self._ask_hi = ap * (1.0 + j)
+
+    def _prev_top(self) -> str:
+        # The band is centred on the previous top; recover it for the message.
+        return f"{(self._bid_lo + self._bid_hi) / 2:g} ask {(self._ask_lo + self._ask_hi) / 2:g}"
+
+    def _suspect(self, reason: str, ts_ns: int) -> None:
+        self.suspect_reason = reason
+        self._suspect_since = ts_ns
+        self.stats["suspect"] += 1
+        self._set_valid()
+        self._warn("suspect", self.stats["suspect"], f"{self.symbol}: book suspect: {reason}")
+        cb = self.on_suspect
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception:
+                log.exception("%s: on_suspect callback failed", self.symbol)
+
+    def _confirmed(self, q: Quote, uid: int) -> None:
+        """A comparable bookTicker agreed with the book: the exchange confirms this top."""
+        self.confirmed_mid = (q.bid + q.ask) * 0.5
+        self.confirmed_ns = q.ts_ns
+        if self.suspect_reason is not None:
+            self.stats["confirmed"] += 1
+            log.info("%s: suspect book confirmed by bookTicker u=%d (was: %s)", self.symbol,
+                     uid, self.suspect_reason)
+            self.suspect_reason = None
+            self._set_band(q.bid, q.ask)
+            self._set_valid()
+
+    def _suspect_expired(self, ts_ns: int) -> None:
+        self._invalidate(f"suspect for {(ts_ns - self._suspect_since) / 1e9:.1f} s without "
+                         f"confirmation: {self.suspect_reason}", "suspect_timeouts")
+        self._request()
+
+    def _bridged_now(self, ts_ns: int) -> None:
+        """The snapshot was continued by our own diff: a fresh, exchange-given state."""
+        mid = self.mid()
+        if mid is not None and self.suspect_reason is None:
+            self.confirmed_mid = mid
+            self.confirmed_ns = ts_ns
+        self._set_valid()
 
     def _buffer_diff(self, diff: DepthDiff) -> None:
         buf = self._buffer
@@ -381,7 +543,9 @@ class OrderBook:
             self._request()
 
     def _invalidate(self, reason: str, counter: str) -> None:
+        self.synced = False
         self.valid = False
+        self.suspect_reason = None
         self.invalid_reason = reason
         self.stats[counter] += 1
         self.bids.clear()

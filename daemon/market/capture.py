@@ -7,8 +7,10 @@ fast as possible, in real time, or at N x real time) for replay, tests and bench
 
 This module only moves bytes: it never parses the JSON (that is `daemon.market.decode`),
 never decides anything about the order book, and the reader never raises to its consumer
-because of bad content: malformed lines and damaged gzip data are counted in
-``reader.stats``, logged (rate-limited) and skipped. Missing input files are a
+because of bad content: malformed lines, implausible receive times and damaged gzip data
+are counted in ``reader.stats`` (file-level problems also in ``reader.problems``, one
+sentence each), logged (rate-limited) and skipped. It never sleeps on a receive time it
+has not accepted, and never sleeps longer than ``max_pause_s`` at once. Missing input files are a
 configuration error and are reported when the reader is built. The recorder never alters
 a message's bytes (a recording replays exactly as received) and never overwrites a file.
 """
@@ -20,6 +22,7 @@ import os
 import re
 import time
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
@@ -31,6 +34,11 @@ _GZIP_WBITS = 31  # zlib: expect/produce a gzip header and trailer (CRC32 + size
 
 Record = tuple[int, bytes]
 """(receive time in ns, raw message bytes without the trailing newline)."""
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_CONFIRM = 2            # records after an off-window one that must agree before a new time base
+_FUTURE_SLACK_NS = 86_400 * 10**9   # a receive time after now + 1 day cannot be a recording
+_MAX_PROBLEMS = 20
 
 
 def _inflate(d: zlib._Decompress, data: bytes, outs: list[bytes]) -> zlib._Decompress:
@@ -65,9 +73,22 @@ class CaptureReader:
     accept comes out as garbled lines before the CRC error is seen; the decoder rejects
     those as bad JSON. Either way the reader carries on with the next file.
 
+    Receive times: within a file, a record must lie between ``max_time_back_s`` before
+    and ``max_time_jump_s`` after the previous accepted record. One that does not is held
+    back: if the next ``_CONFIRM`` records continue from it, the stream really jumped (an
+    outage in a live recording) and they are all yielded from the new time base
+    (``ts_rebase``); otherwise their receive times are implausible (``ts_jump``). A receive
+    time more than a day after the wall clock (1e22 ns, ...) is implausible at once
+    (``ts_absurd``). An implausible time is skipped, not the message: it is yielded with
+    its neighbour's accepted time (lines are in receive order), so the decoder and the
+    sanity stage still judge its content, and market time and pacing never jump. Each file starts afresh: files need not be given in time order. When
+    pacing, a wait longer than ``max_pause_s`` is compressed to none (``gaps_compressed``)
+    so an idle stretch never looks like a stalled feed.
+
     ``stats`` counts: files, lines (records yielded), empty_line, no_space, empty_payload,
     bad_ns, partial_line (incomplete last line of a damaged file), empty_file,
-    truncated_gzip, corrupt_gzip, read_error.
+    truncated_gzip, corrupt_gzip (including files that are not gzip at all), read_error,
+    ts_jump, ts_rebase, ts_absurd, gaps_compressed.
     """
 
     SYNC_CHUNK = 256 * 1024   # compressed bytes per read: ~2.5 MB of text, a few ms of work
@@ -75,20 +96,33 @@ class CaptureReader:
     _SALVAGE_PIECE = 4096     # after damage, re-inflate in small pieces to keep what precedes it
 
     def __init__(self, paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
-                 speed: float = 0.0, *, max_block_ms: float = 2.0) -> None:
+                 speed: float = 0.0, *, max_block_ms: float = 2.0,
+                 max_time_jump_s: float = 60.0, max_time_back_s: float = 5.0,
+                 max_pause_s: float = 5.0) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths: list[Path] = [Path(p) for p in paths]
         missing = [str(p) for p in self.paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"capture file(s) not found: {', '.join(missing)}")
-        if speed < 0:
-            raise ValueError(f"speed must be >= 0, got {speed}")
+        if not speed >= 0 or speed == float("inf"):
+            raise ValueError(f"speed must be finite and >= 0, got {speed}")
+        for name, v in (("max_time_jump_s", max_time_jump_s),
+                        ("max_time_back_s", max_time_back_s), ("max_pause_s", max_pause_s)):
+            if not 0 <= v < float("inf"):
+                raise ValueError(f"{name} must be finite and >= 0, got {v}")
         self.speed = float(speed)
         self.max_block_ns = int(max_block_ms * 1e6)
+        self.max_jump_ns = int(max_time_jump_s * 1e9)
+        self.max_back_ns = int(max_time_back_s * 1e9)
+        self.max_pause_ns = int(max_pause_s * 1e9)
         self.stats: dict[str, int] = dict.fromkeys(
             ("files", "lines", "empty_line", "no_space", "empty_payload", "bad_ns",
-             "partial_line", "empty_file", "truncated_gzip", "corrupt_gzip", "read_error"), 0)
+             "partial_line", "empty_file", "truncated_gzip", "corrupt_gzip", "read_error",
+             "ts_jump", "ts_rebase", "ts_absurd", "gaps_compressed"), 0)
+        self.problems: deque[str] = deque(maxlen=_MAX_PROBLEMS)
+        self._held: list[list] = []   # [ns | None, raw] records awaiting a time verdict
+        self._future_ns = time.time_ns() + _FUTURE_SLACK_NS
         self._warn = RateLimitedLog(log)
 
     # -- iteration -------------------------------------------------------------------
@@ -104,15 +138,27 @@ class CaptureReader:
     def _paced(self, speed: float) -> Iterator[Record]:
         first_ns = -1
         wall0 = 0
+        cap = self.max_pause_ns
         for rec in self._records(self.SYNC_CHUNK):
             if first_ns < 0:
                 first_ns = rec[0]
                 wall0 = time.monotonic_ns()
             else:
                 delay = wall0 + (rec[0] - first_ns) / speed - time.monotonic_ns()
-                if delay > 0:
+                if delay > cap or delay < -cap:
+                    # A jump between files, an accepted outage, or far behind: start the
+                    # schedule again from here instead of sleeping it off or racing.
+                    self._compressed(delay)
+                    first_ns = rec[0]
+                    wall0 = time.monotonic_ns()
+                elif delay > 0:
                     time.sleep(delay / 1e9)
             yield rec
+
+    def _compressed(self, delay_ns: float) -> None:
+        self.stats["gaps_compressed"] += 1
+        self._warn("gaps_compressed", self.stats["gaps_compressed"],
+                   f"pacing off by {delay_ns / 1e9:+.1f} s; restarting the schedule here")
 
     async def _apaced(self) -> AsyncIterator[Record]:
         speed = self.speed
@@ -122,6 +168,7 @@ class CaptureReader:
         wall0 = 0
         n = 0
         last_yield = mono()
+        cap = self.max_pause_ns
         for rec in self._records(self.ASYNC_CHUNK):
             if speed > 0.0:
                 if first_ns < 0:
@@ -129,7 +176,11 @@ class CaptureReader:
                     wall0 = mono()
                 else:
                     delay = wall0 + (rec[0] - first_ns) / speed - mono()
-                    if delay > 0:
+                    if delay > cap or delay < -cap:
+                        self._compressed(delay)
+                        first_ns = rec[0]
+                        wall0 = mono()
+                    elif delay > 0:
                         await asyncio.sleep(delay / 1e9)
                         last_yield = mono()
             n += 1
@@ -146,6 +197,7 @@ class CaptureReader:
     def _records(self, chunk_bytes: int) -> Iterator[Record]:
         """The unpaced hot loop: decompress, split, parse the ns field, yield."""
         stats = self.stats
+        back, fwd = self.max_back_ns, self.max_jump_ns
         n = 0
         try:
             for path in self.paths:
@@ -154,6 +206,12 @@ class CaptureReader:
                 clean_end = False
                 d = zlib.decompressobj(_GZIP_WBITS)
                 started = False
+                # Receive-time window of the fast path: [lo, hi] around the last accepted
+                # record; empty (lo > hi) until the file has a time base or while records
+                # are held back, so those go through `_offside`.
+                base: int | None = None
+                lo, hi = 1, 0
+                self._held = []
                 try:
                     fh = open(path, "rb", buffering=0)
                 except OSError as e:
@@ -173,12 +231,17 @@ class CaptureReader:
                             clean_end = d.eof
                             if not started:
                                 stats["empty_file"] += 1
-                                self._warn("empty_file", stats["empty_file"], str(path))
+                                self._problem("empty_file", f"{path}: empty file")
                             elif not clean_end:
                                 stats["truncated_gzip"] += 1
-                                self._warn("truncated_gzip", stats["truncated_gzip"],
-                                           f"{path}: gzip stream ends early; keeping the "
-                                           "complete lines before the cut")
+                                self._problem("truncated_gzip",
+                                              f"{path}: truncated gzip (the stream ends "
+                                              "early); kept the complete lines before the cut")
+                            break
+                        if not started and not comp.startswith(_GZIP_MAGIC[:len(comp)]):
+                            stats["corrupt_gzip"] += 1
+                            self._problem("corrupt_gzip", f"{path}: not a gzip file (starts "
+                                          f"with {comp[:16]!r}); skipped")
                             break
                         started = True
                         backup = d.copy()  # cheap (~inflate window); lets us salvage on damage
@@ -197,8 +260,10 @@ class CaptureReader:
                             except zlib.error:
                                 pass
                             stats["corrupt_gzip"] += 1
-                            self._warn("corrupt_gzip", stats["corrupt_gzip"],
-                                       f"{path}: {e}; skipping the rest of this file")
+                            self._problem("corrupt_gzip",
+                                          f"{path}: corrupt gzip data ({e}) in the "
+                                          f"{fh.tell() - len(comp)}..{fh.tell()} compressed "
+                                          "byte range; skipped the rest of this file")
                         data = b"".join(outs) if len(outs) != 1 else outs[0]
                         if tail:
                             data = tail + data
@@ -207,8 +272,21 @@ class CaptureReader:
                         for line in lines:
                             ns_b, _, raw = line.partition(b" ")
                             if raw and ns_b.isdigit():
-                                n += 1
-                                yield int(ns_b), raw
+                                ns = int(ns_b)
+                                if lo <= ns <= hi:
+                                    lo = ns - back
+                                    hi = ns + fwd
+                                    n += 1
+                                    yield ns, raw
+                                    continue
+                                out, base = self._offside(ns, raw, base, path)
+                                if self._held or base is None:
+                                    lo, hi = 1, 0
+                                else:
+                                    lo, hi = base - back, base + fwd
+                                for rec in out:
+                                    n += 1
+                                    yield rec
                             else:
                                 self._bad_line(line, path)
                         if damaged:
@@ -218,19 +296,111 @@ class CaptureReader:
                         # A complete stream whose last line lacks the newline: the line is whole.
                         ns_b, _, raw = tail.partition(b" ")
                         if raw and ns_b.isdigit():
-                            n += 1
-                            yield int(ns_b), raw
+                            ns = int(ns_b)
+                            if lo <= ns <= hi:
+                                out = [(ns, raw)]
+                            else:
+                                out, base = self._offside(ns, raw, base, path)
+                            for rec in out:
+                                n += 1
+                                yield rec
                         else:
                             self._bad_line(tail, path)
                     else:
                         stats["partial_line"] += 1
                         self._warn("partial_line", stats["partial_line"],
                                    f"{path}: dropped incomplete last line ({len(tail)} bytes)")
+                held, self._held = self._held, []
+                if held:
+                    if base is None and any(h[0] is not None for h in held):
+                        # Nothing in this file contradicts them (a file of one or two
+                        # records, or the only plausible run after a bad start).
+                        out = self._fill(held)
+                    elif base is None:
+                        out = []    # only absurd times and no real one to give them
+                    else:
+                        out = self._restamp(held, base, path)
+                    for rec in out:
+                        n += 1
+                        yield rec
                 stats["lines"] += n
                 n = 0
         finally:
             # Also runs when the consumer stops early (generator closed).
             stats["lines"] += n
+
+    def _offside(self, ns: int, raw: bytes, base: int | None, path: Path
+                 ) -> tuple[list[Record], int | None]:
+        """A record outside the fast path's window: (records to yield now, new time base).
+
+        Held records are ``[ns, raw]`` with ns None for a receive time that was absurd.
+        An outlier's message is kept, stamped with a neighbour's accepted time (a
+        capture's lines are in receive order, so that is when it arrived); only its
+        receive time is skipped, so a bad time never moves market time or pacing."""
+        stats = self.stats
+        held = self._held
+        if ns > self._future_ns:
+            stats["ts_absurd"] += 1
+            self._warn("ts_absurd", stats["ts_absurd"],
+                       f"{path}: receive time {ns} ns is after the wall clock; the line gets "
+                       "its neighbour's time")
+            if held:
+                held.append([None, raw])
+                return [], base
+            if base is not None:
+                return [(base, raw)], base
+            self._held = [[None, raw]]
+            return [], base
+        back, fwd = self.max_back_ns, self.max_jump_ns
+        if base is not None and -back <= ns - base <= fwd:
+            out = self._restamp(held, base, path) if held else []
+            self._held = []
+            out.append((ns, raw))
+            return out, ns
+        last = next((h[0] for h in reversed(held) if h[0] is not None), None)
+        if last is not None and -back <= ns - last <= fwd:
+            held.append([ns, raw])
+            if sum(1 for h in held if h[0] is not None) <= _CONFIRM:
+                return [], base
+            if base is not None:
+                stats["ts_rebase"] += 1
+                self._warn("ts_rebase", stats["ts_rebase"],
+                           f"{path}: receive times jumped by {(last - base) / 1e9:+.1f} s "
+                           f"and the following lines continue there; accepted")
+            self._held = []
+            return self._fill(held), ns
+        # Inconsistent with the accepted time and with what is held: what is held was noise.
+        out = self._restamp(held, base if base is not None else ns, path) if held else []
+        self._held = [[ns, raw]]
+        return out, base
+
+    def _restamp(self, held: list[list], stamp: int, path: Path) -> list[Record]:
+        n = sum(1 for h in held if h[0] is not None)
+        if n:
+            self.stats["ts_jump"] += n
+            self._warn("ts_jump", self.stats["ts_jump"],
+                       f"{path}: {n} line(s) with an implausible receive time "
+                       f"({next(h[0] for h in held if h[0] is not None)} ns next to {stamp} ns);"
+                       " their messages get the neighbouring time")
+        return [(stamp, raw) for _, raw in held]
+
+    @staticmethod
+    def _fill(held: list[list]) -> list[Record]:
+        """Held records accepted with their own times; absurd ones take the previous
+        (or, at the start, the next) real time."""
+        known = [h[0] for h in held if h[0] is not None]
+        prev = known[0]
+        out = []
+        for ns, raw in held:
+            if ns is None:
+                ns = prev
+            prev = ns
+            out.append((ns, raw))
+        return out
+
+    def _problem(self, kind: str, text: str) -> None:
+        self.problems.append(text)
+        self._warn(kind, self.stats[kind], text)
 
     def _bad_line(self, line: bytes, path: Path) -> None:
         if not line:

@@ -1,5 +1,12 @@
 """The market side of the daemon: one source (synthetic, replay or live Binance) feeding
-decoder → order book → paper venue → bars → subscribers (the strategy).
+decoder → sanity stage → order book → paper venue → bars → subscribers (the strategy).
+
+Nothing that failed the sanity stage (daemon/market/sanity.py) reaches the book, the venue,
+the bars or the strategy; every rejection is counted by reason in `status()`. A book that
+is not trusted (suspect, not yet continued by its own diffs) is not valid: the quoter does
+not quote on it, the venue accepts no orders on it, and `mark()` is None. `mark()` is the
+confirmed reference price (see `SymbolGuard.reference`), never the raw mid a bad diff
+could move.
 
 Runs on the event loop and never blocks it for long: sources yield to the loop every
 millisecond even at full speed, so e-stop handling is never starved. A bad
@@ -25,6 +32,7 @@ from daemon.market.book import OrderBook
 from daemon.market.capture import CaptureReader, CaptureRecorder
 from daemon.market.decode import Decoder
 from daemon.market.events import DepthDiff, Quote, Trade
+from daemon.market.sanity import Sanity, book_guard_options
 from daemon.market.synthetic import SyntheticMarket
 from daemon.safety.watchdog import Heartbeat
 
@@ -49,8 +57,13 @@ class MarketRuntime:
         self.heartbeat = heartbeat
         self.on_error = on_error or (lambda reason: log.error("market error: %s", reason))
         futures = m.exchange == "usdm"
-        self.books = {s: OrderBook(s, futures, on_needs_snapshot=self._needs_snapshot)
+        guard = book_guard_options(cfg.sanity)
+        self.books = {s: OrderBook(s, futures, on_needs_snapshot=self._needs_snapshot,
+                                   on_suspect=self._suspect, **guard)
                       for s in self.symbols}
+        self.sanity = Sanity(cfg, self.books)
+        # symbol -> (book, guard): one dict lookup per event finds both.
+        self._route = {s: (self.books[s], self.sanity.guards[s]) for s in self.symbols}
         self.decoder = Decoder(default_symbol=self.symbols[0] if len(self.symbols) == 1 else None)
         p = cfg.paper
         self.venue = PaperVenue(maker_fee_bps=p.maker_fee_bps, taker_fee_bps=p.taker_fee_bps,
@@ -80,17 +93,31 @@ class MarketRuntime:
         return self.now_ns or time.time_ns()
 
     def mark(self, symbol: str) -> Decimal | None:
-        book = self.books.get(symbol)
-        if book is None or not book.valid:
+        """The confirmed reference price for risk checks: the mid the exchange last
+        confirmed (bookTicker agreement, bridged snapshot) or the median of recent trades;
+        None while the book is not trusted or no reference is recent enough."""
+        guard = self.sanity.guards.get(symbol)
+        if guard is None:
             return None
-        mid = book.mid()
-        return None if mid is None else to_decimal(round(mid, 8))
+        ref = guard.reference(self.clock())
+        return None if ref is None else to_decimal(round(ref, 8))
 
     def book_validity(self) -> dict[str, bool]:
         return {s: b.valid for s, b in self.books.items()}
 
+    def _book_reason(self, symbol: str, book: OrderBook) -> str | None:
+        if book.valid:
+            return None
+        guard = self.sanity.guards[symbol]
+        if not book.synced and guard.last_u is None:
+            other = ", ".join(f"{s} ({n})" for s, n in self.sanity.unconfigured.items())
+            return (f"no depth updates for {symbol} received"
+                    + (" (a snapshot is waiting for them)" if guard.held is not None else "")
+                    + (f"; events for unconfigured symbols: {other}" if other else ""))
+        return book.invalid_reason
+
     def degraded(self) -> list[str]:
-        out = [f"{s} book invalid: {b.invalid_reason}" for s, b in self.books.items()
+        out = [f"{s} book invalid: {self._book_reason(s, b)}" for s, b in self.books.items()
                if not b.valid]
         if self._live is not None and not self._live.connected:
             out.append("live feed disconnected")
@@ -114,28 +141,45 @@ class MarketRuntime:
             self.on_event(ev)
 
     def on_event(self, ev: object) -> None:
+        route = self._route.get(ev.symbol)
+        if route is None:
+            self.sanity.unconfigured_event(ev)
+            return
+        book, guard = route
+        t = type(ev)
+        # The sanity stage first: a rejected event moves nothing, not even market time.
+        if t is Quote:                # ~70% of messages: keep this path short
+            if not guard.quote(ev):
+                return
+        elif t is Trade:
+            if not guard.trade(ev):
+                return
+        elif t is DepthDiff:
+            if not guard.diff(ev):
+                return
+        elif not guard.snapshot(ev):
+            return
         self.now_ns = ts = ev.ts_ns
         venue = self.venue
         if ts >= venue.next_due_ns:   # requests due by now see the book before this event
             with self.report_batch():
                 venue.advance(ts)
-        t = type(ev)
-        if t is Quote:                # ~70% of messages: keep this path short
-            book = self.books.get(ev.symbol)
-            if book is not None:
-                book.on_quote(ev)
+        if t is Quote:
+            book.on_quote(ev)
         elif t is Trade:
             venue.on_trade(ev)
-            bars = self.bars.get(ev.symbol)
-            if bars is not None and (bar := bars.update(ev)) is not None:
+            if (bar := self.bars[ev.symbol].update(ev)) is not None:
                 self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
                                             "close": bar.close, "volume": bar.volume,
                                             "vwap": bar.vwap, "trades": bar.trades}
         else:
-            book = self.books.get(ev.symbol)
-            if book is None:
-                return
             if t is DepthDiff:
+                if guard.held is not None:
+                    # A snapshot that arrived before any diff of this symbol: it goes first
+                    # if this diff shows it belongs to the symbol.
+                    snap = guard.release_held(ev)
+                    if snap is not None:
+                        book.on_snapshot(snap)
                 book.on_diff(ev)
             else:
                 book.on_snapshot(ev)
@@ -158,6 +202,12 @@ class MarketRuntime:
             if ev is not None:
                 on_event(ev)
         return n
+
+    def _suspect(self, book: OrderBook) -> None:
+        # Live: a fresh REST snapshot can confirm (replace) a suspect book; the bookTicker
+        # stream may confirm it first. Replay/synthetic: following events confirm it.
+        if self._live is not None:
+            self._live.request_snapshot(book.symbol)
 
     def _needs_snapshot(self, book: OrderBook) -> None:
         # The first request at start-up is routine; later ones follow a gap or crossing.
@@ -208,7 +258,13 @@ class MarketRuntime:
         return True
 
     async def _run_replay(self) -> None:
-        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed, max_block_ms=1.0)
+        sc = self.cfg.sanity
+        # Pacing never waits as long as the watchdog's feed deadline: an idle stretch of a
+        # capture is not a stalled component.
+        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed, max_block_ms=1.0,
+                               max_time_jump_s=sc.max_time_jump_s,
+                               max_time_back_s=sc.max_time_back_s,
+                               max_pause_s=self.cfg.watchdog.feed_deadline_s / 4)
         self._reader = reader
         decode, on_event = self.decoder.decode, self.on_event
         n = 0
@@ -307,18 +363,28 @@ class MarketRuntime:
         books = {}
         for s, b in self.books.items():
             bb, ba = b.best_bid(), b.best_ask()
-            books[s] = {"valid": b.valid, "reason": b.invalid_reason,
+            st = b.stats
+            books[s] = {"valid": b.valid, "reason": self._book_reason(s, b),
+                        "synced": b.synced, "suspect": b.suspect_reason,
                         "bid": bb[0] if bb else None, "ask": ba[0] if ba else None,
+                        "mark": (None if (m := self.mark(s)) is None else str(m)),
                         "last_update_id": b.last_update_id,
-                        "quotes_agree": b.stats["quotes_agree"],
-                        "quotes_disagree": b.stats["quotes_disagree"],
-                        "gaps": b.stats["gaps"], "resyncs": b.stats["resyncs"]}
+                        "quotes_agree": st["quotes_agree"],
+                        "quotes_disagree": st["quotes_disagree"],
+                        "gaps": st["gaps"], "resyncs": st["resyncs"],
+                        "trust": {k: st[k] for k in ("suspect", "confirmed", "contradicted",
+                                                     "suspect_timeouts", "snapshot_ahead",
+                                                     "stale_snapshots", "crossed")
+                                  if st[k]}}
         out = {"source": self.source, "events": sum(v for k, v in self.decoder.stats.items()
                                                    if k in _EVENT_KINDS), "books": books,
                "decoder": {k: v for k, v in self.decoder.stats.items() if v},
+               "sanity": self.sanity.status(),
                "bars": self.last_bar, "replay_finished": self.finished}
         if self._live is not None:
             out["live"] = self._live.status()
         if self._reader is not None:
             out["reader"] = {k: v for k, v in self._reader.stats.items() if v}
+            if self._reader.problems:
+                out["reader"]["problems"] = list(self._reader.problems)
         return out
