@@ -8,6 +8,7 @@ the event loop's thread; it never decides anything, it only records and reads ba
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -55,6 +56,16 @@ class JournalError(Exception):
     """The journal cannot be opened or written: the daemon cannot run safely (fault)."""
 
 
+class JournalDamaged(JournalError):
+    """The journal is missing where one must exist, or fails its integrity check. Boot is
+    refused: starting a fresh journal would forget the latch, the orders and the positions."""
+
+
+RECOVERY_HINT = ("inspect it with `bot4d journal-check`; to start over with an empty journal "
+                 "(the damaged file is kept aside, the new one comes up halted) run "
+                 "`bot4d journal-reset --yes`")
+
+
 @dataclass(frozen=True, slots=True)
 class LatchRecord:
     tripped: bool
@@ -68,10 +79,23 @@ def _d(x: str | None) -> Decimal | None:
 
 
 class Journal:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, must_exist: bool = False) -> None:
+        """Open (or, when `must_exist` is false, create) the journal and check it.
+
+        `must_exist`: a journal existed here before (the state dir says so): a missing or
+        empty file is damage, not a first boot. An existing file always gets `PRAGMA
+        quick_check`; a file that fails it raises JournalDamaged."""
         self.path = Path(path)
         self.commits = 0
         self._depth = 0   # >0 inside batch(): inner writes join the outer transaction
+        try:
+            existed = self.path.exists() and self.path.stat().st_size > 0
+        except OSError as e:
+            raise JournalError(f"{self.path}: {e}") from e
+        if must_exist and not existed:
+            what = "is missing" if not self.path.exists() else "is empty (0 bytes)"
+            raise JournalDamaged(f"{self.path} {what}, but a journal existed here before; "
+                                 f"refusing to start a new one: {RECOVERY_HINT}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we open transactions explicitly, one per logical change.
@@ -80,6 +104,8 @@ class Journal:
             # FULL: the WAL is fsynced at every commit; NORMAL could lose the last commits.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            if existed:
+                self._check_integrity()
             with self._tx():
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(stmt)
@@ -88,8 +114,60 @@ class Journal:
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"{self.path}: could not enable WAL (got {mode})")
-        except (sqlite3.Error, OSError) as e:
+            st = os.stat(self.path)
+            self._identity = (st.st_dev, st.st_ino)
+        except JournalError:
+            self._close_quietly()
+            raise
+        except sqlite3.OperationalError as e:   # disk full, I/O error, locked: not damage
+            self._close_quietly()
             raise JournalError(f"{self.path}: {e}") from e
+        except sqlite3.DatabaseError as e:
+            self._close_quietly()
+            if existed:   # "file is not a database", "database disk image is malformed"
+                raise JournalDamaged(f"{self.path}: {e}: {RECOVERY_HINT}") from e
+            raise JournalError(f"{self.path}: {e}") from e
+        except (sqlite3.Error, OSError) as e:
+            self._close_quietly()
+            raise JournalError(f"{self.path}: {e}") from e
+
+    def _close_quietly(self) -> None:
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+
+    def _check_integrity(self) -> None:
+        rows = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise JournalDamaged(f"{self.path} fails its integrity check ({'; '.join(rows[:3])}"
+                                 f"{' ...' if len(rows) > 3 else ''}): {RECOVERY_HINT}")
+        tables = {r[0] for r in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" not in tables:
+            raise JournalDamaged(f"{self.path} is not a bot4 journal (no meta table): "
+                                 f"{RECOVERY_HINT}")
+
+    def check_file(self) -> None:
+        """Raise JournalError when the file we write is no longer the one at our path
+        (deleted or replaced while running: every later commit would go nowhere useful)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise JournalError(f"{self.path} was deleted while the daemon runs") from None
+        except OSError as e:
+            raise JournalError(f"{self.path}: {e}") from e
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise JournalError(f"{self.path} was replaced while the daemon runs")
+
+    def begin_run(self) -> int:
+        """Count this process's run, durably, before it journals any order: ids built from
+        the run number (client order ids, paper fill ids) are unique across restarts by
+        construction."""
+        with self._tx() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'runs'").fetchone()
+            run = (int(row[0]) if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('runs', ?)", (str(run),))
+        return run
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -107,15 +185,24 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # After a failed write or COMMIT (disk full, I/O error) SQLite may or may not
+                # have rolled back already; an explicit ROLLBACK makes sure no transaction is
+                # left open, so the next write is not refused forever.
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise JournalError(f"{self.path}: {e}") from e
         finally:
             self._depth = 0
         self.commits += 1
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass   # already rolled back by SQLite itself
 
     # -- audit and safety latch ---------------------------------------------------------
     def audit(self, kind: str, **detail: object) -> None:
@@ -192,6 +279,10 @@ class Journal:
                       reduce_only=bool(r[7]), venue=r[8], status=OrderStatus(r[9]),
                       filled_qty=Decimal(r[10]), avg_price=_d(r[11]), reason=r[12],
                       created_ns=r[13], updated_ns=r[14]) for r in rows]
+
+    def has_fill(self, fill_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM fills WHERE fill_id = ?",
+                                (fill_id,)).fetchone() is not None
 
     def order_status(self, client_id: str) -> OrderStatus | None:
         row = self._db.execute("SELECT status FROM orders WHERE client_id = ?",
