@@ -26,12 +26,13 @@ class Env:
         self.state = State.TRADING
         self.latch = KillLatch()
         self.journal = Journal(tmp_path / "j.sqlite3")
+        self.run = self.journal.begin_run()
         self.venue = PaperVenue(entry_latency_ns=0, md_latency_ns=0)
         self.breakers = Breakers(BreakersCfg())
         self.gw = OrderGateway(latch=self.latch, state=lambda: self.state,
                                breakers=self.breakers, risk=RiskLimits(RiskCfg(**risk)),
                                instruments={"BTCUSDT": BTC}, journal=self.journal,
-                               venue=self.venue, clock=lambda: 1_000,
+                               venue=self.venue, session=f"r{self.run}", clock=lambda: 1_000,
                                mark=lambda s: Decimal("60000"))
         self.book = OrderBook("BTCUSDT", futures=False)
         self.book.on_snapshot(DepthSnapshot("BTCUSDT", 0, 100, [(59999.99, 1.0), (59990.0, 2.0)],
@@ -185,14 +186,17 @@ def test_latch_tripped_inside_a_batch_stops_its_orders(tmp_path, mocker):
     assert e.journal.order_history(o.client_id) == ["pending_new", "rejected"]
 
 
-def test_failed_batch_commits_nothing_and_sends_nothing(tmp_path, mocker):
+def test_failed_batch_sends_nothing_new_and_memory_equals_journal(tmp_path, mocker):
     e = Env(tmp_path)
     sent = mocker.spy(e.venue, "submit")
     with pytest.raises(RuntimeError):
         with e.gw.batch():
-            e.buy()
+            o = e.buy()
             raise RuntimeError("strategy bug mid-batch")
-    assert sent.call_count == 0 and e.journal.count("orders") == 0
+    assert sent.call_count == 0 and not e.gw.open, "an order of a failed batch left or stayed"
+    assert o.status is OrderStatus.REJECTED and "batch failed" in o.reason
+    assert e.journal.open_orders() == []
+    assert e.journal.order_history(o.client_id) == ["pending_new", "rejected"]
 
 
 def test_closed_gateway_refuses_orders_but_still_cancels(tmp_path):

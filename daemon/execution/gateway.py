@@ -7,13 +7,22 @@ state change and fill is journalled (synchronous=FULL) before anything acts on i
 latch is checked again right before the order leaves, because the e-stop may trip from the
 GPIO thread while the journal commit runs. Venues are reached through here only.
 
+Failure rules (a fault may happen anywhere, so these hold on every path):
+- ids are unique across restarts by construction: client order ids carry the run number the
+  journal hands out at boot (`session`), and so do the venue's fill ids;
+- cancelling never depends on a successful journal write: a cancel that was decided is sent
+  even when its journal record fails (the caller then faults);
+- after a failed batch the gateway's memory equals the journal: orders built in the batch
+  but not yet sent are withdrawn (never sent), decided cancels still go out, and the
+  exception goes on to the caller;
+- a fill the journal already has (a venue repeating itself) is not applied twice.
+
 Runs on the event loop. It never decides the trading state; it reads it.
 """
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -27,7 +36,7 @@ from daemon.risk.limits import RiskLimits
 from daemon.safety.breakers import Breakers
 from daemon.safety.latch import KillLatch
 from daemon.states import State
-from daemon.store.journal import Journal
+from daemon.store.journal import Journal, JournalError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +56,12 @@ _RECENT = 2048
 class OrderGateway:
     def __init__(self, *, latch: KillLatch, state: Callable[[], State], breakers: Breakers,
                  risk: RiskLimits, instruments: dict[str, Instrument], journal: Journal,
-                 venue: Venue, clock: Callable[[], int] = time.time_ns,
+                 venue: Venue, session: str, clock: Callable[[], int] = time.time_ns,
                  mark: Callable[[str], Decimal | None] = lambda s: None) -> None:
+        """`session`: this run's token from the journal (`journal.begin_run()`), so that
+        every id built here or by the venue is new across restarts."""
+        if not session:
+            raise ValueError("the gateway needs a session token unique to this run")
         self.latch = latch
         self._state = state
         self.breakers = breakers
@@ -62,13 +75,13 @@ class OrderGateway:
         self._recent: OrderedDict[str, Order] = OrderedDict()
         self.positions: dict[str, Position] = journal.positions()
         self._ids = itertools.count(1)
-        self._prefix = f"b4{os.getpid() % 10000:04d}{time.time_ns() // 1_000_000 % 100_000_000:08d}"
+        self._prefix = f"b4-{session}-"
         self.listeners: list[Callable[[Order, Fill | None], None]] = []
         self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
-        self.last_cancel_all_ns = 0   # perf_counter_ns when cancel_all issued its last cancel
         self._after: list[Callable[[], None]] | None = None   # actions waiting for a commit
+        self._batch_new: list[Order] = []   # orders journalled in the open batch, not yet sent
         self.closed: str | None = None   # set for good by close(): the daemon is stopping
-        venue.bind(self)
+        venue.bind(self, session=session)
 
     def close(self, reason: str) -> None:
         """Refuse every new order from now on (orderly stop). Cancels still go through."""
@@ -83,15 +96,51 @@ class OrderGateway:
         if self._after is not None:
             yield
             return
-        self._after = []
+        self._after, self._batch_new = [], []
+        error: BaseException | None = None
         try:
             with self.journal.batch():
-                yield
-            after = self._after
+                try:
+                    yield
+                except JournalError:
+                    raise
+                except BaseException as e:
+                    # The caller failed (not the journal): commit what it journalled so
+                    # far, with the withdrawal of the orders it had not sent yet.
+                    self._withdraw_unsent(f"not sent: batch failed ({e!r})", journal=True)
+                    error = e
+        except JournalError as e:
+            # Rolled back: orders of this batch never existed; cancels decided in it are
+            # in doubt in the journal but are sent all the same (below).
+            self._withdraw_unsent(f"not sent: journal failed ({e})", journal=False)
+            error = e
         finally:
-            self._after = None
-        for act in after:
-            act()
+            after, self._after, self._batch_new = self._after, None, []
+        self._run_all(after, error)
+
+    def _run_all(self, acts: list[Callable[[], None]], error: BaseException | None) -> None:
+        """Run every act even if one fails (a failed venue call must not swallow the
+        cancels queued after it); then raise the first error."""
+        for act in acts:
+            try:
+                act()
+            except BaseException as e:
+                if error is None:
+                    error = e
+                else:
+                    log.error("after a failure, a further action failed too: %r", e)
+        if error is not None:
+            raise error
+
+    def _withdraw_unsent(self, reason: str, journal: bool) -> None:
+        withdrawn = [o for o in self._batch_new if o.status is OrderStatus.PENDING_NEW]
+        for o in withdrawn:
+            o.status, o.reason, o.updated_ns = OrderStatus.REJECTED, reason, self.clock()
+            self.open.pop(o.client_id, None)
+        if withdrawn:
+            log.error("%d order(s) withdrawn before sending: %s", len(withdrawn), reason)
+            if journal:
+                self.journal.record_orders(withdrawn, self.clock())
 
     def _act(self, act: Callable[[], None]) -> None:
         if self._after is None:
@@ -166,14 +215,24 @@ class OrderGateway:
             self._refuse_after_commit(order)                 # tripped during the commit
             raise Rejected("latch", order.reason)
         self.open[order.client_id] = order
+        if self._after is not None:
+            self._batch_new.append(order)
         self.risk.note_sent(order.created_ns)
         self.stats["submitted"] += 1
         self._act(lambda: self._release(order, past_latch))
         return order
 
     def _release(self, order: Order, past_latch: bool) -> None:
+        if order.status is OrderStatus.PENDING_CANCEL:
+            # Cancelled inside the same batch before it ever left: it never will. Close it
+            # here, since no venue will ever confirm a cancel of an order it never saw.
+            order.status, order.updated_ns = OrderStatus.CANCELLED, self.clock()
+            order.reason = f"{order.reason or 'cancelled'} (before it was sent)"
+            self.journal.record_order(order, order.updated_ns)
+            self._settle(order, None)
+            return
         if order.status is not OrderStatus.PENDING_NEW:
-            return   # cancelled inside the same batch before it ever left
+            return   # withdrawn (failed batch) or refused: it never leaves
         if self.latch.tripped and not past_latch:   # the last check before it leaves
             self._refuse_after_commit(order)
             self.open.pop(order.client_id, None)
@@ -189,25 +248,30 @@ class OrderGateway:
         order = self.open.get(client_id)
         if order is None or order.status is OrderStatus.PENDING_CANCEL:
             return False
-        self._mark_pending_cancel([order], reason)
-        self._act(lambda: self.venue.cancel(client_id))
+        with self.batch():
+            # Queued before the journal write: if that write fails, the batch still sends it.
+            self._act(lambda: self.venue.cancel(client_id))
+            self._mark_pending_cancel([order], reason)
         return True
 
     def cancel_all(self, reason: str, symbol: str | None = None,
                    record_with: Callable[[], None] | None = None) -> list[str]:
         """Journal PENDING_CANCEL for every open order in ONE commit, then send the cancels.
         `record_with` journals more in that same commit (the e-stop trip: one fsync on the
-        path from the edge to the cancels). Allowed whatever the latch and state say."""
-        todo = [o for o in self.open.values()
-                if o.status is not OrderStatus.PENDING_CANCEL and (symbol is None or o.symbol == symbol)]
+        path from the edge to the cancels). Allowed whatever the latch and state say.
+
+        Orders already PENDING_CANCEL get their cancel sent again (a retry: a venue ignores a
+        cancel of an order it no longer has). The cancels are sent even when the journal
+        write fails; the JournalError then goes on to the caller."""
+        todo = [o for o in self.open.values() if symbol is None or o.symbol == symbol]
         with self.batch():
-            if record_with is not None:
-                record_with()
-            if todo:
-                self._mark_pending_cancel(todo, reason)
             for o in todo:
                 self._act(lambda cid=o.client_id: self.venue.cancel(cid))
-        self.last_cancel_all_ns = time.perf_counter_ns()
+            if record_with is not None:
+                record_with()
+            fresh = [o for o in todo if o.status is not OrderStatus.PENDING_CANCEL]
+            if fresh:
+                self._mark_pending_cancel(fresh, reason)
         return [o.client_id for o in todo]
 
     def cancel_increasing(self, reason: str) -> list[str]:
@@ -230,19 +294,27 @@ class OrderGateway:
         self.journal.record_orders(orders, now)
         self.stats["cancels"] += len(orders)
 
-    def flatten(self, reason: str) -> list[Order]:
+    def flatten(self, reason: str) -> tuple[list[Order], dict[str, str]]:
         """Market orders that close every position. Allowed while latched: it only ever
-        reduces exposure, and the caller (e-stop with flatten_on_estop) decided it."""
-        sent = []
+        reduces exposure, and the caller (e-stop with flatten_on_estop) decided it.
+
+        Each symbol on its own: one that cannot be closed (below the minimum notional, no
+        mark price, unknown instrument) does not keep the others open. Returns the orders
+        sent and, per symbol left open, why."""
+        sent: list[Order] = []
+        failed: dict[str, str] = {}
         for sym, pos in self.positions.items():
-            if pos.qty == 0 or sym not in self.instruments:
+            if pos.qty == 0:
                 continue
             side = Side.SELL if pos.qty > 0 else Side.BUY
-            order = self._build(sym, side, abs(pos.qty), None, OrderType.MARKET,
-                                TimeInForce.IOC, True)
-            order.reason = reason
-            sent.append(self._send(order, past_latch=True))
-        return sent
+            try:
+                order = self._build(sym, side, abs(pos.qty), None, OrderType.MARKET,
+                                    TimeInForce.IOC, True)
+                order.reason = reason
+                sent.append(self._send(order, past_latch=True))
+            except Rejected as e:
+                failed[sym] = f"{pos.qty} {sym} left open: {e.reason}"
+        return sent, failed
 
     # -- venue reports (VenueListener) -----------------------------------------------------
     def _find(self, client_id: str) -> Order | None:
@@ -266,6 +338,13 @@ class OrderGateway:
         self._act(lambda: self._settle(order, None))
 
     def on_fill(self, fill: Fill) -> None:
+        if self.journal.has_fill(fill.fill_id):
+            # A venue that repeats a fill (reconnect, replayed report) must not move the
+            # position twice; the journal is the record of what was applied.
+            log.warning("fill %s reported again; already applied, ignored", fill.fill_id)
+            self.journal.audit("duplicate_fill", fill_id=fill.fill_id,
+                               client_id=fill.client_id)
+            return
         order = self._find(fill.client_id)
         if order is None:
             log.error("fill for unknown order %s", fill.client_id)

@@ -272,13 +272,17 @@ class PaperVenue:
         self._now = 0
         self._n_resting = 0
         self._fill_seq = 0
+        self._fill_prefix = f"{name}-"
         self.stats: dict[str, int] = dict.fromkeys(
             ("submitted", "accepted", "rejected", "fills", "maker_fills", "taker_fills",
              "cancelled", "expired", "cancel_unknown"), 0)
 
     # -- Venue protocol ------------------------------------------------------------------
-    def bind(self, listener: VenueListener) -> None:
+    def bind(self, listener: VenueListener, session: str = "") -> None:
+        """`session`: a token unique to this run (the gateway's), put into every fill id so
+        fill ids never repeat across restarts on the same journal."""
         self._listener = listener
+        self._fill_prefix = f"{self.name}-{session}-" if session else f"{self.name}-"
 
     def submit(self, order: Order) -> None:
         """Queue a new order; it takes effect after the entry latency."""
@@ -539,7 +543,7 @@ class PaperVenue:
         self._fill_seq += 1
         self.stats["fills"] += 1
         self.stats["maker_fills" if maker else "taker_fills"] += 1
-        self._listener.on_fill(Fill(f"{self.name}-{self._fill_seq}", w.client_id, w.symbol,
+        self._listener.on_fill(Fill(f"{self._fill_prefix}{self._fill_seq}", w.client_id, w.symbol,
                                     w.side, price, qty, fee, liq, ts))
 
     def _retire(self, w: _Working) -> None:

@@ -24,8 +24,9 @@ class VenueListener(Protocol):
 class Venue(Protocol):
     name: str
 
-    def bind(self, listener: VenueListener) -> None:
-        """Set the single listener (the gateway) that receives every report."""
+    def bind(self, listener: VenueListener, session: str) -> None:
+        """Set the single listener (the gateway) that receives every report. `session` is
+        unique to this run of the daemon: venue-made ids (fills) must include it."""
 
     def submit(self, order: Order) -> None:
         """Send a new order. Outcome arrives later through the listener."""
