@@ -3,9 +3,13 @@
     bot4d run --config FILE [--sim] [--replay FILE ...] [--state-dir DIR] [--socket PATH]
     bot4d check-config --config FILE        exit 0, or 78 naming the bad key
     bot4d stop-post --config FILE           systemd ExecStopPost= helper (see below)
+    bot4d journal-check --config FILE       integrity check and summary of the journal
+    bot4d journal-reset --config FILE --yes keep a damaged journal aside, start a new one halted
 
-Exit codes: 0 orderly stop, 78 (EX_CONFIG) bad configuration, 69 (EX_UNAVAILABLE) no GPIO
-without --sim / journal unusable, 70 (EX_SOFTWARE) an unexpected error. This module parses arguments and wires things up; it
+Exit codes: 0 orderly stop, 65 (EX_DATAERR) the journal is damaged or missing where one
+existed, 69 (EX_UNAVAILABLE) no GPIO without --sim / state dir or journal unusable,
+70 (EX_SOFTWARE) an unexpected error, 75 (EX_TEMPFAIL) another bot4d runs on the state dir,
+78 (EX_CONFIG) bad configuration. This module parses arguments and wires things up; it
 holds no trading logic.
 """
 from __future__ import annotations
@@ -43,6 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("stop-post", help="systemd ExecStopPost helper")
     sp.add_argument("--config", required=True)
     sp.add_argument("--state-dir")
+    jc = sub.add_parser("journal-check", help="check the journal's integrity and summarise it")
+    jc.add_argument("--config", required=True)
+    jc.add_argument("--state-dir")
+    jr = sub.add_parser("journal-reset",
+                        help="keep a damaged journal aside and start a new one, latched halt")
+    jr.add_argument("--config", required=True)
+    jr.add_argument("--state-dir")
+    jr.add_argument("--yes", action="store_true", help="really do it")
     return ap
 
 
@@ -51,6 +63,13 @@ def _load(path: str) -> configmod.Config:
         return configmod.load(path)
     except configmod.ConfigError as e:
         print(f"bot4d: config error: {e}", file=sys.stderr)
+        sys.exit(configmod.EX_CONFIG)
+    except Exception as e:  # noqa: BLE001
+        # config.load promises ConfigError only; should anything else escape, it is still a
+        # configuration we cannot use, and a restart (exit 1/70) would not change that.
+        msg = configmod.ConfigError(f"{path}: unexpected {type(e).__name__} while reading "
+                                    f"the configuration: {e}")
+        print(f"bot4d: config error: {msg}", file=sys.stderr)
         sys.exit(configmod.EX_CONFIG)
 
 
@@ -65,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     target = logsetup.setup(cfg.daemon.log_level)
     if args.cmd == "stop-post":
         return _stop_post(cfg, args.state_dir)
+    if args.cmd in ("journal-check", "journal-reset"):
+        from daemon.store import recovery
+        state_dir = Path(args.state_dir or cfg.daemon.state_dir)
+        if args.cmd == "journal-check":
+            return recovery.check(state_dir)
+        return recovery.reset(state_dir, confirmed=args.yes)
     return _run(cfg, args, target)
 
 
@@ -108,19 +133,36 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
 
 def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
     """Runs after bot4d's main process has gone, however it went. On an abnormal end
-    (watchdog kill, crash; not a refusal to start: exit 78/69) it journals the event and
+    (watchdog kill, crash; not a refusal to start: exit 65/69/75/78) it journals the event and
     latches `halt`, so the restarted
     daemon comes back halted with the reason instead of resuming; it closes the orders the
     dead process left open (the paper venue died with it)."""
-    from daemon.store.journal import Journal
     from daemon.execution.orders import OrderStatus
+    from daemon.store.journal import Journal, JournalError
+    from daemon.store.statedir import StateDir, StateDirError
     result = os.environ.get("SERVICE_RESULT", "unknown")
     exit_code = os.environ.get("EXIT_CODE", "")
     exit_status = os.environ.get("EXIT_STATUS", "")
-    journal = Journal(Path(state_dir or cfg.daemon.state_dir) / "journal.sqlite3")
     # Exits by which bot4d refused to start: it never traded, so nothing to latch (the
-    # operator fixes the config or the machine and starts it again).
-    never_ran = result == "exit-code" and exit_status in ("78", "69")
+    # operator fixes the config, the journal or the machine and starts it again).
+    never_ran = result == "exit-code" and exit_status in ("78", "69", "65", "75")
+    if never_ran:
+        log.info("bot4d refused to start (exit %s): nothing to record", exit_status)
+        return 0
+    sd = StateDir(state_dir or cfg.daemon.state_dir)
+    try:
+        sd.lock()   # never touch the journal of a bot4d that is (still or again) running
+    except StateDirError as e:
+        log.error("stop-post: %s; leaving the journal alone", e)
+        return 0
+    try:
+        journal = Journal(sd.path / "journal.sqlite3",
+                          must_exist=sd.journal_expected() is not None)
+    except JournalError as e:
+        # The run marker stays behind, so the next boot still comes back latched.
+        log.error("stop-post: cannot record the end of bot4d (%s): %s", result, e)
+        sd.unlock()
+        return 0
     try:
         journal.audit("service_stopped", result=result, exit_code=exit_code,
                       exit_status=exit_status)
@@ -136,8 +178,11 @@ def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
                 journal.record_orders(stale)
             log.warning("bot4d ended abnormally (%s); latched halt, closed %d open orders",
                         result, len(stale))
+    except JournalError as e:
+        log.error("stop-post: recording the end of bot4d (%s) failed: %s", result, e)
     finally:
         journal.close()
+        sd.unlock()
     return 0
 
 

@@ -1,10 +1,21 @@
 """bot4d's supervisor: boots the daemon, owns the trading state machine and the safety chain.
 
-Boot order: journal → latch restored → hardware (e-stop, LED) → gateway + venue + market +
-strategy → control socket → READY=1. The e-stop edge trips the kill latch on the GPIO thread
-and wakes the loop; on the loop the trip is journalled, every open order cancelled, the state
-set to `estop`. A poll of the pin and of the GPIO callback thread backs the edge up. A
-stalled component halts trading and stops the systemd watchdog pings, so systemd restarts us.
+Boot order: state-dir lock (one instance) → journal (integrity checked, never silently new)
+→ run marker → latch restored (or inferred from an unclean previous run) → hardware
+(e-stop, LED) → gateway + venue + market + strategy → control socket → READY=1.
+
+Every trip (e-stop, halt, fault) runs as isolated steps, Klipper-style: the latch closes the
+gate first; then the state and the LED change in memory (nothing can fail there); then the
+durable record and the cancels go out together; then flatten. Each step after the first is
+guarded on its own: its failure is logged, journalled where the journal still works, shown
+in status, and never prevents the steps after it. A journal that cannot be written means
+fault: the cancels are still sent, trading stops, and the run marker left behind makes the
+next boot come back halted even though the latch row was never written.
+
+The e-stop edge trips the kill latch on the GPIO thread and wakes the loop. A poll of the
+pin and of the GPIO callback thread backs the edge up. A hung component halts trading and
+stops the systemd watchdog pings, so systemd restarts us; a market feed that is merely down
+is a data condition (reducing), not a hang.
 
 Everything here runs on the event loop except `_estop_opened`/`_estop_closed` (GPIO thread)
 and the loop monitor thread; those only touch the latch and `call_soon_threadsafe`.
@@ -21,12 +32,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from daemon import __version__
 from daemon.config import Config
 from daemon.control.server import ControlServer, CommandError
-from daemon.execution.gateway import OrderGateway
+from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
 from daemon.risk.limits import RiskLimits
@@ -36,7 +47,8 @@ from daemon.safety.loop_monitor import LoopMonitor
 from daemon.safety.watchdog import Watchdog
 from daemon.sdnotify import Notifier
 from daemon.states import DEGRADED_PATTERN, LED_PATTERN, State, allowed
-from daemon.store.journal import Journal, JournalError
+from daemon.store.journal import Journal, JournalDamaged, JournalError
+from daemon.store.statedir import AlreadyRunning, StateDir, StateDirError
 from daemon.strategy.quoter import Quoter
 from hw import board
 from hw.panel import Panel
@@ -44,7 +56,11 @@ from hw.pins import GpioUnavailable
 
 log = logging.getLogger("bot4d")
 
+EX_DATAERR = 65       # the journal is damaged: an operator must look (no restart loop)
 EX_UNAVAILABLE = 69
+EX_TEMPFAIL = 75      # another bot4d holds the state dir
+_JOURNAL_FILE_CHECK_S = 1.0
+_MAX_FAILURES_SHOWN = 20
 
 
 class StartupError(Exception):
@@ -62,6 +78,16 @@ class RunOptions:
     sim_estop_open: bool = False   # simulate a broken e-stop wire at boot
 
 
+def _stall_seconds(value: object) -> float:
+    try:
+        seconds = float(value)   # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CommandError(f"sim stall: seconds must be a number, got {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise CommandError(f"sim stall: seconds must be in (0, 3600], got {value!r}")
+    return seconds
+
+
 class Supervisor:
     def __init__(self, cfg: Config, opts: RunOptions) -> None:
         self.cfg = cfg
@@ -75,8 +101,13 @@ class Supervisor:
         self.breakers = Breakers(cfg.breakers)
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
+        self.statedir = StateDir(self.state_dir)
         self.socket_path = opts.socket or cfg.daemon.socket
+        self.run_number = 0
         self.journal: Journal | None = None
+        self.journal_failed: str | None = None   # set for good once a journal write failed
+        self.failures: list[str] = []   # guarded steps that failed (shown in status)
+        self._marked_running = False
         self.panel: Panel | None = None
         self.gateway: OrderGateway | None = None
         self.market: MarketRuntime | None = None
@@ -88,7 +119,7 @@ class Supervisor:
         self._tasks: list[asyncio.Task] = []
         self._pings_blocked: str | None = None
         self.pings = 0
-        self.estop_events: list[dict[str, int]] = []   # latency records for bench-estop
+        self._estop_acks: list[asyncio.Future] = []   # `sim estop press` replies, sent once durable
 
     # -- boot -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -119,11 +150,7 @@ class Supervisor:
             raise StartupError(
                 f"no usable GPIO on this machine ({board.describe(self.board)}): "
                 "real hardware needs a Raspberry Pi; use --sim for simulation", EX_UNAVAILABLE)
-        try:
-            self.journal = Journal(self.state_dir / "journal.sqlite3")
-        except JournalError as e:
-            raise StartupError(f"journal: {e}", EX_UNAVAILABLE) from e
-        self.journal.audit("boot", version=__version__, sim=self.opts.sim, pid=os.getpid())
+        self._open_state()
         rec = self.journal.latch()
         if rec and rec.tripped:
             self.latch.restore(LatchKind(rec.source), rec.reason)
@@ -146,8 +173,8 @@ class Supervisor:
         self.gateway = OrderGateway(latch=self.latch, state=lambda: self.state,
                                     breakers=self.breakers, risk=RiskLimits(cfg.risk),
                                     instruments=instruments, journal=self.journal,
-                                    venue=self.market.venue, clock=self.market.clock,
-                                    mark=self.market.mark)
+                                    venue=self.market.venue, session=f"r{self.run_number}",
+                                    clock=self.market.clock, mark=self.market.mark)
         self.market.report_batch = self.gateway.batch
         stale = self.gateway.recover("venue session lost: daemon restarted")
         if stale:
@@ -181,6 +208,35 @@ class Supervisor:
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
 
+    def _open_state(self) -> None:
+        """Lock the state dir, open and check the journal, count this run, set the run
+        marker; an unclean previous run is latched as a halt before anything can trade."""
+        try:
+            self.statedir.lock()
+        except AlreadyRunning as e:
+            raise StartupError(str(e), EX_TEMPFAIL) from e
+        except StateDirError as e:
+            raise StartupError(f"{e} (the journal and the lock live there)",
+                               EX_UNAVAILABLE) from e
+        unclean = self.statedir.previous_run_unclean()
+        path = self.state_dir / "journal.sqlite3"
+        try:
+            self.journal = Journal(path, must_exist=self.statedir.journal_expected() is not None)
+            self.statedir.expect_journal(path.name)
+            self.statedir.mark_running()
+            self._marked_running = True
+            self.run_number = self.journal.begin_run()
+            self.journal.audit("boot", version=__version__, sim=self.opts.sim, pid=os.getpid(),
+                               run=self.run_number, previous_run_unclean=unclean)
+            rec = self.journal.latch()
+            if unclean is not None and not (rec and rec.tripped):
+                self.journal.set_latch(True, LatchKind.HALT.value,
+                                       f"previous run ended uncleanly ({unclean})")
+        except JournalDamaged as e:
+            raise StartupError(f"journal damaged: {e}", EX_DATAERR) from e
+        except (JournalError, OSError) as e:
+            raise StartupError(f"journal: {e}", EX_UNAVAILABLE) from e
+
     def _task_done(self, task: asyncio.Task) -> None:
         if task.cancelled() or self._stop.is_set():
             return
@@ -190,24 +246,63 @@ class Supervisor:
 
     # -- state ----------------------------------------------------------------------------
     def _set_state(self, new: State, reason: str) -> None:
+        """A deliberate transition (start, reset, reducing): journalled before it acts, so
+        an acknowledged command is durable. Trips use `_enter` instead (state first)."""
         old = self.state
-        if new is old:
-            self.state_reason = reason
-            self._announce()
-            return
-        if not allowed(old, new):
+        if new is not old:
+            if not allowed(old, new):
+                raise CommandError(f"cannot go from {old} to {new}")
+            self.journal.audit("state", old=old.value, new=new.value, reason=reason)
+        self._enter(new, reason)
+
+    def _enter(self, new: State, reason: str) -> State:
+        """Change the state in memory and show it: no I/O that can fail comes before the
+        new state is in force (the LED and the systemd status are guarded)."""
+        old = self.state
+        if new is not old and not allowed(old, new):
             raise CommandError(f"cannot go from {old} to {new}")
-        self.journal.audit("state", old=old.value, new=new.value, reason=reason)
         self.state, self.state_reason = new, reason
-        log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
-                else logging.INFO, "state %s -> %s: %s", old, new, reason)
-        if new is State.TRADING:
-            self.breakers.reset()
+        if new is not old:
+            log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
+                    else logging.INFO, "state %s -> %s: %s", old, new, reason)
+            if new is State.TRADING:
+                self.breakers.reset()
         self._announce()
+        return old
 
     def _announce(self) -> None:
-        self._show_led()
-        self.notifier.status(self._status_line())
+        for step in (self._show_led, lambda: self.notifier.status(self._status_line())):
+            try:
+                step()
+            except Exception as e:   # the LED or the notify socket must not stop a trip
+                self._step_failed("show state", e)
+
+    def _step(self, name: str, fn: Callable[[], object]) -> bool:
+        """Run one guarded step of a trip or stop. A failure is logged, recorded and shown;
+        it never prevents the next step. A journal failure is a fault."""
+        try:
+            fn()
+            return True
+        except JournalError as e:
+            self.journal_failed = self.journal_failed or str(e)
+            self._step_failed(name, e, journal=False)
+            if self.state is not State.FAULT:
+                self.fault(f"journal failed ({name}): {e}")
+        except Exception as e:
+            self._step_failed(name, e)
+        return False
+
+    def _step_failed(self, name: str, e: BaseException, journal: bool = True) -> None:
+        text = f"{name} failed: {e.reason if isinstance(e, Rejected) else e}"
+        log.error("%s", text, exc_info=not isinstance(e, (JournalError, Rejected)))
+        self.failures.append(text)
+        del self.failures[:-_MAX_FAILURES_SHOWN]
+        if journal and self.journal is not None and self.journal_failed is None:
+            try:
+                self.journal.audit("step_failed", step=name, error=text)
+            except JournalError as je:
+                self.journal_failed = str(je)
+                log.critical("journal failed while recording a failed step: %s", je)
 
     def _degraded(self) -> list[str]:
         return self.market.degraded() if self.market else []
@@ -238,26 +333,35 @@ class Supervisor:
             self._latch_estop(self.latch.reason)
 
     def _latch_estop(self, reason: str) -> None:
-        """On the loop: journal the trip, cancel everything, flatten if configured, estop."""
-        self.latch.trip(LatchKind.ESTOP, reason)
-        trip_ns = self.latch.trip_ns
-        try:
-            n_open = len(self.gateway.open)
-            # The trip and every pending cancel in one durable commit, then the cancels go.
-            cancelled = self.gateway.cancel_all(
-                "e-stop", record_with=lambda: self.journal.set_latch(
-                    True, LatchKind.ESTOP.value, reason, open_orders=n_open))
-            cancel_ns = self.gateway.last_cancel_all_ns
-            if self.cfg.safety.flatten_on_estop:
-                self.gateway.flatten("e-stop flatten")
-            self.estop_events.append({"trip_ns": trip_ns, "cancel_ns": cancel_ns,
-                                      "cancelled": len(cancelled)})
-            del self.estop_events[:-2000]
-            if self.state is not State.FAULT:
-                self._set_state(State.ESTOP, reason)
-            log.warning("E-STOP: %s; %d open orders cancelled", reason, len(cancelled))
-        except JournalError as e:
-            self.fault(f"journal failed during e-stop: {e}")
+        """On the loop: the e-stop's steps, each guarded (see the module docstring)."""
+        self.latch.trip(LatchKind.ESTOP, reason)           # 1. the gate (already, on GPIO)
+        if self.state is not State.FAULT:
+            self._enter(State.ESTOP, reason)                # 2. state + LED, in memory
+        n_open = len(self.gateway.open)
+        recorded = self._step("e-stop: record + cancel", lambda: self.gateway.cancel_all(
+            "e-stop", record_with=lambda: self.journal.set_latch(       # 3. one fsync
+                True, LatchKind.ESTOP.value, reason, open_orders=n_open, state="estop")))
+        if self.cfg.safety.flatten_on_estop:                # 4. flatten, symbol by symbol
+            self._step("e-stop: flatten", self._flatten)
+        log.warning("E-STOP: %s; cancels sent for %d open orders", reason, n_open)
+        self._answer_estop_acks(recorded)
+
+    def _flatten(self) -> None:
+        sent, failed = self.gateway.flatten("e-stop flatten")
+        if failed:
+            raise RuntimeError("; ".join(failed.values()))
+
+    def _answer_estop_acks(self, durable: bool) -> None:
+        acks, self._estop_acks = self._estop_acks, []
+        for fut in acks:
+            if fut.done():
+                continue
+            if durable:
+                fut.set_result(None)
+            else:
+                fut.set_exception(CommandError(
+                    f"e-stop latched in memory but NOT recorded ({self.journal_failed}); "
+                    "the daemon is in fault and comes back halted"))
 
     def _on_estop_restored(self) -> None:
         if self.latch.kind is LatchKind.ESTOP:
@@ -283,29 +387,29 @@ class Supervisor:
         if self.state in (State.ESTOP, State.FAULT):
             return
         self.latch.trip(LatchKind.HALT, reason)
-        n = len(self.gateway.cancel_all(f"halt: {reason}", record_with=lambda: self.journal.set_latch(
-            True, LatchKind.HALT.value, reason)))
-        self._set_state(State.HALTED, reason)
-        log.warning("HALT: %s; %d open orders cancelled", reason, n)
+        self._enter(State.HALTED, reason)
+        n = len(self.gateway.open)
+        self._step("halt: record + cancel", lambda: self.gateway.cancel_all(
+            f"halt: {reason}", record_with=lambda: self.journal.set_latch(
+                True, LatchKind.HALT.value, reason, state="halted")))
+        log.warning("HALT: %s; cancels sent for %d open orders", reason, n)
 
     def fault(self, reason: str) -> None:
-        """Cannot run safely: close the gate, cancel what we can, stop pinging systemd."""
+        """Cannot run safely: close the gate, fault, cancel what we can, stop pinging."""
         log.critical("FAULT: %s", reason)
         self.latch.trip(LatchKind.HALT, f"fault: {reason}")
-        self._pings_blocked = f"fault: {reason}"
-        try:
-            self.journal.set_latch(True, LatchKind.HALT.value, f"fault: {reason}")
-            if self.gateway:
-                self.gateway.cancel_all("fault")
-        except Exception:
-            log.exception("could not journal/cancel during fault")
+        self._pings_blocked = self._pings_blocked or f"fault: {reason}"
         if self.state is not State.FAULT:
-            self.state, self.state_reason = State.FAULT, reason
-            try:
-                self.journal.audit("state", new="fault", reason=reason)
-            except Exception:
-                pass
-            self._announce()
+            self._enter(State.FAULT, reason)
+        if self.gateway is not None:
+            self._step("fault: cancel", lambda: self.gateway.cancel_all(
+                "fault", record_with=None if self.journal_failed else
+                lambda: self.journal.set_latch(True, LatchKind.HALT.value, f"fault: {reason}",
+                                               state="fault")))
+        elif self.journal is not None and self.journal_failed is None:
+            self._step("fault: record", lambda: self.journal.set_latch(
+                True, LatchKind.HALT.value, f"fault: {reason}", state="fault"))
+        self._answer_estop_acks(False)
 
     def _on_loop_stall(self, reason: str) -> None:
         self._pings_blocked = reason
@@ -313,21 +417,32 @@ class Supervisor:
 
     async def _watchdog_task(self, loop_hb: Any) -> None:
         cfg = self.cfg.watchdog
-        usec = self.notifier.watchdog_usec
-        ping_every = usec / 2e6 if usec else None
-        last_ping = 0.0
+        last_ping = last_file_check = 0.0
         while True:
             await asyncio.sleep(cfg.check_interval_ms / 1000)
             loop_hb.beat()
+            usec = self.notifier.watchdog_usec
+            ping_every = usec / 2e6 if usec else None
             now = time.monotonic()
             stalled = self.watchdog.stalled(now)
             if stalled and self._pings_blocked is None:
                 names = ", ".join(f"{n} ({age:.1f} s)" for n, age in stalled)
                 reason = f"watchdog: stalled component {names}"
                 self._pings_blocked = reason
-                log.error("%s: halting and stopping systemd watchdog pings", reason)
+                log.error("%s: halting%s", reason,
+                          " and stopping systemd watchdog pings" if usec else "")
                 if self.state not in (State.ESTOP, State.FAULT):
                     self.halt(reason)
+            elif not stalled and self._pings_blocked and not usec \
+                    and self.state is not State.FAULT:
+                # No systemd watchdog will restart us: once every component is healthy
+                # again, the operator may reset (the halt stays latched until then).
+                log.warning("%s: every component is healthy again; no systemd watchdog "
+                            "here, so `bot4ctl reset` is allowed", self._pings_blocked)
+                self._pings_blocked = None
+            if now - last_file_check >= _JOURNAL_FILE_CHECK_S and self.journal_failed is None:
+                last_file_check = now
+                self._step("journal file check", self.journal.check_file)
             if self.state in (State.TRADING, State.REDUCING):
                 self._check_degraded()
             if self.state in (State.TRADING, State.READY, State.REDUCING):
@@ -360,11 +475,18 @@ class Supervisor:
 
     # -- operator commands ----------------------------------------------------------------
     async def handle_command(self, req: dict) -> dict:
+        """One operator command. A reply means what it says is durable: if the journal
+        failed on the way, the reply is an error (the daemon is then in fault)."""
+        failed_before = self.journal_failed
         try:
-            return await self._command(req)
+            result = await self._command(req)
         except JournalError as e:
+            self.journal_failed = self.journal_failed or str(e)
             self.fault(f"journal failed: {e}")
             raise CommandError(f"journal failed, daemon is in fault: {e}") from e
+        if self.journal_failed and not failed_before:
+            raise CommandError(f"journal failed, daemon is in fault: {self.journal_failed}")
+        return result
 
     async def _command(self, req: dict) -> dict:
         cmd = req.get("cmd")
@@ -385,7 +507,7 @@ class Supervisor:
             self._set_state(State.TRADING, "operator start")
             return {"state": self.state.value}
         if cmd == "sim":
-            return self._sim(req)
+            return await self._sim(req)
         raise CommandError(f"unknown command {cmd!r}")
 
     def _reset(self) -> dict:
@@ -401,23 +523,35 @@ class Supervisor:
             raise CommandError(f"{self._pings_blocked}: the service is being restarted by "
                                "systemd; reset after it comes back")
         if self.gateway.open:
-            raise CommandError(f"{len(self.gateway.open)} orders still awaiting cancel "
-                               "confirmation; try again")
+            # Retry their cancels now, so a lost one cannot block the reset for ever.
+            n = len(self.gateway.cancel_all("cancel retried at reset"))
+            raise CommandError(f"{n} orders still awaiting cancel confirmation (cancels "
+                               "sent again); try again")
         self.journal.set_latch(False, "operator", "bot4ctl reset", was=self.latch.kind)
         self.latch.reset()
         self.breakers.reset()
         self._set_state(State.READY, "reset by operator; `bot4ctl start` to trade")
         return {"state": self.state.value}
 
-    def _sim(self, req: dict) -> dict:
+    async def _sim(self, req: dict) -> dict:
         if not self.opts.sim:
             raise CommandError("sim commands need the daemon to run with mock GPIO (--sim)")
         what, action = req.get("what"), req.get("action")
-        if what == "estop" and action in ("press", "release"):
-            self.panel.estop.sim_set(circuit_closed=(action == "release"), wait=False)
+        if what == "estop" and action == "press":
+            if self.state is State.ESTOP:
+                self.panel.estop.sim_set(circuit_closed=False, wait=False)
+                return {"estop": action, "latched": "already"}
+            # The reply waits for the durable record of the trip: acknowledged = journalled.
+            ack = self.loop.create_future()
+            self._estop_acks.append(ack)
+            self.panel.estop.sim_set(circuit_closed=False, wait=False)
+            await asyncio.wait_for(ack, 10)
+            return {"estop": action, "latched": "journalled"}
+        if what == "estop" and action == "release":
+            self.panel.estop.sim_set(circuit_closed=True, wait=False)
             return {"estop": action}
         if what == "stall" and isinstance(action, str):
-            seconds = float(req.get("seconds", 30))
+            seconds = _stall_seconds(req.get("seconds", 30))
             if action == "loop":
                 time.sleep(min(seconds, 30))  # deliberately blocks the loop (test hook)
                 return {"stalled": action}
@@ -447,6 +581,10 @@ class Supervisor:
             "led": None if self.panel is None else {
                 "pattern": self.panel.led.pattern,
                 "value": [round(v, 3) for v in self.panel.led.value]},
+            "run": self.run_number,
+            "journal": {"ok": self.journal_failed is None, "error": self.journal_failed,
+                        "commits": self.journal.commits if self.journal else 0},
+            "failures": list(self.failures),
             "watchdog": {"systemd_usec": self.notifier.watchdog_usec, "pings": self.pings,
                          "pings_blocked": self._pings_blocked,
                          "components": self.watchdog.snapshot()},
@@ -474,42 +612,57 @@ class Supervisor:
             self._stop.set()
 
     async def _shutdown(self, why: str) -> None:
+        """Orderly stop. Every step is guarded on its own: a failing component cannot
+        skip the LED going off, the journal being closed or the lock being released."""
         log.info("orderly stop (%s)", why)
-        self.notifier.stopping(f"stopping: {why}")
-        self.notifier.extend_timeout(self.cfg.daemon.stop_timeout_s)
+        self._step("stop: notify systemd", lambda: (
+            self.notifier.stopping(f"stopping: {why}"),
+            self.notifier.extend_timeout(self.cfg.daemon.stop_timeout_s)))
         if self.gateway:
             self.gateway.close(f"daemon stopping ({why})")   # no new order from here on
-        if self.gateway and self.cfg.safety.cancel_on_stop:
-            try:
-                n = len(self.gateway.cancel_all("daemon stopping"))
-                # Give the venue the chance to confirm before we go.
-                deadline = time.monotonic() + min(5.0, self.cfg.daemon.stop_timeout_s / 2)
-                while self.gateway.open and time.monotonic() < deadline:
-                    await asyncio.sleep(0.02)
-                    if self.market is not None:
-                        self.market.settle()
-                log.info("cancelled %d open orders on stop (%d unconfirmed)", n,
-                         len(self.gateway.open))
-            except Exception:
-                log.exception("cancel on stop failed")
+            if self.cfg.safety.cancel_on_stop:
+                await self._async_step("stop: cancel orders", self._cancel_on_stop)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.loop_monitor:
-            self.loop_monitor.stop()
+            self._step("stop: loop monitor", self.loop_monitor.stop)
         if self.market:
-            await self.market.close()
+            await self._async_step("stop: market", self.market.close)
         if self.control:
-            await self.control.close()
+            await self._async_step("stop: control socket", self.control.close)
         if self.panel:
-            try:
-                self.panel.close()   # LED off, pins released
-            except Exception:
-                log.exception("closing GPIO failed")
+            self._step("stop: GPIO and LED off", self.panel.close)   # LED off, pins released
+        journal_closed = False
         if self.journal:
-            try:
-                self.journal.audit("stop", reason=why, state=self.state.value)
-                self.journal.close()
-            except Exception:
-                log.exception("closing the journal failed")
+            if self.journal_failed is None:
+                self._step("stop: journal record", lambda: self.journal.audit(
+                    "stop", reason=why, state=self.state.value))
+            journal_closed = self._step("stop: journal close", self.journal.close)
+        if self._marked_running and journal_closed and self.journal_failed is None:
+            # Only a complete journal may drop the marker; otherwise the next boot infers
+            # the latch the journal could not record.
+            self._step("stop: run marker", self.statedir.mark_clean_stop)
+        self.statedir.unlock()
         log.info("stopped")
+
+    async def _cancel_on_stop(self) -> None:
+        n = len(self.gateway.cancel_all("daemon stopping"))
+        # Give the venue the chance to confirm before we go.
+        deadline = time.monotonic() + min(5.0, self.cfg.daemon.stop_timeout_s / 2)
+        while self.gateway.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            if self.market is not None:
+                self.market.settle()
+        log.info("cancelled %d open orders on stop (%d unconfirmed)", n, len(self.gateway.open))
+
+    async def _async_step(self, name: str, fn: Callable[[], Any]) -> bool:
+        try:
+            await fn()
+            return True
+        except JournalError as e:
+            self.journal_failed = self.journal_failed or str(e)
+            self._step_failed(name, e, journal=False)
+        except Exception as e:
+            self._step_failed(name, e)
+        return False

@@ -8,7 +8,6 @@ cancelling orders is the supervisor's job on the event loop. The latch never res
 from __future__ import annotations
 
 import threading
-import time
 from enum import StrEnum
 
 
@@ -22,7 +21,6 @@ class KillLatch:
         self.tripped = False
         self.kind: LatchKind | None = None
         self.reason = ""
-        self.trip_ns = 0   # perf_counter_ns() at the trip, for latency measurement
         self._lock = threading.Lock()
 
     def trip(self, kind: LatchKind, reason: str) -> bool:
@@ -33,7 +31,6 @@ class KillLatch:
             if self.kind is None or (kind is LatchKind.ESTOP and self.kind is LatchKind.HALT):
                 self.kind = kind
                 self.reason = reason
-                self.trip_ns = time.perf_counter_ns()
                 return True
             return False
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
+import traceback
 from typing import Callable
 
 from daemon.safety.latch import KillLatch, LatchKind
@@ -25,6 +27,9 @@ class LoopMonitor:
         self._on_stall = on_stall
         self._period = period_s
         self._stop = threading.Event()
+        self._loop_thread = threading.get_ident()   # built on the loop's thread
+        self._in_stall = False
+        self.stalls = 0
         self._thread = threading.Thread(target=self._run, name="loop-monitor", daemon=True)
 
     def start(self) -> None:
@@ -34,15 +39,24 @@ class LoopMonitor:
         while not self._stop.wait(self._period):
             try:
                 age = self._hb.age()
-                if age > self._hb.deadline_s:
-                    reason = f"watchdog: event loop stalled for {age:.2f} s"
-                    if self._latch.trip(LatchKind.HALT, reason):
-                        log.error(reason)
-                        self._loop.call_soon_threadsafe(self._on_stall, reason)
+                if age <= self._hb.deadline_s:
+                    self._in_stall = False
+                    continue
+                reason = f"watchdog: event loop stalled for {age:.2f} s"
+                if not self._in_stall:
+                    self._in_stall = True
+                    self.stalls += 1
+                    log.error("%s; the loop thread is at:\n%s", reason, self.loop_stack())
+                if self._latch.trip(LatchKind.HALT, reason):
+                    self._loop.call_soon_threadsafe(self._on_stall, reason)
             except RuntimeError:  # loop closed during shutdown
                 return
             except Exception:
                 log.exception("loop monitor check failed")
+
+    def loop_stack(self) -> str:
+        frame = sys._current_frames().get(self._loop_thread)
+        return "".join(traceback.format_stack(frame)) if frame else "(loop thread not found)"
 
     def stop(self) -> None:
         self._stop.set()
