@@ -95,13 +95,16 @@ def test_status_text_cannot_inject_notify_assignments(start_daemon):
     d = start_daemon()
     d.wait_ready()
     r = d.cmd(cmd="halt", reason="test\nWATCHDOG=1\nREADY=1\x00tail")
-    assert r["ok"], r
-    wait_for(lambda: any(m.startswith("STATUS=halted") for m in d.notify.lines()),
-             what="STATUS halted")
-    status = [m for m in d.notify.lines() if m.startswith("STATUS=halted")]
-    assert all("\n" not in m for m in status), status
-    assert any("WATCHDOG=1 READY=1 tail" in m for m in status), status
-    assert d.notify.lines().count("WATCHDOG=1") == 0
+    if r["ok"]:
+        wait_for(lambda: any(m.startswith("STATUS=halted") for m in d.notify.lines()),
+                 what="STATUS halted")
+        status = [m for m in d.notify.lines() if m.startswith("STATUS=halted")]
+        assert all("\n" not in m for m in status), status
+        assert any("WATCHDOG=1 READY=1 tail" in m for m in status), status
+    else:   # refusing such a reason outright is fine too, if the error says why
+        assert "reason" in r["error"] and "internal error" not in r["error"], r
+    assignments = [line for m in d.notify.lines() for line in m.split("\n")]
+    assert "WATCHDOG=1" not in assignments and assignments.count("READY=1") == 1, assignments
     assert d.terminate() == 0
 
 
