@@ -13,6 +13,7 @@ default for a file it could not read: a missing, empty or unreadable file is an 
 """
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Annotated, Any, Iterator, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError)
+                      ValidationError, field_validator)
 
 EX_CONFIG = 78
 ENV_PREFIX = "BOT4__"
@@ -34,18 +35,26 @@ SOCKET_PATH_MAX = 107             # AF_UNIX sun_path is 108 bytes including the 
 SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9_]{1,31}")
 
 
+def _oneline(s: str) -> str:
+    """Control characters (a newline in a key, a NUL in a path) escaped: one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
 class ConfigError(Exception):
     """A configuration problem, already phrased for the operator (one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_oneline(message))
 
 
 def _to_decimal(v: Any) -> Decimal:
     # TOML has no decimal type: accept "0.01" (exact) or a number, never a bool.
     if isinstance(v, bool) or not isinstance(v, (str, int, float, Decimal)):
-        raise ValueError(f"expected a decimal number or a string like \"0.01\", got {v!r}")
+        raise ValueError("expected a decimal number or a string like \"0.01\"")
     try:
         d = Decimal(str(v))
     except InvalidOperation:
-        raise ValueError(f"not a decimal number: {v!r}") from None
+        raise ValueError("not a decimal number") from None
     if not d.is_finite():
         raise ValueError("must be a finite number")
     return d
@@ -59,7 +68,7 @@ def _dec_range(lo: str, hi: str, *, lo_open: bool = False, places: int | None = 
 
     def check(d: Decimal) -> Decimal:
         if (d <= low if lo_open else d < low) or d > high:
-            raise ValueError(f"must be {'above' if lo_open else 'at least'} {lo} and at "
+            raise ValueError(f"must be {'greater than' if lo_open else 'at least'} {lo} and at "
                              f"most {hi}")
         if places is not None and d.normalize().as_tuple().exponent < -places:
             raise ValueError(f"at most {places} decimal places")
@@ -67,8 +76,12 @@ def _dec_range(lo: str, hi: str, *, lo_open: bool = False, places: int | None = 
     return AfterValidator(check)
 
 
-Dec = Annotated[Decimal, BeforeValidator(_to_decimal)]
-PosDec = Annotated[Decimal, BeforeValidator(_to_decimal), Field(gt=0)]
+def _check_symbol(s: str) -> None:
+    if not SYMBOL_RE.fullmatch(s):
+        hint = " (symbols are upper case)" if SYMBOL_RE.fullmatch(s.upper()) else ""
+        raise ValueError(f"{s!r} is not an exchange symbol like BTCUSDT{hint}")
+
+
 # Quantities in base currency and amounts in quote currency: positive, and below a
 # billion (beyond that a limit is effectively off, which is what "1e999999" tried).
 Qty = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("0", "1e9", lo_open=True)]
@@ -94,6 +107,41 @@ class DaemonCfg(_Section):
     auto_start: bool = False
     stop_timeout_s: float = Field(20.0, gt=0, le=300)
 
+    @staticmethod
+    def _absolute(v: str, what: str) -> str:
+        # "" put the journal into whatever directory the daemon was started from; a relative
+        # path does the same under another name (systemd starts us in /).
+        if not v:
+            raise ValueError(f"must not be empty (the {what})")
+        if any(not c.isprintable() for c in v):
+            raise ValueError("must not contain control characters")
+        if not v.startswith("/"):
+            raise ValueError(f"must be an absolute path (the {what})")
+        return v
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        return cls._absolute(v, "journal's directory")
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, v: str) -> str:
+        cls._absolute(v, "control socket bot4ctl connects to")
+        if len(os.fsencode(v)) > SOCKET_PATH_MAX:
+            raise ValueError(f"a Unix socket path is at most {SOCKET_PATH_MAX} bytes, "
+                             f"this one is {len(os.fsencode(v))}")
+        return v
+
+    @field_validator("socket_group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        # Only the shape: whether the group exists is a property of the machine it runs on
+        # (checked when the socket is created), not of the file.
+        if v and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", v):
+            raise ValueError("not a group name")
+        return v
+
 
 class GpioCfg(_Section):
     estop_pin: BcmPin = 17
@@ -111,24 +159,72 @@ class SafetyCfg(_Section):
 
 
 class WatchdogCfg(_Section):
+    # Every deadline must be at least 4 x this (see _meaning), which with loop_deadline_s
+    # <= 5 keeps the systemd watchdog ping (sent from this check) well inside WatchdogSec.
     check_interval_ms: float = Field(100.0, ge=10, le=5000)
-    loop_deadline_s: float = Field(2.0, gt=0, le=60)
-    feed_deadline_s: float = Field(10.0, gt=0, le=600)
-    strategy_deadline_s: float = Field(10.0, gt=0, le=600)
+    # The loop monitor thread looks every 0.1 s, and GC or fsync pauses reach tenths of a
+    # second on a Pi; above 5 s systemd (WatchdogSec=10s) kills a blocked daemon before
+    # this trips.
+    loop_deadline_s: float = Field(2.0, ge=0.5, le=5)
+    feed_deadline_s: float = Field(15.0, gt=0, le=600)
+    # The strategy beats from its own 0.1 s timer.
+    strategy_deadline_s: float = Field(10.0, ge=0.5, le=600)
 
 
 class MarketCfg(_Section):
     source: Literal["synthetic", "replay", "binance"] = "synthetic"
     exchange: Literal["spot", "usdm"] = "spot"
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
-    replay_speed: float = Field(1.0, ge=0)
-    synthetic_rate_hz: float = Field(50.0, gt=0, le=1_000_000)
-    synthetic_seed: int = 7
+    replay_speed: float = Field(1.0, ge=0, le=1_000_000)
+    synthetic_rate_hz: float = Field(50.0, ge=1, le=1_000_000)
+    synthetic_seed: Seed = 7
     ws_base: str = ""        # "" = Binance's own endpoints for the exchange
     rest_base: str = ""
-    stale_after_s: float = Field(10.0, gt=0, le=600)
+    stale_after_s: float = Field(10.0, ge=1, le=600)
     record_dir: str = ""
-    record_rotate_mb: float = Field(64.0, gt=0)
+    record_rotate_mb: float = Field(64.0, ge=1, le=4096)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: list[str]) -> list[str]:
+        for s in v:
+            _check_symbol(s)
+        dup = next((s for i, s in enumerate(v) if s in v[:i]), None)
+        if dup is not None:
+            raise ValueError(f"{dup} is listed twice")
+        return v
+
+    @field_validator("replay_speed")
+    @classmethod
+    def _speed(cls, v: float) -> float:
+        # Below 1/100 of real time the reader sleeps so long between lines that the feed
+        # watchdog halts: 0 (as fast as possible) is the way to say "no pacing".
+        if 0 < v < 0.01:
+            raise ValueError("must be 0 (as fast as possible) or at least 0.01")
+        return v
+
+    @field_validator("ws_base", "rest_base")
+    @classmethod
+    def _url(cls, v: str, info: Any) -> str:
+        if not v:
+            return v
+        schemes = ("ws", "wss") if info.field_name == "ws_base" else ("http", "https")
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as e:
+            raise ValueError(f"not a URL: {e}") from None
+        if u.scheme not in schemes or not u.hostname:
+            raise ValueError(f"must be \"\" or a URL starting with "
+                             f"{' or '.join(s + '://' for s in schemes)}")
+        return v
+
+    @field_validator("record_dir")
+    @classmethod
+    def _record_dir(cls, v: str) -> str:
+        if v and (not v.startswith("/") or any(not c.isprintable() for c in v)):
+            raise ValueError("must be \"\" (off) or an absolute path")
+        return v
 
 
 class PaperCfg(_Section):
@@ -137,12 +233,12 @@ class PaperCfg(_Section):
     entry_latency_ms: float = Field(5.0, ge=0, le=10_000)
     md_latency_ms: float = Field(2.0, ge=0, le=10_000)
     latency_jitter_ms: float = Field(0.0, ge=0, le=10_000)
-    seed: int = 1
+    seed: Seed = 1
 
 
 class RiskCfg(_Section):
-    max_order_notional: PosDec = Decimal("1000")
-    max_position: PosDec = Decimal("0.05")
+    max_order_notional: Money = Decimal("1000")
+    max_position: Qty = Decimal("0.05")
     max_open_orders: int = Field(10, ge=1, le=1000)
     max_orders_per_min: int = Field(600, ge=1, le=100_000)
     price_band_bps: float = Field(200.0, gt=0, le=10_000)
@@ -150,14 +246,15 @@ class RiskCfg(_Section):
 
 class BreakersCfg(_Section):
     max_rejects_per_min: int = Field(20, ge=1, le=10_000)
-    max_loss: PosDec = Decimal("50")
+    max_loss: Money = Decimal("50")
     book_invalid_s: float = Field(5.0, gt=0, le=600)
 
 
 class StrategyCfg(_Section):
     name: Literal["quoter"] = "quoter"
-    quote_qty: PosDec = Decimal("0.0002")
-    half_spread_bps: float = Field(5.0, gt=0, le=10_000)
+    quote_qty: Qty = Decimal("0.0002")
+    # 10000 bps = 100 %: the bid would sit at (or below) zero.
+    half_spread_bps: float = Field(5.0, gt=0, lt=10_000)
     requote_bps: float = Field(2.0, ge=0, le=10_000)
     requote_min_interval_ms: float = Field(250.0, ge=0, le=3_600_000)
 
@@ -179,9 +276,9 @@ class SanityCfg(_Section):
 
 
 class InstrumentCfg(_Section):
-    tick_size: PosDec
-    lot_size: PosDec
-    min_notional: Dec = Decimal("5")
+    tick_size: Step
+    lot_size: Step
+    min_notional: MinNotional = Decimal("5")
 
 
 _DEFAULT_INSTRUMENTS = {
@@ -204,31 +301,52 @@ class Config(_Section):
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 
-def _env_value(text: str) -> Any:
+# -- environment overrides ------------------------------------------------------------------
+# Tables keyed by exchange symbol: an override's path segment below them is the symbol,
+# which is upper case (BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE -> [instruments.BTCUSDT]).
+_SYMBOL_TABLES = {("instruments",)}
+
+
+def _env_value(name: str, loc: tuple[str, ...], text: str) -> Any:
     """An override's text read as a TOML value when it is one (42, true, "x", [..]),
     else as a bare string, so `BOT4__MARKET__SOURCE=replay` needs no quotes."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise ConfigError(f"environment {name}: {_key_name(loc)}: arrays or tables nested "
+                          f"too deeply to parse") from None
+    except ValueError:   # an integer of more than 4300 digits
+        raise ConfigError(f"environment {name}: {_key_name(loc)}: number too long (more "
+                          f"than 4300 digits)") from None
+    # "1\nx = 2" parses as two keys: that is not one value, so it stays a string.
+    return parsed["v"] if set(parsed) == {"v"} else text
 
 
 def _apply_env(data: dict, environ: dict[str, str]) -> dict[tuple, str]:
-    """Merge overrides into `data`; return which key path came from which variable."""
+    """Merge overrides into `data`; return which key path (or table an override created)
+    came from which variable."""
     origin: dict[tuple, str] = {}
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        if len(parts) < 2 or not all(parts):
+        raw = name[len(ENV_PREFIX):].split("__")
+        if len(raw) < 2 or not all(raw):
             raise ConfigError(f"environment {name}: expected BOT4__SECTION__KEY")
+        parts: list[str] = []
+        for p in raw:
+            parts.append(p.upper() if tuple(parts) in _SYMBOL_TABLES else p.lower())
         node = data
-        for p in parts[:-1]:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"environment {name}: {'.'.join(parts[:-1])} is not a section")
-            node = child
-        node[parts[-1]] = _env_value(text)
+        for i, p in enumerate(parts[:-1]):
+            if p not in node:
+                node[p] = {}
+                origin.setdefault(tuple(parts[:i + 1]), name)
+            node = node[p]
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {name}: {_key_name(tuple(parts[:i + 1]))} "
+                                  f"is a value, not a table")
+        node[parts[-1]] = _env_value(name, tuple(parts), text)
         origin[tuple(parts)] = name
     return origin
 
@@ -240,43 +358,397 @@ def _key_name(loc: tuple) -> str:
     return parts[0] if parts else "(top level)"
 
 
-def load(path: str | os.PathLike | None, environ: dict[str, str] | None = None) -> Config:
-    """Read, merge and validate. Raises ConfigError naming the file/variable and key."""
-    environ = dict(os.environ if environ is None else environ)
-    data: dict = {}
-    where = "defaults"
-    if path is not None:
-        where = str(path)
+# -- finding keys in the file's text ----------------------------------------------------------
+# tomllib reports positions only for syntax errors. For everything else the line is found
+# here, best effort: plain `[table]` headers and `key = value` lines (multi-line strings can
+# fool it, and then the message names the key without a line).
+_KEY_PART = r"(?:[A-Za-z0-9_-]+|\"[^\"\n]*\"|'[^'\n]*')"
+_KEY_PATH = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_HEADER_RE = re.compile(rf"\s*\[\s*({_KEY_PATH})\s*\]\s*(?:#.*)?$")
+_ASSIGN_RE = re.compile(rf"\s*({_KEY_PATH})\s*=")
+_LEADING_KEY_RE = re.compile(rf"\s*({_KEY_PATH})(?:\s|=|$)")
+
+
+def _split_key(path: str) -> tuple[str, ...]:
+    return tuple(p[1:-1] if p[:1] in "\"'" else p for p in re.findall(_KEY_PART, path))
+
+
+def _scan(text: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """(line number, full key path) for every table header and `key =` line."""
+    table: tuple[str, ...] = ()
+    for n, line in enumerate(text.splitlines(), 1):
+        head = _HEADER_RE.match(line)
+        if head:
+            table = _split_key(head.group(1))
+            yield n, table
+            continue
+        m = _ASSIGN_RE.match(line)
+        if m:
+            yield n, table + _split_key(m.group(1))
+
+
+def _find_line(text: str | None, loc: tuple) -> int | None:
+    """The line that sets `loc`, else the line of the closest enclosing table or key."""
+    if not text:
+        return None
+    loc = tuple(str(p) for p in loc)
+    best: tuple[int, int] | None = None          # (prefix length, line)
+    for n, path in _scan(text):
+        if path == loc:
+            return n
+        if path and loc[:len(path)] == path and (best is None or len(path) > best[0]):
+            best = (len(path), n)
+    return best[1] if best else None
+
+
+def _key_at(text: str, line: int) -> tuple[str, ...] | None:
+    """The key path written on `line` (a header's table, or `key` with the table it is
+    in), for naming the key in a syntax error."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    table: tuple[str, ...] = ()
+    for n, path in _scan("\n".join(lines[:line - 1])):
+        if _HEADER_RE.match(lines[n - 1]):
+            table = path
+    here = lines[line - 1]
+    head = _HEADER_RE.match(here)
+    if head:
+        return _split_key(head.group(1))
+    if here.lstrip().startswith("["):
+        return None
+    m = _LEADING_KEY_RE.match(here)
+    return table + _split_key(m.group(1)) if m else None
+
+
+def _line_text(text: str, line: int) -> str:
+    lines = text.splitlines()
+    s = lines[line - 1].strip() if 1 <= line <= len(lines) else ""
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _deep_line(text: str, limit: int = 100) -> int | None:
+    """The first line where arrays/inline tables are nested deeper than `limit`."""
+    depth = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        quote, i = "", 0
+        while i < len(line):
+            c = line[i]
+            if quote:
+                if c == "\\" and quote == '"':
+                    i += 1
+                elif c == quote:
+                    quote = ""
+            elif c in "\"'":
+                quote = c
+            elif c == "#":
+                break
+            elif c in "[{":
+                depth += 1
+                if depth > limit:
+                    return n
+            elif c in "]}":
+                depth = max(0, depth - 1)
+            i += 1
+    return None
+
+
+# -- reading the file ----------------------------------------------------------------------------
+def _where_line(where: str, line: int | None) -> str:
+    return f"{where}, line {line}" if line else where
+
+
+def _at_line(where: str, text: str, line: int | None, problem: str, quote: bool = True
+             ) -> ConfigError:
+    """A problem on a line: name the key written there, else quote the line."""
+    key = _key_at(text, line) if line else None
+    if key:
+        return ConfigError(f"{_where_line(where, line)}: {_key_name(key)}: {problem}")
+    quoted = ""
+    if quote and line and _line_text(text, line):
+        quoted = f": {_line_text(text, line)!r}"
+    return ConfigError(f"{_where_line(where, line)}: {problem}{quoted}")
+
+
+def _toml_error(where: str, text: str, e: tomllib.TOMLDecodeError) -> ConfigError:
+    m = re.match(r"(.*?)\s*\(at line (\d+), column (\d+)\)$", str(e), re.S)
+    if not m:
+        return ConfigError(f"{where}: not valid TOML: {e}")
+    msg, line = m.group(1), int(m.group(2))
+    if msg.startswith("Cannot overwrite a value"):
+        key = _key_at(text, line)
+        first = None
+        if key:
+            first = next((n for n, path in _scan(text) if path == key and n < line), None)
+        again = f"first set on line {first}" if first else "set twice"
+        return _at_line(where, text, line, f"duplicate key ({again})")
+    declared = re.match(r"Cannot declare \((.*)\) twice", msg)
+    if declared:
+        key = _key_at(text, line)
+        if key is None:
+            try:
+                key = tuple(ast.literal_eval(f"({declared.group(1)})"))
+            except (ValueError, SyntaxError):
+                key = None
+        first = next((n for n, path in _scan(text) if path == key and n < line), None)
+        name = f"[{'.'.join(key)}]" if key else declared.group(1)
+        again = f" (first on line {first})" if first else ""
+        return ConfigError(f"{where}, line {line}: {name}: table declared twice{again}")
+    if msg == "Illegal character '\\n'":
+        msg = "string not closed on this line"
+    return _at_line(where, text, line, f"not valid TOML: {msg[:1].lower()}{msg[1:]}")
+
+
+def _read(path: str | os.PathLike) -> tuple[str, dict]:
+    """The file's text and its parsed TOML, or a ConfigError saying why not."""
+    where = str(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{where}: permission denied") from None
+    except (OSError, ValueError) as e:   # ENAMETOOLONG, ELOOP, a NUL in the path, ...
+        raise ConfigError(f"{where}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{where}: is a directory, not a config file")
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO would block the daemon until a writer came; a device could never end.
+        raise ConfigError(f"{where}: not a regular file (a FIFO, socket or device)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{where}: too large for a config file ({st.st_size} bytes, at most "
+                          f"{MAX_FILE_BYTES}): the wrong file?")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except PermissionError:
+        raise ConfigError(f"{where}: permission denied") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{where}: too large for a config file (more than {MAX_FILE_BYTES} "
+                          f"bytes): the wrong file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        return_text = raw.decode("utf-8", "replace")
+        raise _at_line(where, return_text, line,
+                       f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {col}); save "
+                       f"the file as UTF-8", quote=False) from None
+    text = text.removeprefix("\ufeff")   # a BOM from a Windows editor is harmless
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise _toml_error(where, text, e) from None
+    except RecursionError:
+        raise _at_line(where, text, _deep_line(text),
+                       "arrays or tables nested too deeply to parse") from None
+    except ValueError as e:   # an integer of more than 4300 digits (int() refuses it)
+        line = next((n for n, s in enumerate(text.splitlines(), 1)
+                     if re.search(r"\d{4300}", s)), None)
+        raise _at_line(where, text, line, "number too long (more than 4300 digits)"
+                       ) from None
+    except Exception as e:  # noqa: BLE001 - whatever else the parser trips on is still a bad file
+        raise ConfigError(f"{where}: not valid TOML ({type(e).__name__}: {e})") from None
+    if not _has_setting(data):
+        if not text.strip():
+            raise ConfigError(f"{where}: the file is empty; refusing to run on built-in "
+                              f"defaults (a truncated or wrong file?): start from "
+                              f"etc/bot4/bot4.toml")
+        raise ConfigError(f"{where}: no settings in the file (only comments or empty "
+                          f"tables); refusing to run on built-in defaults: start from "
+                          f"etc/bot4/bot4.toml")
+    return text, data
+
+
+def _has_setting(data: dict) -> bool:
+    return any(not isinstance(v, dict) or _has_setting(v) for v in data.values())
+
+
+# -- validation ----------------------------------------------------------------------------------
+class _Problem(Exception):
+    """A meaning check failed: `candidates` are the keys involved, most specific first;
+    the message names the one the operator most likely set (see `_blame`)."""
+
+    def __init__(self, candidates: list[tuple[str, ...]], msg: str) -> None:
+        super().__init__(msg)
+        self.candidates, self.msg = candidates, msg
+
+
+def _value(cfg: Config, loc: tuple[str, ...]) -> Any:
+    node: Any = cfg
+    for p in loc:
+        node = node.get(p) if isinstance(node, dict) else getattr(node, p, None)
+    return node
+
+
+def _default(loc: tuple[str, ...]) -> Any:
+    if loc[0] == "instruments":
+        inst = _DEFAULT_INSTRUMENTS.get(loc[1]) if len(loc) > 2 else None
+        return getattr(inst, loc[2]) if inst is not None else None
+    field = Config.model_fields.get(loc[0])
+    return getattr(field.default, loc[1], None) if field is not None else None
+
+
+def _source(loc: tuple, origin: dict[tuple, str]) -> str | None:
+    """The variable that set `loc`, or the table it is in, or a table under it."""
+    loc = tuple(str(p) for p in loc)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in origin:
+            return origin[loc[:n]]
+    return next((v for k, v in origin.items() if k[:len(loc)] == loc), None)
+
+
+def _blame(cfg: Config, candidates: list[tuple[str, ...]], origin: dict[tuple, str]
+           ) -> tuple[str, ...]:
+    """Of the keys in a contradiction, the one set from the environment, else the one that
+    differs from its default (the one just edited), else the first."""
+    def score(loc: tuple[str, ...]) -> int:
+        if _source(loc, origin) and any(k == loc for k in origin):
+            return 2
+        return 1 if _value(cfg, loc) != _default(loc) else 0
+    return max(candidates, key=score)   # max keeps the first of equal scores
+
+
+def _meaning(cfg: Config) -> None:
+    """Checks across keys; raises _Problem. Single-key ranges live on the fields."""
+    for sym in cfg.instruments:
         try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: file not found") from None
-        except PermissionError:
-            raise ConfigError(f"{where}: permission denied") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{where}: not valid TOML: {e}") from None
-    origin = _apply_env(data, environ)
+            _check_symbol(sym)
+        except ValueError as e:
+            raise _Problem([("instruments", sym)], str(e)) from None
+    for sym in cfg.market.symbols:
+        if sym not in cfg.instruments:
+            raise _Problem([("market", "symbols")], f"{sym} has no [instruments.{sym}] table "
+                           f"(tick_size, lot_size, min_notional)")
+
+    # GPIO: every device in use on its own pin (LED pins only count when an LED is wired).
+    g = cfg.gpio
+    pins = [("estop_pin", g.estop_pin)]
+    if g.led:
+        pins += [("led_red", g.led_red), ("led_green", g.led_green), ("led_blue", g.led_blue)]
+    for i, (a, pa) in enumerate(pins):
+        for b, pb in pins[i + 1:]:
+            if pa == pb:
+                raise _Problem([("gpio", a), ("gpio", b)],
+                               f"GPIO{pa} is used by both {a} and {b}; every device needs "
+                               f"its own pin")
+
+    # Watchdog: every heartbeat is looked at by one periodic check, which also beats the
+    # event loop's own heartbeat. Fewer than 4 checks per deadline means a false "loop
+    # stalled" halt (check_interval_ms = 5000 with a 2 s deadline) or stalls seen late.
+    w = cfg.watchdog
+    for name in ("loop_deadline_s", "feed_deadline_s", "strategy_deadline_s"):
+        deadline = getattr(w, name)
+        if w.check_interval_ms * 4 > deadline * 1000:
+            raise _Problem([("watchdog", "check_interval_ms"), ("watchdog", name)],
+                           f"check_interval_ms = {w.check_interval_ms:g} is more than a "
+                           f"quarter of {name} = {deadline:g} (at most "
+                           f"{deadline * 250:g} ms): the watchdog must check at least 4 "
+                           f"times per deadline")
+    m = cfg.market
+    if m.source == "binance" and w.feed_deadline_s < 1.5 * m.stale_after_s:
+        raise _Problem([("watchdog", "feed_deadline_s"), ("market", "stale_after_s")],
+                       f"with source = \"binance\", feed_deadline_s = {w.feed_deadline_s:g} "
+                       f"must be at least 1.5 x stale_after_s = {m.stale_after_s:g}: a silent "
+                       f"connection is dropped after stale_after_s and needs time to "
+                       f"reconnect before the watchdog halts trading")
+    if m.source == "synthetic" and 4 / m.synthetic_rate_hz > w.feed_deadline_s:
+        raise _Problem([("market", "synthetic_rate_hz"), ("watchdog", "feed_deadline_s")],
+                       f"synthetic_rate_hz = {m.synthetic_rate_hz:g} steps less than 4 times "
+                       f"per feed_deadline_s = {w.feed_deadline_s:g}: the feed would look "
+                       f"stalled")
+
+    # Strategy against risk and the instruments it trades: a config on which every single
+    # order is refused is a config error, not a quiet day.
+    s, r = cfg.strategy, cfg.risk
+    if s.quote_qty > r.max_position:
+        raise _Problem([("strategy", "quote_qty"), ("risk", "max_position")],
+                       f"quote_qty = {s.quote_qty} is larger than max_position = "
+                       f"{r.max_position}: risk would refuse every quote")
+    for sym in m.symbols:
+        inst = cfg.instruments[sym]
+        if s.quote_qty % inst.lot_size:
+            raise _Problem([("strategy", "quote_qty"), ("instruments", sym, "lot_size")],
+                           f"quote_qty = {s.quote_qty} is not a whole number of {sym} "
+                           f"lot_size = {inst.lot_size}: orders would be rounded down"
+                           + (" to zero" if s.quote_qty < inst.lot_size else ""))
+        if r.max_order_notional < inst.min_notional:
+            raise _Problem([("risk", "max_order_notional"),
+                            ("instruments", sym, "min_notional")],
+                           f"max_order_notional = {r.max_order_notional} is below {sym} "
+                           f"min_notional = {inst.min_notional}: no order could pass both")
+
+    # Belt and braces for sections added later without _Section's settings.
+    for loc, v in _leaves(cfg):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise _Problem([loc], f"must be a finite number (got {v!r})")
+
+
+def _leaves(node: Any, loc: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            yield from _leaves(getattr(node, name), loc + (name,))
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, loc + (str(k),))
+    else:
+        yield loc, node
+
+
+def _pydantic_msg(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required key missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "finite_number":
+        msg = "must be a finite number"
+    elif err["type"] in ("model_type", "dict_type"):
+        msg = "must be a table"
+    if "input" in err and not isinstance(err["input"], dict):
+        got = repr(err["input"])
+        msg += f" (got {got if len(got) <= 60 else got[:57] + '...'})"
+    return msg
+
+
+def _validate(data: dict, origin: dict[tuple, str], where: str, text: str | None) -> Config:
+    def prefix(loc: tuple) -> str:
+        src = _source(loc, origin)
+        if src:
+            return f"environment {src}"
+        return _where_line(where, _find_line(text, loc))
+
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(str(p) for p in err["loc"])
-        src = next((origin[k] for k in origin if k == loc[:len(k)] or loc == k[:len(loc)]),
-                   None)
-        source = f"environment {src}" if src else where
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
-        more = f" (and {len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {_key_name(loc)}: {msg}{more}") from None
-    for sym in cfg.market.symbols:
-        if sym not in cfg.instruments:
-            raise ConfigError(f"{where}: [market] symbols: {sym} has no [instruments.{sym}] "
-                              f"table (tick_size, lot_size, min_notional)")
+        errs = e.errors()
+        loc = tuple(str(p) for p in errs[0]["loc"])
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        raise ConfigError(f"{prefix(loc)}: {_key_name(loc)}: {_pydantic_msg(errs[0])}{more}"
+                          ) from None
+    try:
+        _meaning(cfg)
+    except _Problem as p:
+        loc = _blame(cfg, p.candidates, origin)
+        raise ConfigError(f"{prefix(loc)}: {_key_name(loc)}: {p.msg}") from None
     return cfg
+
+
+def load(path: str | os.PathLike | None, environ: dict[str, str] | None = None) -> Config:
+    """Read, merge and validate. Raises ConfigError (and nothing else) naming the file and
+    line, or the environment variable, and the key."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict = {}
+    text = None
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        text, data = _read(path)
+    origin = _apply_env(data, environ)
+    return _validate(data, origin, where, text)
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
@@ -284,9 +756,4 @@ def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
     data = cfg.model_dump()
     for section, values in sections.items():
         data[section] = {**data[section], **values}
-    try:
-        return Config.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise ConfigError(f"command line: {_key_name(tuple(map(str, err['loc'])))}: "
-                          f"{err['msg']}") from None
+    return _validate(data, {}, "command line", None)

@@ -1,6 +1,7 @@
 """Config loading: strict validation, env overrides, check-config exit codes."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from decimal import Decimal
@@ -87,3 +88,92 @@ def test_bad_env_makes_run_exit_78(tmp_path):
                                                    "PATH": "/usr/bin:/bin"})
     assert r.returncode == 78
     assert "BOT4__WATCHDOG__LOOP_DEADLINE_S" in r.stderr and "loop_deadline_s" in r.stderr
+
+
+# -- issue 7: environment overrides reach every key, errors name the variable ----------------
+def test_env_override_reaches_an_existing_instrument_table():
+    cfg = config.load(CONFIG, environ={"BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE": "0.1"})
+    assert cfg.instruments["BTCUSDT"].tick_size == Decimal("0.1")
+    assert cfg.instruments["BTCUSDT"].lot_size == Decimal("0.00001"), "rest of the table kept"
+    assert set(cfg.instruments) == {"BTCUSDT", "ETHUSDT"}, "no lower-case twin table"
+
+
+def test_env_override_can_add_a_whole_instrument_table():
+    cfg = config.load(CONFIG, environ={
+        "BOT4__INSTRUMENTS__SOLUSDT": '{tick_size = "0.01", lot_size = "0.001"}',
+        "BOT4__MARKET__SYMBOLS": '["SOLUSDT"]', "BOT4__STRATEGY__QUOTE_QTY": '"0.05"'})
+    assert cfg.instruments["SOLUSDT"].lot_size == Decimal("0.001")
+    assert cfg.market.symbols == ["SOLUSDT"]
+
+
+def test_env_instrument_override_through_check_config(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BOT4__")}
+    ok = subprocess.run([sys.executable, "-m", "daemon.cli", "check-config", "--config",
+                         str(CONFIG)], cwd=REPO, capture_output=True, text=True, timeout=60,
+                        env={**env, "BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE": "0.1"})
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_env_value_with_a_newline_is_one_string_not_two_keys():
+    with pytest.raises(config.ConfigError) as e:
+        config.load(CONFIG, environ={"BOT4__DAEMON__SOCKET_GROUP": "adm\nauto_start = true"})
+    assert "environment BOT4__DAEMON__SOCKET_GROUP: [daemon] socket_group" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+# -- issue 7: meaning, not only type --------------------------------------------------------------
+def test_command_line_replay_speed_must_be_finite():
+    cfg = config.load(CONFIG, environ={})
+    with pytest.raises(config.ConfigError) as e:
+        config.with_overrides(cfg, market={"replay_speed": float("inf")})
+    assert "command line: [market] replay_speed: must be a finite number" in str(e.value)
+
+
+def test_run_with_infinite_replay_speed_exits_78(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--sim", "--config",
+                        str(CONFIG), "--state-dir", str(tmp_path), "--replay-speed", "inf"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 78 and "replay_speed" in r.stderr, r.stderr
+
+
+def test_led_pins_are_free_when_no_led_is_wired():
+    cfg = config.load(CONFIG, environ={"BOT4__GPIO__LED": "false", "BOT4__GPIO__ESTOP_PIN": "27"})
+    assert cfg.gpio.estop_pin == 27
+    with pytest.raises(config.ConfigError, match="GPIO27 is used by both estop_pin and led_red"):
+        config.load(CONFIG, environ={"BOT4__GPIO__ESTOP_PIN": "27"})
+
+
+def test_live_source_accepts_the_shipped_intervals():
+    cfg = config.load(CONFIG, environ={"BOT4__MARKET__SOURCE": "binance"})
+    assert cfg.watchdog.feed_deadline_s >= 1.5 * cfg.market.stale_after_s
+
+
+def test_utf8_bom_is_accepted(tmp_path):
+    f = tmp_path / "bom.toml"
+    f.write_bytes(b"\xef\xbb\xbf" + CONFIG.read_bytes())
+    assert config.load(f, environ={}) == config.load(CONFIG, environ={})
+
+
+def test_an_empty_file_is_refused_not_silently_defaulted(tmp_path):
+    f = tmp_path / "empty.toml"
+    f.write_text("")
+    with pytest.raises(config.ConfigError, match="the file is empty"):
+        config.load(f, environ={})
+
+
+def test_load_raises_only_config_errors_on_garbage(tmp_path):
+    """Whatever bytes the file holds, load() raises ConfigError or returns a Config."""
+    import random
+    rng = random.Random(7)
+    base = CONFIG.read_bytes()
+    f = tmp_path / "fuzz.toml"
+    for _ in range(300):
+        data = bytearray(base)
+        for _ in range(rng.randrange(1, 6)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        f.write_bytes(bytes(data))
+        try:
+            config.load(f, environ={})
+        except config.ConfigError as e:
+            assert "\n" not in str(e) and str(f) in str(e)

@@ -1,0 +1,307 @@
+"""The malformed-config torture set (issue 7): every case a config (or an environment) that
+`bot4d check-config` must refuse with exit 78 and one line naming the key.
+
+Each case is built from the shipped etc/bot4/bot4.toml with one thing damaged, so the rest
+of the file is a real, otherwise valid configuration. A case knows which key its message
+must name and, where the damage sits on a known line, that line number. This module only
+builds files and describes expectations: it runs nothing and never touches the shipped file.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tests.daemon_harness import CONFIG
+
+SHIPPED = CONFIG.read_text()
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    line: int | None = None          # the line the message must name, when known
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[Path], Built]   # writes the damaged config under the given directory
+    names: tuple[str, ...]           # every one of these must appear in the message
+    env: dict[str, str] = field(default_factory=dict)
+    from_env: bool = False           # the message must blame the variable, not the file
+
+
+def _find(text: str, section: str, key: str) -> int:
+    """0-based index of the `key = ...` line inside `[section]` of `text`."""
+    lines = text.splitlines()
+    current = None
+    for i, line in enumerate(lines):
+        head = re.match(r"\s*\[([^\[\]]+)\]", line)
+        if head:
+            current = head.group(1).strip()
+        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return i
+    raise KeyError(f"[{section}] {key} is not in the shipped config")
+
+
+def _write(d: Path, data: str | bytes, name: str = "bot4.toml") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / name
+    if isinstance(data, str):
+        p.write_text(data, encoding="utf-8")
+    else:
+        p.write_bytes(data)
+    return p
+
+
+def setv(section: str, key: str, value: str) -> Callable[[Path], Built]:
+    """The shipped config with one value replaced (its comment kept)."""
+    def build(d: Path) -> Built:
+        lines = SHIPPED.splitlines()
+        i = _find(SHIPPED, section, key)
+        m = re.match(r"(\s*\S+\s*=\s*)(\"[^\"]*\"|\[[^\]]*\]|[^#\s]+)(.*)", lines[i])
+        assert m, lines[i]
+        lines[i] = f"{m.group(1)}{value}{m.group(3)}"
+        return Built(_write(d, "\n".join(lines) + "\n"), i + 1)
+    return build
+
+
+def insert_after(section: str, key: str, text: str) -> Callable[[Path], Built]:
+    """The shipped config with `text` (one line) inserted after `[section] key`."""
+    def build(d: Path) -> Built:
+        lines = SHIPPED.splitlines()
+        i = _find(SHIPPED, section, key)
+        lines.insert(i + 1, text)
+        return Built(_write(d, "\n".join(lines) + "\n"), i + 2)
+    return build
+
+
+def append(text: str, line_of: str | None = None) -> Callable[[Path], Built]:
+    """The shipped config with `text` appended; `line_of` is a line of `text` whose number
+    the message must name."""
+    def build(d: Path) -> Built:
+        body = SHIPPED + text
+        line = None
+        if line_of is not None:
+            line = body.splitlines().index(line_of) + 1
+        return Built(_write(d, body), line)
+    return build
+
+
+def raw(data: str | bytes, line: int | None = None) -> Callable[[Path], Built]:
+    def build(d: Path) -> Built:
+        return Built(_write(d, data), line)
+    return build
+
+
+def _binary(d: Path) -> Built:
+    rng = random.Random(4)
+    return Built(_write(d, b"\x89PNG\r\n\x1a\n" + bytes(rng.randrange(256) for _ in range(4096))))
+
+
+def _non_utf8(d: Path) -> Built:
+    body = SHIPPED.encode()
+    i = _find(SHIPPED, "daemon", "log_level")
+    body = body.replace(b'log_level = "info"', b'log_level = "inf\xe9"', 1)
+    return Built(_write(d, body), i + 1)
+
+
+def _deep(d: Path) -> Built:
+    lines = SHIPPED.splitlines()
+    i = _find(SHIPPED, "market", "symbols")
+    lines[i] = "symbols = " + "[" * 5000 + "]" * 5000
+    return Built(_write(d, "\n".join(lines) + "\n"), i + 1)
+
+
+def _directory(d: Path) -> Built:
+    p = d / "bot4.toml"
+    p.mkdir(parents=True)
+    return Built(p)
+
+
+def _fifo(d: Path) -> Built:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / "bot4.toml"
+    os.mkfifo(p)   # opening it for reading would block until a writer came
+    return Built(p)
+
+
+def _missing(d: Path) -> Built:
+    d.mkdir(parents=True, exist_ok=True)
+    return Built(d / "bot4.toml")
+
+
+def _huge_int(d: Path) -> Built:
+    return setv("market", "synthetic_seed", "1" * 5000)(d)
+
+
+def _too_large(d: Path) -> Built:
+    return Built(_write(d, SHIPPED + ("# " + "x" * 98 + "\n") * 11_000))
+
+
+def _long_socket(d: Path) -> Built:
+    return setv("daemon", "socket", '"/run/bot4/' + "s" * 120 + '.sock"')(d)
+
+
+# (name, builder, what the message must name). Keys are written as the message writes
+# them: "[section] key", "[instruments.SYMBOL] key".
+CASES: list[Case] = [
+    # -- the file as a whole ---------------------------------------------------------------
+    Case("binary_garbage", _binary, ("not UTF-8",)),
+    Case("non_utf8_byte", _non_utf8, ("[daemon] log_level", "not UTF-8")),
+    Case("array_5000_deep", _deep, ("[market] symbols", "nested")),
+    Case("directory", _directory, ("is a directory",)),
+    Case("fifo", _fifo, ("not a regular file",)),
+    Case("missing_file", _missing, ("file not found",)),
+    Case("empty_file", raw(""), ("empty",)),
+    Case("comments_only", raw("# all defaults, please\n\n   \n"), ("no settings",)),
+    Case("empty_tables_only", raw("[daemon]\n[risk]\n"), ("no settings",)),
+    Case("nul_byte", raw("[daemon]\nlog_level = \"info\"\x00\n", 2), ("[daemon] log_level",)),
+    Case("too_large", _too_large, ("too large",)),
+    Case("integer_5000_digits", _huge_int, ("[market] synthetic_seed",)),
+    # -- TOML syntax -----------------------------------------------------------------------
+    Case("duplicate_key", insert_after("risk", "max_position", 'max_position = "2"'),
+         ("[risk] max_position", "duplicate key", "first set on line")),
+    Case("duplicate_table", append("\n[risk]\nmax_open_orders = 3\n", "[risk]"),
+         ("[risk]", "declared twice")),
+    Case("missing_value", setv("daemon", "auto_start", ""), ("[daemon] auto_start",)),
+    Case("unterminated_string", setv("daemon", "socket", '"/run/bot4/control.sock'),
+         ("[daemon] socket",)),
+    Case("unclosed_header", append("\n[risk\n", "[risk"), ("[risk",)),
+    Case("no_equals_sign", insert_after("risk", "max_position", 'max_open_orders 3'),
+         ("[risk] max_open_orders",)),
+    # -- names and types -------------------------------------------------------------------
+    Case("unknown_key_typo", insert_after("risk", "max_position", "max_postion = 1"),
+         ("[risk] max_postion", "unknown key")),
+    Case("unknown_section", append("\n[nonsense]\nx = 1\n", "[nonsense]"),
+         ("nonsense", "unknown key")),
+    Case("string_for_int", setv("gpio", "estop_pin", '"17"'), ("[gpio] estop_pin",)),
+    Case("int_for_bool", setv("daemon", "auto_start", "1"), ("[daemon] auto_start",)),
+    Case("bool_for_decimal", setv("instruments.BTCUSDT", "tick_size", "true"),
+         ("[instruments.BTCUSDT] tick_size",)),
+    Case("array_for_float", setv("watchdog", "loop_deadline_s", "[2.0]"),
+         ("[watchdog] loop_deadline_s",)),
+    Case("value_for_section", raw("daemon = 5\n", 1), ("daemon",)),
+    Case("log_level_unknown", setv("daemon", "log_level", '"verbose"'), ("[daemon] log_level",)),
+    Case("instrument_missing_lot", append('\n[instruments.SOLUSDT]\ntick_size = "0.01"\n',
+                                          "[instruments.SOLUSDT]"),
+         ("[instruments.SOLUSDT] lot_size", "missing")),
+    # -- numbers that are not numbers ------------------------------------------------------
+    Case("record_rotate_inf", setv("market", "record_rotate_mb", "inf"),
+         ("[market] record_rotate_mb", "finite")),
+    Case("replay_speed_inf", setv("market", "replay_speed", "inf"),
+         ("[market] replay_speed", "finite")),
+    Case("half_spread_nan", setv("strategy", "half_spread_bps", "nan"),
+         ("[strategy] half_spread_bps", "finite")),
+    Case("stop_timeout_minus_inf", setv("daemon", "stop_timeout_s", "-inf"),
+         ("[daemon] stop_timeout_s",)),
+    Case("book_invalid_nan", setv("breakers", "book_invalid_s", "nan"),
+         ("[breakers] book_invalid_s", "finite")),
+    Case("requote_interval_inf", setv("strategy", "requote_min_interval_ms", "inf"),
+         ("[strategy] requote_min_interval_ms",)),
+    Case("replay_speed_huge_float", setv("market", "replay_speed", "1e999"),
+         ("[market] replay_speed",)),
+    # -- decimals out of any plausible range ------------------------------------------------
+    Case("tick_size_1e-30", setv("instruments.BTCUSDT", "tick_size", '"1e-30"'),
+         ("[instruments.BTCUSDT] tick_size",)),
+    Case("tick_size_13_places", setv("instruments.BTCUSDT", "tick_size", '"0.1000000000001"'),
+         ("[instruments.BTCUSDT] tick_size", "decimal places")),
+    Case("lot_size_1e7", setv("instruments.ETHUSDT", "lot_size", '"1e7"'),
+         ("[instruments.ETHUSDT] lot_size",)),
+    Case("max_position_1e999999", setv("risk", "max_position", '"1e999999"'),
+         ("[risk] max_position",)),
+    Case("min_notional_negative", setv("instruments.BTCUSDT", "min_notional", '"-5"'),
+         ("[instruments.BTCUSDT] min_notional",)),
+    Case("min_notional_1e999999", setv("instruments.ETHUSDT", "min_notional", '"1e999999"'),
+         ("[instruments.ETHUSDT] min_notional",)),
+    Case("max_loss_zero", setv("breakers", "max_loss", '"0"'), ("[breakers] max_loss",)),
+    Case("max_order_notional_nan", setv("risk", "max_order_notional", '"NaN"'),
+         ("[risk] max_order_notional", "finite")),
+    # -- integers -----------------------------------------------------------------------------
+    Case("paper_seed_1e40", setv("paper", "seed", str(10 ** 40)), ("[paper] seed",)),
+    Case("synthetic_seed_negative", setv("market", "synthetic_seed", "-7"),
+         ("[market] synthetic_seed",)),
+    Case("estop_pin_negative", setv("gpio", "estop_pin", "-1"), ("[gpio] estop_pin",)),
+    # -- GPIO pins ------------------------------------------------------------------------------
+    Case("estop_pin_is_led_red", setv("gpio", "estop_pin", "27"),
+         ("[gpio] estop_pin", "led_red")),
+    Case("led_blue_is_estop_pin", setv("gpio", "led_blue", "17"),
+         ("[gpio] led_blue", "estop_pin")),
+    Case("led_green_is_led_red", setv("gpio", "led_green", "27"),
+         ("[gpio] led_green", "led_red")),
+    # -- paths ----------------------------------------------------------------------------------
+    Case("socket_empty", setv("daemon", "socket", '""'), ("[daemon] socket",)),
+    Case("state_dir_empty", setv("daemon", "state_dir", '""'), ("[daemon] state_dir",)),
+    Case("state_dir_relative", setv("daemon", "state_dir", '"state"'),
+         ("[daemon] state_dir", "absolute")),
+    Case("socket_too_long", _long_socket, ("[daemon] socket", "107")),
+    Case("socket_nul", setv("daemon", "socket", '"/run/bot4/a\\u0000b"'), ("[daemon] socket",)),
+    Case("record_dir_relative", setv("market", "record_dir", '"rec"'), ("[market] record_dir",)),
+    Case("socket_group_spaces", setv("daemon", "socket_group", '"bot 4"'),
+         ("[daemon] socket_group",)),
+    Case("ws_base_http", setv("market", "ws_base", '"http://127.0.0.1:9/ws"'),
+         ("[market] ws_base",)),
+    Case("rest_base_not_url", setv("market", "rest_base", '"localhost"'),
+         ("[market] rest_base",)),
+    # -- intervals --------------------------------------------------------------------------------
+    Case("check_interval_5000", setv("watchdog", "check_interval_ms", "5000"),
+         ("[watchdog] check_interval_ms", "loop_deadline_s")),
+    Case("check_interval_above_deadline_quarter", setv("watchdog", "check_interval_ms", "600"),
+         ("[watchdog] check_interval_ms",)),
+    Case("loop_deadline_tiny", setv("watchdog", "loop_deadline_s", "0.1"),
+         ("[watchdog] loop_deadline_s",)),
+    Case("loop_deadline_beyond_systemd", setv("watchdog", "loop_deadline_s", "30"),
+         ("[watchdog] loop_deadline_s",)),
+    Case("feed_deadline_vs_check", setv("watchdog", "feed_deadline_s", "0.2"),
+         ("[watchdog] feed_deadline_s", "check_interval_ms")),
+    Case("binance_stale_vs_feed_deadline", raw(SHIPPED),
+         ("BOT4__MARKET__STALE_AFTER_S", "[market] stale_after_s", "feed_deadline_s"),
+        env={"BOT4__MARKET__SOURCE": "binance", "BOT4__MARKET__STALE_AFTER_S": "12"},
+        from_env=True),
+    Case("synthetic_rate_slow", setv("market", "synthetic_rate_hz", "0.5"),
+         ("[market] synthetic_rate_hz",)),
+    # -- strategy, risk and instruments together -------------------------------------------------
+    Case("quote_qty_above_max_position", setv("strategy", "quote_qty", '"0.1"'),
+         ("[strategy] quote_qty", "max_position")),
+    Case("quote_qty_not_lot_multiple", setv("strategy", "quote_qty", '"0.000025"'),
+         ("[strategy] quote_qty", "lot_size")),
+    Case("max_order_notional_below_min", setv("risk", "max_order_notional", '"1"'),
+         ("[risk] max_order_notional", "min_notional")),
+    Case("half_spread_100pct", setv("strategy", "half_spread_bps", "10000"),
+         ("[strategy] half_spread_bps",)),
+    Case("symbols_lower_case", setv("market", "symbols", '["btcusdt"]'),
+         ("[market] symbols", "upper case")),
+    Case("symbols_duplicate", setv("market", "symbols", '["BTCUSDT", "BTCUSDT"]'),
+         ("[market] symbols", "twice")),
+    Case("symbols_empty", setv("market", "symbols", "[]"), ("[market] symbols",)),
+    Case("symbol_without_instrument", setv("market", "symbols", '["DOGEUSDT"]'),
+         ("[market] symbols", "DOGEUSDT")),
+    Case("instrument_lower_case", append('\n[instruments.solusdt]\ntick_size = "0.01"\n'
+                                         'lot_size = "0.01"\n', "[instruments.solusdt]"),
+         ("instruments", "solusdt", "upper case")),
+    # -- environment overrides -------------------------------------------------------------------
+    Case("env_tick_size_1e-30", raw(SHIPPED),
+         ("BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE", "[instruments.BTCUSDT] tick_size"),
+         env={"BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE": "1e-30"}, from_env=True),
+    Case("env_new_instrument_incomplete", raw(SHIPPED),
+         ("BOT4__INSTRUMENTS__SOLUSDT__TICK_SIZE", "[instruments.SOLUSDT] lot_size"),
+         env={"BOT4__INSTRUMENTS__SOLUSDT__TICK_SIZE": "0.01"}, from_env=True),
+    Case("env_check_interval_5000", raw(SHIPPED),
+         ("BOT4__WATCHDOG__CHECK_INTERVAL_MS", "[watchdog] check_interval_ms"),
+         env={"BOT4__WATCHDOG__CHECK_INTERVAL_MS": "5000"}, from_env=True),
+    Case("env_replay_speed_inf", raw(SHIPPED),
+         ("BOT4__MARKET__REPLAY_SPEED", "[market] replay_speed"),
+         env={"BOT4__MARKET__REPLAY_SPEED": "inf"}, from_env=True),
+    Case("env_estop_pin_is_led", raw(SHIPPED), ("BOT4__GPIO__ESTOP_PIN", "[gpio] estop_pin"),
+         env={"BOT4__GPIO__ESTOP_PIN": "23"}, from_env=True),
+    Case("env_symbols_deep", raw(SHIPPED), ("BOT4__MARKET__SYMBOLS", "[market] symbols", "nested"),
+         env={"BOT4__MARKET__SYMBOLS": "[" * 5000 + "]" * 5000}, from_env=True),
+    Case("env_unknown_key", raw(SHIPPED), ("BOT4__RISK__MAX_POSITON", "[risk] max_positon"),
+         env={"BOT4__RISK__MAX_POSITON": "1"}, from_env=True),
+]
+
+assert len({c.name for c in CASES}) == len(CASES), "case names must be unique"
