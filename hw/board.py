@@ -14,8 +14,9 @@ tree `model` string only says whether the machine is a Pi. Every file is read re
 `root` directory (default "/") so tests can build a fake procfs/sysfs/devtmpfs tree.
 
 What it must never do: import lgpio or any pin factory, or touch gpiozero beyond its board
-tables (`gpiozero.pins.pi`, which loads no pin library: importing lgpio starts a thread and
-creates a FIFO in the working directory); request, configure or drive a GPIO line (the only
+tables (`gpiozero.pins.pi`: it chooses no pin factory and imports no GPIO library, only
+spidev's module when installed, which opens nothing; importing lgpio would start a thread
+and create a FIFO in the working directory); request, configure or drive a GPIO line (the only
 thing done to a gpiochip is the read-only GPIO_GET_CHIPINFO ioctl); raise because a file is
 missing or unreadable — an unreadable text value is "unknown", an unreadable number is None
 (JSON null), an unreadable list is empty.
