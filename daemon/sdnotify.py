@@ -59,7 +59,8 @@ class Notifier:
         return bool(os.environ.get("NOTIFY_SOCKET"))
 
     def notify(self, state: str) -> bool:
-        """Send `state` (one or more VAR=value lines); True when it was delivered."""
+        """Send `state` (one or more VAR=value lines); True when it was delivered. The
+        helpers below return the same, so a caller can count delivered pings."""
         addr = os.environ.get("NOTIFY_SOCKET")
         if not addr:
             return False
@@ -83,17 +84,17 @@ class Notifier:
             log.warning("sd_notify works again (%d notifications lost so far)", self.failures)
         return True
 
-    def ready(self, status: str) -> None:
-        self.notify(f"READY=1\nSTATUS={_one_line(status)}")
+    def ready(self, status: str) -> bool:
+        return self.notify(f"READY=1\nSTATUS={_one_line(status)}")
 
-    def status(self, status: str) -> None:
-        self.notify(f"STATUS={_one_line(status)}")
+    def status(self, status: str) -> bool:
+        return self.notify(f"STATUS={_one_line(status)}")
 
-    def watchdog(self) -> None:
-        self.notify("WATCHDOG=1")
+    def watchdog(self) -> bool:
+        return self.notify("WATCHDOG=1")
 
-    def stopping(self, status: str) -> None:
-        self.notify(f"STOPPING=1\nSTATUS={_one_line(status)}")
+    def stopping(self, status: str) -> bool:
+        return self.notify(f"STOPPING=1\nSTATUS={_one_line(status)}")
 
-    def extend_timeout(self, seconds: float) -> None:
-        self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+    def extend_timeout(self, seconds: float) -> bool:
+        return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")

@@ -58,16 +58,16 @@ def test_a_missing_socket_is_counted_and_logged_once_never_raised(tmp_path, monk
         pytest.skip("systemd-python not installed")
     caplog.set_level(logging.WARNING, logger="daemon.sdnotify")
     for _ in range(5):
-        n.watchdog()
-    n.stopping("bye")
-    n.extend_timeout(1)
+        assert n.watchdog() is False
+    assert n.stopping("bye") is False
+    assert n.extend_timeout(1) is False
     assert n.notify("WATCHDOG=1") is False
     assert n.failures == 8
     failed = [r for r in caplog.records if "sd_notify failed" in r.getMessage()]
     assert len(failed) == 1 and str(path) in failed[0].getMessage()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(path))
-    assert n.notify("WATCHDOG=1") is True
+    assert n.watchdog() is True
     assert _recv(sock) == "WATCHDOG=1"
     assert any("works again (8 notifications lost" in r.getMessage() for r in caplog.records)
     sock.close()
