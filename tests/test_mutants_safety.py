@@ -1,0 +1,295 @@
+"""The kill latch, circuit breakers, watchdog heartbeats and loop monitor, pinned where
+scripts/mutation-check found mutants that no test noticed (a changed comparison, a dropped
+argument, a wrong sign, a reason that no longer names the problem).
+
+Real objects only; the loop monitor runs its real thread against a real event loop. Its
+heartbeat is a Heartbeat whose age the test sets, so "exactly at the deadline" can be
+checked without timing anything.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+
+from daemon.config import BreakersCfg
+from daemon.execution.orders import Fill, Liquidity, Position, Side
+from daemon.safety.breakers import Breakers
+from daemon.safety.latch import KillLatch, LatchKind
+from daemon.safety.loop_monitor import LoopMonitor
+from daemon.safety.watchdog import Heartbeat, Watchdog
+
+S = 1_000_000_000
+
+
+# -- latch ---------------------------------------------------------------------------------
+def test_fresh_latch_is_open_with_no_reason():
+    latch = KillLatch()
+    # status() reports these three as they are (JSON false / null / "").
+    assert latch.tripped is False and latch.kind is None and latch.reason == ""
+
+
+def test_reset_latch_is_like_new_and_trips_again():
+    latch = KillLatch()
+    latch.trip(LatchKind.ESTOP, "pressed")
+    latch.reset()
+    assert latch.tripped is False and latch.kind is None and latch.reason == ""
+    assert latch.trip(LatchKind.HALT, "operator"), "a reset latch must trip again"
+    assert (latch.tripped, latch.kind, latch.reason) == (True, LatchKind.HALT, "operator")
+
+
+@pytest.mark.parametrize("kind", [LatchKind.HALT, LatchKind.ESTOP])
+def test_restored_latch_is_closed_and_keeps_its_kind(kind):
+    latch = KillLatch()
+    latch.restore(kind, "latched before restart")
+    assert (latch.tripped, latch.kind, latch.reason) == (True, kind, "latched before restart")
+    assert not latch.trip(LatchKind.HALT, "again")
+    assert latch.trip(LatchKind.ESTOP, "pressed") is (kind is LatchKind.HALT)
+    assert latch.kind is LatchKind.ESTOP
+
+
+def test_trip_from_another_thread_closes_the_gate_at_once():
+    latch = KillLatch()
+    t = threading.Thread(target=latch.trip, args=(LatchKind.ESTOP, "pressed"))
+    t.start()
+    t.join()
+    assert latch.tripped is True and latch.kind is LatchKind.ESTOP and latch.reason == "pressed"
+
+
+# -- breakers ------------------------------------------------------------------------------
+def _fill(side: Side, qty: str, price: str, fee: str = "0", sym: str = "BTCUSDT") -> Fill:
+    return Fill("f", "c", sym, side, Decimal(price), Decimal(qty), Decimal(fee),
+                Liquidity.TAKER, 0)
+
+
+def _pos(sym: str, *fills: Fill) -> Position:
+    p = Position(sym)
+    for f in fills:
+        p.apply(f)
+    return p
+
+
+def test_fresh_breakers_have_not_tripped():
+    b = Breakers(BreakersCfg())
+    assert b.check({}, {}, 0) is None and not b.tripped
+
+
+def test_loss_sums_every_symbol_and_half_a_lot_counts():
+    cfg = BreakersCfg(max_loss=Decimal("50"))
+    b = Breakers(cfg)
+    btc = _pos("BTCUSDT", _fill(Side.BUY, "0.5", "60000"))
+    eth = _pos("ETHUSDT", _fill(Side.BUY, "2", "3000", sym="ETHUSDT"))
+    marks = {"BTCUSDT": Decimal("60000"), "ETHUSDT": Decimal("3000")}
+    assert b.check({"BTCUSDT": btc, "ETHUSDT": eth}, marks, 0) is None
+    # 0.5 BTC down 60 = -30, 2 ETH down 10.01 = -20.02: -50.02 in all, past max_loss 50.
+    marks = {"BTCUSDT": Decimal("59940"), "ETHUSDT": Decimal("2989.99")}
+    assert b.check({"BTCUSDT": btc, "ETHUSDT": eth}, marks, 1) == \
+        "loss -50.02 since start beyond max_loss 50"
+
+
+def test_loss_of_a_short_position_and_a_missing_mark():
+    b = Breakers(BreakersCfg(max_loss=Decimal("50")))
+    short = _pos("BTCUSDT", _fill(Side.SELL, "0.5", "60000"))
+    assert b.check({"BTCUSDT": short}, {"BTCUSDT": Decimal("60000")}, 0) is None
+    assert b.check({"BTCUSDT": short}, {"BTCUSDT": None}, 1) is None   # no mark: no guess
+    assert b.check({"BTCUSDT": short}, {"BTCUSDT": Decimal("60100")}, 2) is None   # -50
+    assert b.check({"BTCUSDT": short}, {"BTCUSDT": Decimal("60100.02")}, 3) is not None
+
+
+def test_loss_is_measured_from_the_pnl_when_trading_started():
+    """A position already 100 down when trading (re)starts: only further loss counts."""
+    b = Breakers(BreakersCfg(max_loss=Decimal("50")))
+    pos = _pos("BTCUSDT", _fill(Side.BUY, "1", "60000"), _fill(Side.SELL, "0.5", "59800"))
+    assert pos.realized_pnl == Decimal("-100")
+    marks = {"BTCUSDT": Decimal("59800")}   # -100 realised, -100 open: baseline -200
+    assert b.check({"BTCUSDT": pos}, marks, 0) is None
+    assert b.check({"BTCUSDT": pos}, {"BTCUSDT": Decimal("59700")}, 1) is None   # -50
+    assert b.check({"BTCUSDT": pos}, {"BTCUSDT": Decimal("59699.98")}, 2) == \
+        "loss -50.01 since start beyond max_loss 50"
+    b.reset()   # trading restarts: a new baseline at the current PnL
+    assert b.check({"BTCUSDT": pos}, {"BTCUSDT": Decimal("59699.98")}, 3) is None
+
+
+def test_tripped_breaker_stays_tripped_until_reset():
+    b = Breakers(BreakersCfg(max_rejects_per_min=1))
+    b.record_reject(0)
+    b.record_reject(1)
+    assert b.check({}, {}, 2) == "2 rejects in the last minute"
+    assert b.check({}, {}, 200 * S) == "2 rejects in the last minute", "tripped is sticky"
+    b.reset()
+    assert b.tripped is None and b.check({}, {}, 201 * S) is None
+    b.record_reject(202 * S)
+    assert b.check({}, {}, 202 * S) is None, "reset forgot the old rejects"
+
+
+def test_stale_book_breaker_boundary_and_reason():
+    b = Breakers(BreakersCfg(book_invalid_s=5.0))
+    b.book_state("BTCUSDT", False, 10 * S)
+    b.book_state("BTCUSDT", False, 12 * S)   # still the same episode: counted from 10 s
+    assert b.check({}, {}, 15 * S) is None, "exactly book_invalid_s is allowed"
+    assert b.check({}, {}, 15 * S + 1) == "BTCUSDT order book invalid for 5.0 s"
+    b2 = Breakers(BreakersCfg(book_invalid_s=5.0))
+    b2.book_state("ETHUSDT", False, 0)
+    assert b2.check({}, {}, 7_250_000_000) == "ETHUSDT order book invalid for 7.2 s"
+
+
+def test_valid_book_ends_the_stale_episode_of_that_symbol_only():
+    b = Breakers(BreakersCfg(book_invalid_s=5.0))
+    b.book_state("BTCUSDT", False, 0)
+    b.book_state("ETHUSDT", False, 1 * S)
+    b.book_state("BTCUSDT", True, 2 * S)
+    assert b.check({}, {}, 5 * S) is None
+    assert b.check({}, {}, 6 * S + 1) == "ETHUSDT order book invalid for 5.0 s"
+    b.reset()
+    b.book_state("BTCUSDT", False, 10 * S)
+    b.book_state("BTCUSDT", True, 11 * S)
+    b.book_state("BTCUSDT", False, 12 * S)   # a new episode starts the clock again
+    assert b.check({}, {}, 17 * S) is None
+    assert b.check({}, {}, 17 * S + 1) == "BTCUSDT order book invalid for 5.0 s"
+
+
+def test_first_breaker_reason_wins():
+    b = Breakers(BreakersCfg(max_rejects_per_min=1, book_invalid_s=1.0))
+    b.book_state("BTCUSDT", False, 0)
+    b.record_reject(5 * S)
+    b.record_reject(5 * S)
+    assert b.check({}, {}, 5 * S) == "2 rejects in the last minute"
+
+
+# -- watchdog ------------------------------------------------------------------------------
+def test_heartbeat_age():
+    hb = Heartbeat("x", 1.0, last=100.0)
+    assert hb.age(now=102.5) == 2.5
+    hb.beat()
+    assert 0 <= hb.age() < 60   # beat() stamped the monotonic clock now
+    assert hb.age(now=hb.last + 3.0) == pytest.approx(3.0)
+
+
+def test_watchdog_register_rejects_bad_deadlines_and_duplicates():
+    wd = Watchdog()
+    with pytest.raises(ValueError, match="'a': deadline must be > 0, got 0"):
+        wd.register("a", 0)
+    with pytest.raises(ValueError, match="deadline must be > 0, got -1"):
+        wd.register("a", -1)
+    hb = wd.register("a", 0.001)
+    assert (hb.name, hb.deadline_s) == ("a", 0.001)
+    with pytest.raises(ValueError, match="heartbeat 'a' registered twice"):
+        wd.register("a", 1.0)
+
+
+def test_watchdog_stalled_boundary_and_snapshot():
+    wd = Watchdog()
+    a = wd.register("a", 2.0)
+    b = wd.register("b", 5.0)
+    a.last, b.last = 100.0, 100.0
+    assert wd.stalled(now=102.0) == [], "exactly at the deadline is not stalled"
+    assert wd.stalled(now=102.0001) == [("a", 2.0)]
+    assert wd.stalled(now=105.5) == [("a", 5.5), ("b", 5.5)]
+    assert wd.snapshot(now=101.23456) == {"a": {"age_s": 1.235, "deadline_s": 2.0},
+                                          "b": {"age_s": 1.235, "deadline_s": 5.0}}
+    a.beat()
+    b.beat()
+    assert wd.stalled() == []
+    snap = wd.snapshot()
+    assert set(snap) == {"a", "b"} and all(v["age_s"] < 2.0 for v in snap.values())
+
+
+# -- loop monitor --------------------------------------------------------------------------
+class SetAge(Heartbeat):
+    """A heartbeat whose age the test sets; counts how often the monitor looked."""
+
+    __slots__ = ("value", "looks")
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__("loop", deadline_s)
+        self.value = 0.0
+        self.looks = 0
+
+    def age(self, now: float | None = None) -> float:
+        self.looks += 1
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value
+
+
+def _wait(pred, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_loop_monitor_trips_only_past_the_deadline_and_wakes_the_loop_once():
+    async def main():
+        loop = asyncio.get_running_loop()
+        hb, latch, stalls = SetAge(2.0), KillLatch(), []
+        mon = LoopMonitor(hb, latch, loop, stalls.append, period_s=0.001)
+        hb.value = 2.0   # exactly at the deadline: not a stall
+        mon.start()
+        try:
+            seen = hb.looks
+            while hb.looks < seen + 5:
+                await asyncio.sleep(0.005)
+            assert not latch.tripped and stalls == []
+            hb.value = 2.004
+            while not stalls:
+                await asyncio.sleep(0.005)
+            assert latch.kind is LatchKind.HALT
+            assert latch.reason == "watchdog: event loop stalled for 2.00 s"
+            assert stalls == [latch.reason]
+            seen = hb.looks
+            while hb.looks < seen + 5:   # still stalled: the latch does not change again
+                await asyncio.sleep(0.005)
+            assert stalls == [latch.reason]
+        finally:
+            mon.stop()
+        assert not mon._thread.is_alive()
+    asyncio.run(main())
+
+
+def test_loop_monitor_survives_a_failing_check_and_logs_it(caplog):
+    async def main():
+        loop = asyncio.get_running_loop()
+        hb, latch, stalls = SetAge(1.0), KillLatch(), []
+        hb.value = ValueError("broken heartbeat")
+        mon = LoopMonitor(hb, latch, loop, stalls.append, period_s=0.001)
+        with caplog.at_level(logging.ERROR, logger="daemon.safety.loop_monitor"):
+            mon.start()
+            try:
+                while hb.looks < 3:
+                    await asyncio.sleep(0.005)
+                assert mon._thread.is_alive()
+                hb.value = 5.0
+                while not stalls:
+                    await asyncio.sleep(0.005)
+            finally:
+                mon.stop()
+        assert any("loop monitor check failed" in r.getMessage() for r in caplog.records)
+        assert latch.tripped
+    asyncio.run(main())
+
+
+def test_loop_monitor_ends_when_the_loop_is_closed():
+    loop = asyncio.new_event_loop()
+    hb, latch = SetAge(1.0), KillLatch()
+    mon = LoopMonitor(hb, latch, loop, lambda reason: None, period_s=0.001)
+    loop.close()
+    hb.value = 5.0
+    mon.start()
+    mon._thread.join(10)
+    assert not mon._thread.is_alive(), "the monitor thread must end with its loop"
+    assert latch.tripped   # the gate was still closed first
+
+
+def test_loop_monitor_stop_without_start():
+    loop = asyncio.new_event_loop()
+    try:
+        mon = LoopMonitor(SetAge(1.0), KillLatch(), loop, lambda reason: None)
+        mon.stop()   # must not raise (join on a thread never started would)
+    finally:
+        loop.close()
