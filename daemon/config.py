@@ -324,10 +324,12 @@ def _env_value(name: str, loc: tuple[str, ...], text: str) -> Any:
     return parsed["v"] if set(parsed) == {"v"} else text
 
 
-def _apply_env(data: dict, environ: dict[str, str]) -> dict[tuple, str]:
-    """Merge overrides into `data`; return which key path (or table an override created)
-    came from which variable."""
+def _apply_env(data: dict, environ: dict[str, str]
+               ) -> tuple[dict[tuple, str], dict[tuple, str]]:
+    """Merge overrides into `data`; return which key path came from which variable, and
+    which tables an override created (a key missing there is the variable's fault too)."""
     origin: dict[tuple, str] = {}
+    created: dict[tuple, str] = {}
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
@@ -341,14 +343,14 @@ def _apply_env(data: dict, environ: dict[str, str]) -> dict[tuple, str]:
         for i, p in enumerate(parts[:-1]):
             if p not in node:
                 node[p] = {}
-                origin.setdefault(tuple(parts[:i + 1]), name)
+                created.setdefault(tuple(parts[:i + 1]), name)
             node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"environment {name}: {_key_name(tuple(parts[:i + 1]))} "
                                   f"is a value, not a table")
         node[parts[-1]] = _env_value(name, tuple(parts), text)
         origin[tuple(parts)] = name
-    return origin
+    return origin, created
 
 
 def _key_name(loc: tuple) -> str:
@@ -606,7 +608,7 @@ def _blame(cfg: Config, candidates: list[tuple[str, ...]], origin: dict[tuple, s
     """Of the keys in a contradiction, the one set from the environment, else the one that
     differs from its default (the one just edited), else the first."""
     def score(loc: tuple[str, ...]) -> int:
-        if _source(loc, origin) and any(k == loc for k in origin):
+        if any(loc[:n] in origin for n in range(len(loc), 0, -1)):
             return 2
         return 1 if _value(cfg, loc) != _default(loc) else 0
     return max(candidates, key=score)   # max keeps the first of equal scores
@@ -714,9 +716,10 @@ def _pydantic_msg(err: dict) -> str:
     return msg
 
 
-def _validate(data: dict, origin: dict[tuple, str], where: str, text: str | None) -> Config:
+def _validate(data: dict, origin: dict[tuple, str], where: str, text: str | None,
+              created: dict[tuple, str] | None = None) -> Config:
     def prefix(loc: tuple) -> str:
-        src = _source(loc, origin)
+        src = _source(loc, {**(created or {}), **origin})
         if src:
             return f"environment {src}"
         return _where_line(where, _find_line(text, loc))
@@ -747,8 +750,8 @@ def load(path: str | os.PathLike | None, environ: dict[str, str] | None = None) 
     if path is not None:
         where = str(path)
         text, data = _read(path)
-    origin = _apply_env(data, environ)
-    return _validate(data, origin, where, text)
+    origin, created = _apply_env(data, environ)
+    return _validate(data, origin, where, text, created)
 
 
 def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -177,3 +177,13 @@ def test_load_raises_only_config_errors_on_garbage(tmp_path):
             config.load(f, environ={})
         except config.ConfigError as e:
             assert "\n" not in str(e) and str(f) in str(e)
+
+
+def test_a_contradiction_names_the_key_the_environment_set(tmp_path):
+    """No [gpio] table in the file: the override creates it, and of the two colliding pins
+    the message must name the one the variable set, not the default it collided with."""
+    f = tmp_path / "nogpio.toml"
+    f.write_text("[daemon]\nlog_level = \"info\"\n")
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f, environ={"BOT4__GPIO__LED_BLUE": "17"})
+    assert str(e.value).startswith("environment BOT4__GPIO__LED_BLUE: [gpio] led_blue: GPIO17")
