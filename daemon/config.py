@@ -369,6 +369,8 @@ _KEY_PATH = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
 _HEADER_RE = re.compile(rf"\s*\[\s*({_KEY_PATH})\s*\]\s*(?:#.*)?$")
 _ASSIGN_RE = re.compile(rf"\s*({_KEY_PATH})\s*=")
 _LEADING_KEY_RE = re.compile(rf"\s*({_KEY_PATH})(?:\s|=|$)")
+# Lines are split on "\n" only, as tomllib counts them (str.splitlines() would also split
+# on \f or \u2028 inside a comment and shift every line number after it).
 
 
 def _split_key(path: str) -> tuple[str, ...]:
@@ -378,7 +380,7 @@ def _split_key(path: str) -> tuple[str, ...]:
 def _scan(text: str) -> Iterator[tuple[int, tuple[str, ...]]]:
     """(line number, full key path) for every table header and `key =` line."""
     table: tuple[str, ...] = ()
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         head = _HEADER_RE.match(line)
         if head:
             table = _split_key(head.group(1))
@@ -406,7 +408,7 @@ def _find_line(text: str | None, loc: tuple) -> int | None:
 def _key_at(text: str, line: int) -> tuple[str, ...] | None:
     """The key path written on `line` (a header's table, or `key` with the table it is
     in), for naming the key in a syntax error."""
-    lines = text.splitlines()
+    lines = text.split("\n")
     if not 1 <= line <= len(lines):
         return None
     table: tuple[str, ...] = ()
@@ -424,7 +426,7 @@ def _key_at(text: str, line: int) -> tuple[str, ...] | None:
 
 
 def _line_text(text: str, line: int) -> str:
-    lines = text.splitlines()
+    lines = text.split("\n")
     s = lines[line - 1].strip() if 1 <= line <= len(lines) else ""
     return s if len(s) <= 60 else s[:57] + "..."
 
@@ -432,7 +434,7 @@ def _line_text(text: str, line: int) -> str:
 def _deep_line(text: str, limit: int = 100) -> int | None:
     """The first line where arrays/inline tables are nested deeper than `limit`."""
     depth = 0
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         quote, i = "", 0
         while i < len(line):
             c = line[i]
@@ -535,8 +537,8 @@ def _read(path: str | os.PathLike) -> tuple[str, dict]:
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        return_text = raw.decode("utf-8", "replace")
-        raise _at_line(where, return_text, line,
+        lossy = raw.decode("utf-8", "replace")
+        raise _at_line(where, lossy, line,
                        f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {col}); save "
                        f"the file as UTF-8", quote=False) from None
     text = text.removeprefix("\ufeff")   # a BOM from a Windows editor is harmless
@@ -548,7 +550,7 @@ def _read(path: str | os.PathLike) -> tuple[str, dict]:
         raise _at_line(where, text, _deep_line(text),
                        "arrays or tables nested too deeply to parse") from None
     except ValueError as e:   # an integer of more than 4300 digits (int() refuses it)
-        line = next((n for n, s in enumerate(text.splitlines(), 1)
+        line = next((n for n, s in enumerate(text.split("\n"), 1)
                      if re.search(r"\d{4300}", s)), None)
         raise _at_line(where, text, line, "number too long (more than 4300 digits)"
                        ) from None

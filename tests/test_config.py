@@ -187,3 +187,12 @@ def test_a_contradiction_names_the_key_the_environment_set(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(f, environ={"BOT4__GPIO__LED_BLUE": "17"})
     assert str(e.value).startswith("environment BOT4__GPIO__LED_BLUE: [gpio] led_blue: GPIO17")
+
+
+def test_line_numbers_count_newlines_as_toml_does(tmp_path):
+    """A U+2028 in a comment is not a line break for TOML: the line named must not shift."""
+    f = tmp_path / "sep.toml"
+    f.write_text('# note\u2028more note\n[risk]\nmax_position = "1e999999"\n')
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f, environ={})
+    assert f"{f}, line 3: [risk] max_position" in str(e.value)
