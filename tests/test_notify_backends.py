@@ -132,6 +132,9 @@ def stderr_file(tmp_path, monkeypatch):
     st = os.fstat(f.fileno())
     yield SimpleNamespace(file=f, stream=f"{st.st_dev}:{st.st_ino}",
                           use=lambda: monkeypatch.setattr(sys, "stderr", f))
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "stream", None) is f]:
+        root.removeHandler(h)   # never leave a handler on a closed file
     f.close()
 
 
