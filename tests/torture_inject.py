@@ -1,9 +1,11 @@
 """Runs the real `bot4d` (daemon.cli.main) with two test-only additions for scripts/torture:
 
 1. A read-only view of the paper venue in `status`: the key "torture" lists the client ids
-   the venue still has working and how many requests it has queued. Without it the harness
-   could not see an order that rests at the venue while the gateway has forgotten it (a
-   "ghost", issue 6 defect 3). It changes nothing else in the reply.
+   the venue still has working, those of them whose cancel the gateway did send to the
+   venue (PaperVenue.cancel / cancel_all are wrapped to note it), and how many requests
+   the venue has queued. Without it the harness could not see an order that rests at the
+   venue while the gateway has forgotten it or never sent its cancel (issue 6 defect 3).
+   It changes nothing else in the reply.
 2. Optional fault injection, chosen by the environment variable BOT4_TORTURE_INJECT:
        journal_record_orders:N   Journal.record_orders raises on its N-th call made inside
                                  a batch (a group commit), i.e. in the middle of one
@@ -69,16 +71,33 @@ def install(spec: str | None) -> None:
     """Patch the status reply, and the injection target if `spec` names one."""
     target, nth = parse_spec(spec) if spec else ("", 0)   # a bad spec fails before any import
     from daemon import supervisor
+    from daemon.execution.paper import PaperVenue
     original_status = supervisor.Supervisor.status
+    cancels_sent: set[str] = set()   # client ids whose cancel reached the venue
+    venue_cancel, venue_cancel_all = PaperVenue.cancel, PaperVenue.cancel_all
+
+    def cancel(self: Any, client_id: str) -> None:
+        cancels_sent.add(client_id)
+        venue_cancel(self, client_id)
+
+    def cancel_all(self: Any, symbol: str | None = None) -> None:
+        cancels_sent.update(self.open_orders(symbol))   # what it will cancel at the latest
+        venue_cancel_all(self, symbol)
 
     def status(self: Any) -> dict:
         out = original_status(self)
         venue = getattr(self.market, "venue", None) if self.market is not None else None
-        out["torture"] = None if venue is None else {
-            "venue_open": sorted(venue.open_orders()),
+        if venue is None:
+            out["torture"] = None
+            return out
+        working = sorted(venue.open_orders())
+        out["torture"] = {
+            "venue_open": working,
+            "venue_cancel_sent": [c for c in working if c in cancels_sent],
             "venue_pending": venue.pending_requests}
         return out
 
+    PaperVenue.cancel, PaperVenue.cancel_all = cancel, cancel_all
     supervisor.Supervisor.status = status
     if not target:
         return
