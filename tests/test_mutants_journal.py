@@ -295,3 +295,58 @@ def test_deleted_or_replaced_file_is_noticed(tmp_path):
             j.check_file()
     finally:
         j.close()
+
+
+def test_fresh_journal_has_made_one_commit(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")   # the schema, in one transaction
+    try:
+        assert j.commits == 1
+        j.audit("x")
+        assert j.commits == 2
+    finally:
+        j.close()
+
+
+def test_an_empty_file_without_a_previous_journal_is_a_first_boot(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    path.write_bytes(b"")   # e.g. created by the state-dir setup, never written
+    j = Journal(path)
+    try:
+        j.record_order(_order(), 1)
+        assert j.order_status("o1") is OrderStatus.PENDING_NEW
+    finally:
+        j.close()
+
+
+def test_a_one_byte_file_is_damage_not_a_first_boot(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    path.write_bytes(b"x")
+    with pytest.raises(JournalDamaged):
+        Journal(path)
+
+
+def test_parent_that_is_a_file_is_a_journal_error(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(JournalError, match="file"):
+        Journal(tmp_path / "file" / "j.sqlite3")
+
+
+def test_journal_opened_on_one_thread_is_used_on_another(tmp_path):
+    """The supervisor opens it before its loop may run on another thread (and the stop-post
+    helper and tests use it from theirs): the connection must not be tied to one thread."""
+    import threading
+    j = Journal(tmp_path / "j.sqlite3")
+    errors: list[BaseException] = []
+
+    def use() -> None:
+        try:
+            j.record_order(_order(), 1)
+        except BaseException as e:   # noqa: BLE001 - reported below
+            errors.append(e)
+    t = threading.Thread(target=use)
+    t.start()
+    t.join()
+    try:
+        assert errors == [] and j.order_status("o1") is OrderStatus.PENDING_NEW
+    finally:
+        j.close()
