@@ -24,8 +24,9 @@ directly and from the daemon's own status:
   fault_cancels      after a fault (or any stop) every order working at the venue is
                      cancelled, or shown as pending_cancel with its cancel sent
   disk_full_stops    a full disk stops trading
-  disk_full_latched  after a disk-full fault the next boot is latched (not ready) and
-                     refuses `start`
+  disk_full_latched  after a disk-full fault, a boot on the still-full disk exits with an
+                     error or comes up latched; the boot after space is freed is latched
+                     (not ready); neither accepts `start`
   clean_stop         the last daemon of a run stops on SIGTERM with exit code 0
 
 It never edits product code and never writes outside its work dir and its JSON result.
@@ -840,6 +841,9 @@ class Torture:
             self.tally.counts["kills"] += 1
             self.tally.counts["kills_disk_full"] += 1
             self._end_process(d, where)
+            d = self._spawn(run_dir, state_dir)
+            self._boot_on_full_disk(d, {**where, "after": "restart, disk still full"})
+            self._end_process(d, where)
             filler.unlink()
             d = self._spawn(run_dir, state_dir)
             st = self._after_boot(d, journal, {**where, "after": "restart, space freed"},
@@ -856,6 +860,34 @@ class Torture:
             if d is not None:
                 d.close()
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+    def _boot_on_full_disk(self, d: Bot4d, where: dict[str, Any]) -> None:
+        """A restart while the disk is still full must refuse to start (exit with an
+        error) or boot latched; it must never be able to trade."""
+        deadline = time.monotonic() + self.opts.boot_timeout
+        while time.monotonic() < deadline and d.alive() and not d.notify.has("READY=1"):
+            time.sleep(0.05)
+        if not d.alive():
+            rc = d.proc.returncode
+            self.tally.event(**where, outcome=f"exited {rc}: {tail(d.log, 1)}")
+            self.tally.check("disk_full_latched", None if rc != 0 else
+                             "exited 0 on a full disk", where, evidence=tail(d.log, 3))
+            return
+        if not d.notify.has("READY=1"):
+            self.tally.check("disk_full_latched", f"neither READY=1 nor an exit within "
+                             f"{self.opts.boot_timeout} s on a full disk", where,
+                             evidence=tail(d.log, 3))
+            d.kill9()
+            return
+        st = d.status()
+        started = d.request({"cmd": "start"}).get("ok")
+        ok = st["state"] in ("halted", "estop", "fault") and not started
+        self.tally.event(**where, outcome=f"booted into {st['state']}: {st['reason'][:160]}")
+        self.tally.check("disk_full_latched", None if ok else
+                         f"booted into {st['state']} ({st['reason'][:160]}) on a full disk"
+                         + ("; `start` was accepted" if started else ""), where,
+                         evidence=tail(d.log, 3))
+        d.kill9()
 
     def batch_fault_case(self, case: int) -> None:
         run_dir = self.work / f"batchfault{case:02d}"
