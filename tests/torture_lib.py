@@ -454,7 +454,7 @@ class Tally:
     def summary(self) -> dict[str, Any]:
         by_delay: dict[str, list[int]] = {}
         for t in self.estop_trials:
-            lost_total = by_delay.setdefault(f"{t['kill_after_ms']:>4}", [0, 0])
+            lost_total = by_delay.setdefault(f"{str(t['kill_after_ms']):>4}", [0, 0])
             lost_total[0] += not t["latched"]
             lost_total[1] += 1
         return {"invariants": {i: {"checked": self.checked[i], "violated": self.violated[i]}
@@ -964,7 +964,9 @@ class Torture:
         return res
 
     def result(self, seconds: float) -> dict[str, Any]:
-        return {"seed": self.opts.seed, "options": {k: str(v) for k, v in
+        return {"seed": self.opts.seed,
+                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "options": {k: str(v) for k, v in
                                                     dataclasses.asdict(self.opts).items()},
                 "code": str(self.opts.code), "code_rev": _git_rev(self.opts.code),
                 "seconds": round(seconds, 1), **self.tally.summary(),
