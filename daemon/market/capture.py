@@ -279,6 +279,8 @@ class CaptureReader:
                                     n += 1
                                     yield ns, raw
                                     continue
+                                if lo <= hi:   # the fast path kept only the window
+                                    base = lo + back
                                 out, base = self._offside(ns, raw, base, path)
                                 if self._held or base is None:
                                     lo, hi = 1, 0
@@ -299,7 +301,10 @@ class CaptureReader:
                             ns = int(ns_b)
                             if lo <= ns <= hi:
                                 out = [(ns, raw)]
+                                base = ns
                             else:
+                                if lo <= hi:
+                                    base = lo + back
                                 out, base = self._offside(ns, raw, base, path)
                             for rec in out:
                                 n += 1
@@ -311,6 +316,8 @@ class CaptureReader:
                         self._warn("partial_line", stats["partial_line"],
                                    f"{path}: dropped incomplete last line ({len(tail)} bytes)")
                 held, self._held = self._held, []
+                if held and lo <= hi:
+                    base = lo + back
                 if held:
                     if base is None and any(h[0] is not None for h in held):
                         # Nothing in this file contradicts them (a file of one or two

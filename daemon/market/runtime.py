@@ -257,15 +257,20 @@ class MarketRuntime:
             self.heartbeat.beat()
         return True
 
-    async def _run_replay(self) -> None:
+    def make_reader(self, speed: float = 0.0) -> CaptureReader:
+        """The reader for the replay files, with the [sanity] receive-time checks; also
+        the one `status()` reports on (tests and benchmarks pass it to `feed`)."""
         sc = self.cfg.sanity
         # Pacing never waits as long as the watchdog's feed deadline: an idle stretch of a
         # capture is not a stalled component.
-        reader = CaptureReader(self.replay, speed=self.cfg.market.replay_speed, max_block_ms=1.0,
-                               max_time_jump_s=sc.max_time_jump_s,
-                               max_time_back_s=sc.max_time_back_s,
-                               max_pause_s=self.cfg.watchdog.feed_deadline_s / 4)
-        self._reader = reader
+        self._reader = CaptureReader(self.replay, speed=speed, max_block_ms=1.0,
+                                     max_time_jump_s=sc.max_time_jump_s,
+                                     max_time_back_s=sc.max_time_back_s,
+                                     max_pause_s=self.cfg.watchdog.feed_deadline_s / 4)
+        return self._reader
+
+    async def _run_replay(self) -> None:
+        reader = self.make_reader(self.cfg.market.replay_speed)
         decode, on_event = self.decoder.decode, self.on_event
         n = 0
         async for recv_ns, raw in reader:

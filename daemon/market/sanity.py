@@ -20,8 +20,9 @@ only checks the message format; this stage checks meaning, per configured symbol
   capture reader already refuses implausible receive times, see `CaptureReader`.)
 * trades: also within ``trade_band_bps`` of the book's last *confirmed* mid (a bookTicker
   agreement or a bridged snapshot), so a print at 1.00 in a 60,000 market fills nothing.
-* symbols: events for symbols that are not configured are counted per symbol, never
-  silently dropped.
+* symbols and markets: events for symbols that are not configured are counted per symbol,
+  never silently dropped; a depth diff from the other market (USD-M diffs carry "pu", spot
+  diffs do not) is rejected, so a futures capture never builds a spot book.
 
 Every rejection is counted by reason in `Sanity.rejects` (``bot4ctl status`` shows them
 under market.sanity), the last one per symbol is kept with its detail, and a rate-limited
@@ -60,6 +61,7 @@ REASONS = (
     "bad_field",              # an id, time or flag of the wrong type
     "price_not_finite", "price_not_positive", "price_out_of_bounds",
     "qty_not_finite", "qty_not_positive", "qty_out_of_bounds",
+    "wrong_market",           # a futures diff (with "pu") for a spot config, or vice versa
     "update_id_order",        # U > u, or an id <= 0
     "update_id_jump",         # diff u too far from the symbol's previous diff
     "snapshot_inconsistent",  # snapshot lastUpdateId too far from the symbol's diffs
@@ -111,7 +113,8 @@ class Sanity:
         for sym, book in books.items():
             inst = cfg.instruments[sym]
             self.guards[sym] = SymbolGuard(self, sym, book, float(inst.tick_size),
-                                           float(inst.lot_size), sc)
+                                           float(inst.lot_size), sc,
+                                           futures=cfg.market.exchange == "usdm")
 
     def reject(self, reason: str, symbol: str, detail: str) -> bool:
         """Count one rejection; always returns False (callers `return self.reject(...)`)."""
@@ -151,15 +154,16 @@ class SymbolGuard:
     """The checks for one configured symbol. The runtime calls exactly one of
     `quote`/`trade`/`diff`/`snapshot` per event; True means "pass it on"."""
 
-    __slots__ = ("sanity", "symbol", "book", "lo", "hi", "qhi", "jump", "skew_ns",
+    __slots__ = ("sanity", "symbol", "book", "futures", "lo", "hi", "qhi", "jump", "skew_ns",
                  "band", "last_u", "cand_u", "held", "trades", "last_trade_ns",
                  "max_age_ns")
 
     def __init__(self, sanity: Sanity, symbol: str, book: OrderBook, tick: float, lot: float,
-                 sc: SanityCfg) -> None:
+                 sc: SanityCfg, *, futures: bool = False) -> None:
         self.sanity = sanity
         self.symbol = symbol
         self.book = book
+        self.futures = futures
         self.lo = tick
         self.hi = tick * sc.max_price_ticks
         self.qhi = lot * sc.max_qty_lots
@@ -220,6 +224,12 @@ class SymbolGuard:
         if type(U) is not int or type(u) is not int or (pu is not None and type(pu) is not int):
             return self.sanity.reject("bad_field", self.symbol,
                                       f"depth ids U={U!r} u={u!r} pu={pu!r}")
+        if (pu is None) is self.futures:
+            return self.sanity.reject(
+                "wrong_market", self.symbol,
+                f"depth U={U} u={u} {'without' if pu is None else 'with'} pu: a "
+                f"{'spot' if pu is None else 'USD-M futures'} message, but [market] exchange "
+                f"is {'usdm' if self.futures else 'spot'}")
         if not 0 < U <= u:
             return self.sanity.reject("update_id_order", self.symbol,
                                       f"depth U={U} u={u}: needs 0 < U <= u")
