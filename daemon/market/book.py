@@ -35,7 +35,10 @@ snapshot): a reference a single bad diff cannot move.
 
 This module never fetches snapshots itself (the live feed does, when asked through
 ``needs_snapshot``/the callback), never reads files or sockets, and never offers prices
-from an invalid book: invalidation clears both sides, so readers see None, not stale data.
+from a book that lost sync: invalidation clears both sides, so readers see None, not stale
+data. (A suspect book keeps its levels so following events can confirm it, but it is not
+``valid``: whoever trades or marks must check ``valid`` first, as the quoter, the paper
+venue and `MarketRuntime.mark` do.)
 Prices and quantities are floats (hot path), keyed exactly as parsed from the exchange's
 decimal text.
 """

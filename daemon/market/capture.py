@@ -81,9 +81,10 @@ class CaptureReader:
     time more than a day after the wall clock (1e22 ns, ...) is implausible at once
     (``ts_absurd``). An implausible time is skipped, not the message: it is yielded with
     its neighbour's accepted time (lines are in receive order), so the decoder and the
-    sanity stage still judge its content, and market time and pacing never jump. Each file starts afresh: files need not be given in time order. When
-    pacing, a wait longer than ``max_pause_s`` is compressed to none (``gaps_compressed``)
-    so an idle stretch never looks like a stalled feed.
+    sanity stage still judge its content, and market time and pacing never jump. Each
+    file starts afresh: files need not be given in time order. When pacing, a wait longer
+    than ``max_pause_s`` is compressed to none (``gaps_compressed``) so an idle stretch
+    never looks like a stalled feed.
 
     ``stats`` counts: files, lines (records yielded), empty_line, no_space, empty_payload,
     bad_ns, partial_line (incomplete last line of a damaged file), empty_file,
