@@ -330,3 +330,30 @@ def test_decoded_shared_capture_passes_untouched(binance_dir: Path) -> None:
     assert st["books"][S]["quotes_disagree"] == 0 and st["books"][S]["trust"] == {}
     assert rt.mark(S) is not None
     assert orjson.dumps(st)                         # status stays JSON-serialisable
+
+
+# -- live: a suspect book asks for a fresh REST snapshot, which replaces it -----------------
+
+class _LiveStub:
+    """Stands in for BinanceLiveFeed: records snapshot requests (no network)."""
+
+    connected = True
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+
+    def request_snapshot(self, symbol: str) -> bool:
+        self.requests.append(symbol)
+        return True
+
+
+def test_live_suspect_book_requests_a_snapshot_and_a_fresh_one_confirms_it() -> None:
+    rt = runtime()
+    book = synced(rt)
+    live = rt._live = _LiveStub()
+    rt.on_event(diff(102, 102, asks=[(p, 0.0) for p, _ in ASKS], t=3 * MS))   # empties asks
+    assert not book.valid and live.requests == [S]
+    rt.on_event(DepthSnapshot(S, T0 + 4 * MS, 105, list(BIDS), list(ASKS)))   # the answer
+    assert book.synced and not book.valid          # waits for a diff to continue it
+    rt.on_event(diff(104, 106, bids=[(61830.0, 2.0)], t=5 * MS))
+    assert book.valid and book.suspect_reason is None and rt.mark(S) is not None
