@@ -95,11 +95,15 @@ def test_failing_handlers_are_counted_logged_and_never_kill_the_thread(factory, 
             e.sim_set(circuit_closed=True)
             assert e.handler_errors == 2 and e.callback_thread_alive()
         msgs = [r.getMessage() for r in caplog.records]
-        assert any("e-stop open handler failed" in m for m in msgs)
-        assert any("e-stop close handler failed" in m for m in msgs)
-        calls.fail_open = calls.fail_close = None
+        assert msgs == ["e-stop open handler failed (latch state is re-checked by poll)",
+                        "e-stop close handler failed"]
+        calls.fail_close = None
+        e.sim_set(circuit_closed=False)   # the open handler fails a second time
+        assert e.handler_errors == 3 and len(calls.opened) == 2
+        calls.fail_open = None
+        e.sim_set(circuit_closed=True)
         e.sim_set(circuit_closed=False)   # later edges still arrive
-        assert len(calls.opened) == 2 and e.handler_errors == 2
+        assert len(calls.opened) == 3 and e.handler_errors == 3
     finally:
         e.close()
 
@@ -124,7 +128,8 @@ def test_sim_set_on_a_dead_callback_thread_times_out(factory):
         e.sim.submit(boom)
         e.sim._thread.join(10)
         assert e.callback_thread_alive() is False
-        with pytest.raises(TimeoutError, match="simulated GPIO callback thread did not respond"):
+        with pytest.raises(TimeoutError,
+                           match="^simulated GPIO callback thread did not respond$"):
             e.sim_set(circuit_closed=False)
     finally:
         e.close()
@@ -134,7 +139,8 @@ def test_sim_set_needs_mock_gpio(factory):
     e = make(factory, Calls())
     sim, e.sim = e.sim, None   # as on a Pi: no simulation thread
     try:
-        with pytest.raises(RuntimeError, match="e-stop simulation needs mock GPIO"):
+        with pytest.raises(RuntimeError,
+                           match=r"^e-stop simulation needs mock GPIO \(run with --sim\)$"):
             e.sim_set(circuit_closed=False)
     finally:
         e.sim = sim
@@ -161,6 +167,28 @@ def test_close_releases_the_pin_and_ends_the_sim_thread(factory):
     assert e._button.closed and e.callback_thread_alive() is False
     e2 = make(factory, Calls())   # the pin is free again
     e2.close()
+
+
+def test_sim_edge_thread_is_a_daemon_thread():
+    t = SimEdgeThread()
+    try:
+        assert t._thread.name == "sim-gpio-callbacks"
+        assert t._thread.daemon, "the simulated GPIO thread must never keep the process alive"
+    finally:
+        t.stop()
+
+
+def test_sim_edge_thread_stop_gives_up_on_a_stuck_job():
+    t = SimEdgeThread()
+    release = threading.Event()
+    t.submit(lambda: release.wait(60))   # a callback that never returns (until released)
+    try:
+        t.stop()                          # must come back (after its join timeout)
+        assert t.alive()
+    finally:
+        release.set()
+        t._thread.join(10)
+    assert not t.alive()
 
 
 def test_sim_edge_thread_runs_jobs_in_order_then_stops():

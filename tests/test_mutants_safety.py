@@ -134,7 +134,14 @@ def test_stale_book_breaker_boundary_and_reason():
     assert b.check({}, {}, 15 * S + 1) == "BTCUSDT order book invalid for 5.0 s"
     b2 = Breakers(BreakersCfg(book_invalid_s=5.0))
     b2.book_state("ETHUSDT", False, 0)
-    assert b2.check({}, {}, 7_250_000_000) == "ETHUSDT order book invalid for 7.2 s"
+    # 7.75 s is exact in binary and rounds half-even to 7.8: the seconds are ns / 1e9.
+    assert b2.check({}, {}, 7_750_000_000) == "ETHUSDT order book invalid for 7.8 s"
+
+
+def test_a_valid_book_never_seen_invalid_is_fine():
+    b = Breakers(BreakersCfg())
+    b.book_state("BTCUSDT", True, 0)
+    assert b.check({}, {}, 100 * S) is None
 
 
 def test_valid_book_ends_the_stale_episode_of_that_symbol_only():
@@ -252,6 +259,54 @@ def test_loop_monitor_trips_only_past_the_deadline_and_wakes_the_loop_once():
     asyncio.run(main())
 
 
+def test_loop_monitor_logs_each_stall_once_with_the_loop_threads_stack(caplog):
+    def blocked_here(mon: LoopMonitor, hb: SetAge, stalls: list) -> None:
+        """Stands for the loop thread stuck in a call (this frame must be in the log)."""
+        for episode in (1, 2):
+            hb.value = 5.0
+            _wait(lambda: mon.stalls == episode, f"stall {episode}")
+            seen = hb.looks
+            _wait(lambda: hb.looks >= seen + 5, "more checks while stalled")
+            assert mon.stalls == episode, "one stall episode is counted (and logged) once"
+            hb.value = 0.0
+            seen = hb.looks
+            _wait(lambda: hb.looks >= seen + 2, "a healthy check")
+
+    loop = asyncio.new_event_loop()
+    hb, latch, stalls = SetAge(1.0), KillLatch(), []
+    mon = LoopMonitor(hb, latch, loop, stalls.append, period_s=0.001)
+    try:
+        with caplog.at_level(logging.ERROR, logger="daemon.safety.loop_monitor"):
+            mon.start()
+            assert mon._thread.name == "loop-monitor"
+            assert mon._thread.daemon, "the monitor must never keep the process alive"
+            blocked_here(mon, hb, stalls)
+    finally:
+        mon.stop()
+        loop.close()
+    assert mon.stalls == 2
+    records = [r for r in caplog.records if r.name == "daemon.safety.loop_monitor"]
+    assert len(records) == 2
+    for r in records:
+        head, _, stack = r.getMessage().partition("\n")
+        assert head == "watchdog: event loop stalled for 5.00 s; the loop thread is at:"
+        assert "in blocked_here" in stack and "_wait" in stack
+    assert latch.reason == "watchdog: event loop stalled for 5.00 s"
+
+
+def test_loop_stack_of_a_thread_that_is_gone():
+    result: list[LoopMonitor] = []
+    loop = asyncio.new_event_loop()
+    try:
+        t = threading.Thread(target=lambda: result.append(
+            LoopMonitor(SetAge(1.0), KillLatch(), loop, lambda r: None)))
+        t.start()
+        t.join()
+        assert result[0].loop_stack() == "(loop thread not found)"
+    finally:
+        loop.close()
+
+
 def test_loop_monitor_survives_a_failing_check_and_logs_it(caplog):
     async def main():
         loop = asyncio.get_running_loop()
@@ -269,7 +324,7 @@ def test_loop_monitor_survives_a_failing_check_and_logs_it(caplog):
                     await asyncio.sleep(0.005)
             finally:
                 mon.stop()
-        assert any("loop monitor check failed" in r.getMessage() for r in caplog.records)
+        assert "loop monitor check failed" in [r.getMessage() for r in caplog.records]
         assert latch.tripped
     asyncio.run(main())
 
