@@ -2,7 +2,8 @@
 
 It runs real `bot4d --sim --replay <shared capture>` subprocesses on a real state dir,
 makes them trade (`start`: the built-in quoter fills on the paper venue), and at seeded
-moments SIGKILLs them (some right after an e-stop press, recording whether the press was
+moments SIGKILLs them (during boot, after the N-th fill, N ms in, half-way through an
+orderly stop, some right after an e-stop press, recording whether the press was
 acknowledged first), fills the state dir's disk (a small tmpfs mounted for the purpose) or
 injects an exception inside a journal batch (tests/torture_inject.py). After every kill or
 fault it restarts the daemon on the same state dir and checks, from the SQLite journal read
@@ -465,7 +466,7 @@ class Tally:
 
 
 # -- the torture session ---------------------------------------------------------------------
-MOMENT_KINDS = ("boot", "fills", "time", "estop_ack", "estop_inflight")
+MOMENT_KINDS = ("boot", "fills", "time", "stop", "estop_ack", "estop_inflight")
 JOURNAL_INVARIANTS = ("integrity", "unique_ids", "fill_has_order", "order_filled_qty",
                       "position_sums", "position_pnl")
 STATUS_INVARIANTS = ("open_shown", "status_eq_journal")
@@ -641,11 +642,14 @@ class Torture:
         r = self.rng.random()
         if r < 0.10:
             return {"kind": "boot", "after_ms": self.rng.randint(150, 1500)}
-        if r < 0.42:
+        if r < 0.40:
             return {"kind": "fills", "n": self.rng.randint(1, 4),
                     "extra_ms": self.rng.randint(0, 30)}
-        if r < 0.65:
+        if r < 0.58:
             return {"kind": "time", "after_ms": self.rng.randint(30, 3000)}
+        if r < 0.65:   # SIGKILL in the middle of an orderly stop (cancels, journal close)
+            return {"kind": "stop", "after_ms": self.rng.randint(50, 1500),
+                    "kill_after_ms": self.rng.choice([0, 1, 3, 10, 30, 100, 300])}
         if r < 0.93:
             return {"kind": "estop_ack", "fills": self.rng.randint(0, 2),
                     "kill_after_ms": self.rng.choice([0, 0, 1, 2, 3, 5, 8, 20, 100])}
@@ -675,7 +679,7 @@ class Torture:
         if kind == "fills":
             out["outcome"], st = self._wait_fills(d, m["n"], base)
             time.sleep(m["extra_ms"] / 1000)
-        elif kind == "time":
+        elif kind in ("time", "stop"):
             deadline = time.monotonic() + m["after_ms"] / 1000
             out["outcome"] = "reached"
             while time.monotonic() < deadline:   # watch for a fault while waiting
@@ -694,6 +698,10 @@ class Torture:
                 out["estop_acked"], out["estop_reply"] = acked, reply[:200]
         if out["outcome"].startswith("left trading"):
             return out   # not killed yet: the caller looks at the stopped daemon first
+        if kind == "stop":
+            d.proc.send_signal(signal.SIGTERM)
+            time.sleep(m["kill_after_ms"] / 1000)
+            out["exited_before_kill"] = d.proc.poll()
         d.kill9()
         return out
 
@@ -1006,7 +1014,8 @@ def format_summary(res: dict[str, Any]) -> str:
              f"{res['seconds']} s",
              f"runs {c.get('runs', 0)}, daemon starts {c.get('daemon_starts', 0)}, kills "
              f"{c.get('kills', 0)} (boot {c.get('kills_boot', 0)}, fills {c.get('kills_fills', 0)}, "
-             f"time {c.get('kills_time', 0)}, estop_ack {c.get('kills_estop_ack', 0)}, "
+             f"time {c.get('kills_time', 0)}, mid-stop {c.get('kills_stop', 0)}, "
+             f"estop_ack {c.get('kills_estop_ack', 0)}, "
              f"estop_inflight {c.get('kills_estop_inflight', 0)}, disk_full "
              f"{c.get('kills_disk_full', 0)}, batch_fault {c.get('kills_batch_fault', 0)}), "
              f"e-stop acked before kill {c.get('estop_acked_before_kill', 0)}",
