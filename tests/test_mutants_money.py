@@ -16,6 +16,7 @@ from daemon.execution.gateway import Rejected
 from daemon.execution.orders import (Fill, Instrument, Liquidity, Order, OrderStatus,
                                      OrderType, Position, Side, TimeInForce, to_decimal)
 from daemon.risk.limits import RiskLimits
+from daemon.safety.latch import LatchKind
 from tests.test_sabotage import SYM, Rig
 
 D = Decimal
@@ -267,3 +268,150 @@ def test_cancel_all_by_symbol(tmp_path):
     assert e.client_id in r.gw.cancel_all("all")
     assert e.status is OrderStatus.PENDING_CANCEL
     assert b.reason == "only btc" and e.reason == "all"
+
+
+# -- gateway: venue reports ------------------------------------------------------------------
+def _vfill(o, qty: str, price: str, fid: str = "v1", ts: int = 5_000) -> Fill:
+    """A fill as the venue reports it to the gateway (its VenueListener)."""
+    return Fill(fid, o.client_id, o.symbol, o.side, D(price), D(qty), D("0.01"),
+                Liquidity.MAKER, ts)
+
+
+def test_partial_fills_average_and_complete_the_order(tmp_path):
+    r = Rig(tmp_path)
+    seen = []
+    r.gw.listeners.append(lambda o, f: seen.append((o.status, f.fill_id if f else None)))
+    o = r.buy(qty="0.003", price="59000")
+    r.settle()
+    r.gw.on_fill(_vfill(o, "0.001", "59000", "v1", 6_000))
+    assert (o.status, o.filled_qty, o.avg_price, o.updated_ns) == \
+        (OrderStatus.PARTIALLY_FILLED, D("0.001"), D("59000"), 6_000)
+    r.gw.on_fill(_vfill(o, "0.002", "58000", "v2", 7_000))
+    assert o.status is OrderStatus.FILLED and o.filled_qty == D("0.003")
+    assert o.avg_price == (D("59000") * D("0.001") + D("58000") * D("0.002")) / D("0.003")
+    assert o.client_id not in r.gw.open and r.gw.stats["fills"] == 2
+    pos = r.gw.position(SYM)
+    assert (pos.qty, pos.fees) == (D("0.003"), D("0.02"))
+    assert r.journal.positions()[SYM] == pos
+    assert r.journal.order_status(o.client_id) is OrderStatus.FILLED
+    assert seen[-2:] == [(OrderStatus.PARTIALLY_FILLED, "v1"), (OrderStatus.FILLED, "v2")]
+    # A late report about a finished order is still matched (not "unknown").
+    r.gw.on_order_status(o.client_id, OrderStatus.CANCELLED, None, 8_000)
+    assert r.journal.audit_rows("unknown_order_report") == []
+
+
+def test_partial_fill_of_a_cancelling_order_stays_pending_cancel(tmp_path):
+    r = Rig(tmp_path)
+    o = r.buy(qty="0.003", price="59000")
+    r.settle()
+    r.gw.cancel(o.client_id, "requote")
+    r.gw.on_fill(_vfill(o, "0.001", "59000"))
+    assert o.status is OrderStatus.PENDING_CANCEL and o.filled_qty == D("0.001")
+    assert o.client_id in r.gw.open
+
+
+def test_repeated_and_unknown_fills_are_recorded_not_applied(tmp_path):
+    r = Rig(tmp_path)
+    o = r.buy(qty="0.002", price="59000")
+    r.settle()
+    f = _vfill(o, "0.001", "59000", "dup")
+    r.gw.on_fill(f)
+    r.gw.on_fill(f)
+    assert r.gw.position(SYM).qty == D("0.001") and o.filled_qty == D("0.001")
+    assert r.gw.stats["fills"] == 1
+    (_, _, d), = r.journal.audit_rows("duplicate_fill")
+    assert d == {"fill_id": "dup", "client_id": o.client_id}
+    stray = Fill("x1", "nobody", SYM, Side.SELL, D("1.5"), D("2"), D(0), Liquidity.TAKER, 1)
+    r.gw.on_fill(stray)
+    (_, _, d), = r.journal.audit_rows("unknown_fill")
+    assert d == {"fill_id": "x1", "client_id": "nobody", "price": "1.5", "qty": "2"}
+    assert r.gw.position(SYM).qty == D("0.001") and not r.journal.has_fill("x1")
+
+
+def test_venue_status_reports(tmp_path):
+    r = Rig(tmp_path, breakers={"max_rejects_per_min": 1})
+    seen = []
+    r.gw.listeners.append(lambda o, f: seen.append((o.client_id, o.status, f)))
+    a, b = r.buy(price="59000"), r.buy(price="58900")
+    r.gw.on_order_status(a.client_id, OrderStatus.NEW, None, 2_000)
+    assert a.status is OrderStatus.NEW and a.updated_ns == 2_000 and a.reason is None
+    assert seen == [(a.client_id, OrderStatus.NEW, None)]
+    r.gw.cancel(a.client_id, "mine")
+    r.gw.on_order_status(a.client_id, OrderStatus.NEW, "late ack", 3_000)
+    assert a.status is OrderStatus.PENDING_CANCEL and a.reason == "mine", "a late ack is ignored"
+    r.gw.on_order_status(a.client_id, OrderStatus.CANCELLED, None, 4_000)
+    assert a.status is OrderStatus.CANCELLED and a.reason == "mine"
+    assert r.journal.order_history(a.client_id)[-1] == "cancelled"
+    r.gw.on_order_status(b.client_id, OrderStatus.REJECTED, "post-only would cross", 5_000)
+    assert b.reason == "post-only would cross" and not r.gw.open
+    r.gw.on_order_status(b.client_id, OrderStatus.REJECTED, "again", 5_000)
+    assert r.check() == "2 rejects in the last minute", "venue rejects count for the breaker"
+    r.gw.on_order_status("ghost", OrderStatus.NEW, None, 6_000)
+    (_, _, d), = r.journal.audit_rows("unknown_order_report")
+    assert d == {"client_id": "ghost", "status": "new"}
+
+
+def test_finished_orders_are_remembered_for_late_reports_up_to_a_bound(tmp_path):
+    from daemon.execution import gateway as gwmod
+    r = Rig(tmp_path, risk={"max_orders_per_min": 100_000, "max_open_orders": 1000})
+    first = r.buy(price="59000")
+    r.gw.on_order_status(first.client_id, OrderStatus.CANCELLED, None, 1)
+    for _ in range(gwmod._RECENT):
+        o = r.buy(price="59000")
+        r.gw.on_order_status(o.client_id, OrderStatus.CANCELLED, None, 1)
+    r.gw.on_order_status(o.client_id, OrderStatus.CANCELLED, None, 2)   # still remembered
+    assert r.journal.audit_rows("unknown_order_report") == []
+    r.gw.on_order_status(first.client_id, OrderStatus.CANCELLED, None, 2)   # forgotten
+    assert len(r.journal.audit_rows("unknown_order_report")) == 1
+
+
+def test_recover_closes_what_the_last_run_left_open(tmp_path):
+    r = Rig(tmp_path)
+    a, b = r.buy(price="59000"), r.sell()
+    r2 = Rig(tmp_path)   # the next run on the same journal
+    assert r2.gw.recover("restart") and not r2.gw.recover("again")
+    for o in (a, b):
+        assert r2.journal.order_status(o.client_id) is OrderStatus.CANCELLED
+        assert r2.journal.order_history(o.client_id)[-1] == "cancelled"
+    assert {o.reason for o in r2.journal.open_orders()} == set()
+    row = r2.journal._db.execute("SELECT reason FROM orders WHERE client_id=?",
+                                 (a.client_id,)).fetchone()
+    assert row == ("restart",)
+
+
+def test_client_ids_carry_the_session_and_count_up(tmp_path):
+    r = Rig(tmp_path)
+    a, b = r.buy(price="59000"), r.buy(price="58900")
+    prefix = a.client_id.rsplit("-", 1)[0]
+    assert a.client_id == f"{prefix}-1" and b.client_id == f"{prefix}-2"
+    assert a.venue == r.venue.name and a.created_ns == a.updated_ns == r.now
+
+
+def test_a_gateway_needs_a_session(tmp_path):
+    import inspect
+    from daemon.execution.gateway import OrderGateway
+    if "session" not in inspect.signature(OrderGateway).parameters:
+        pytest.skip("this tree's gateway has no session token")
+    r = Rig(tmp_path)
+    with pytest.raises(ValueError, match="session token unique to this run"):
+        OrderGateway(latch=r.latch, state=lambda: r.state, breakers=r.breakers, risk=r.risk,
+                     instruments={}, journal=r.journal, venue=r.venue, session="")
+
+
+def test_flatten_closes_each_position_on_its_own(tmp_path):
+    r = Rig(tmp_path)
+    r.gw.instruments["ETHUSDT"] = Instrument("ETHUSDT", D("0.01"), D("0.0001"), D("5"))
+    r.gw.position(SYM).apply(_f(Side.SELL, "0.002", "60000"))        # short: buy to close
+    r.gw.position("ETHUSDT").apply(Fill("e", "c", "ETHUSDT", Side.BUY, D("3000"), D("0.00005"),
+                                        D(0), Liquidity.TAKER, 0))   # dust below one lot
+    r.gw.position("XRPUSDT")                                         # flat: nothing to do
+    r.latch.trip(LatchKind.ESTOP, "pressed")   # flatten is what the e-stop itself sends
+    sent, failed = r.gw.flatten("e-stop flatten")
+    (o,) = sent
+    assert (o.symbol, o.side, o.type, o.tif, o.reduce_only, o.qty, o.reason) == \
+        (SYM, Side.BUY, OrderType.MARKET, TimeInForce.IOC, True, D("0.002"), "e-stop flatten")
+    assert r.journal.order_status(o.client_id) is OrderStatus.PENDING_NEW
+    assert failed == {"ETHUSDT": "0.00005 ETHUSDT left open: ETHUSDT: quantity rounds to zero "
+                                 "at lot size 0.0001"}
+    r.settle()
+    assert r.gw.position(SYM).qty == 0, "the flatten order left and filled while latched"
