@@ -22,7 +22,6 @@ The helpers here (`Rig`, `boot`, `until`, `stop`) are shared by tests/test_mutan
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from decimal import Decimal
 
@@ -66,15 +65,11 @@ class Rig:
         self.venue = PaperVenue(entry_latency_ns=0, md_latency_ns=0)
         self.breakers = Breakers(BreakersCfg(**(breakers or {})))
         self.risk = RiskLimits(RiskCfg(**(risk or {})))
-        # The gateway takes a per-run session token from the journal where it has one
-        # (unique ids across restarts); older trees have no such argument.
-        session = ({"session": str(self.journal.begin_run())}
-                   if "session" in inspect.signature(OrderGateway).parameters else {})
         self.gw = OrderGateway(latch=self.latch, state=lambda: self.state,
                                breakers=self.breakers, risk=self.risk,
                                instruments={SYM: instrument}, journal=self.journal,
-                               venue=self.venue, clock=lambda: self.now,
-                               mark=lambda s: self.mark_price, **session)
+                               venue=self.venue, session=str(self.journal.begin_run()),
+                               clock=lambda: self.now, mark=lambda s: self.mark_price)
         self.book = OrderBook(SYM, futures=False)
         self.book.on_snapshot(DepthSnapshot(SYM, 0, 100, [(59999.99, 1.0), (59990.0, 2.0)],
                                             [(60000.01, 1.0), (60010.0, 2.0)]))
