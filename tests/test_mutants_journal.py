@@ -5,6 +5,7 @@ missing, empty, foreign or replaced file is refused. Real SQLite files in tmp_pa
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sqlite3
@@ -15,7 +16,7 @@ import pytest
 
 from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
-from daemon.store.journal import Journal, JournalDamaged, JournalError
+from daemon.store.journal import RECOVERY_HINT, Journal, JournalDamaged, JournalError
 
 D = Decimal
 
@@ -257,7 +258,8 @@ def test_a_journal_that_must_exist_is_never_created(tmp_path):
         Journal(path, must_exist=True)
     assert not path.exists()
     path.write_bytes(b"")
-    with pytest.raises(JournalDamaged, match=r"is empty \(0 bytes\)"):
+    with pytest.raises(JournalDamaged, match=r"j\.sqlite3 is empty \(0 bytes\), but a "
+                                             r"journal existed here before"):
         Journal(path, must_exist=True)
     assert path.stat().st_size == 0
 
@@ -272,8 +274,12 @@ def test_garbage_and_foreign_files_are_damage(tmp_path):
     db.execute("CREATE TABLE t (x)")
     db.commit()
     db.close()
-    with pytest.raises(JournalDamaged, match="not a bot4 journal"):
+    with pytest.raises(JournalDamaged, match="not a bot4 journal") as refused:
         Journal(foreign)
+    # Refused and closed at once, even while the error is still being handled (it holds the
+    # half-built journal): no WAL or shared-memory file of ours is left beside the file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.sqlite3", "junk.sqlite3"]
+    del refused
 
 
 def test_a_path_that_cannot_hold_a_journal_is_a_journal_error(tmp_path):
@@ -350,3 +356,73 @@ def test_journal_opened_on_one_thread_is_used_on_another(tmp_path):
         assert errors == [] and j.order_status("o1") is OrderStatus.PENDING_NEW
     finally:
         j.close()
+
+
+def test_a_damaged_page_fails_the_integrity_check_with_sqlites_words(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    with j.batch():
+        for i in range(400):
+            j.record_order(_order(f"o{i:04d}", created_ns=i + 1), 1)
+    j.close()
+    root = sqlite3.connect(path).execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'order_events'").fetchone()[0]
+    page = 4096
+    with open(path, "r+b") as f:   # scribble over the cell pointers of a later b-tree page
+        f.seek((root + 5 - 1) * page + 8)
+        f.write(b"\xff\x00\xfe" * 300)
+    db = sqlite3.connect(path)
+    rows = [r[0] for r in db.execute("PRAGMA quick_check")]
+    db.close()
+    assert 2 <= len(rows) <= 3 and rows[0].startswith("*** in database main ***\nOn tree page")
+    with pytest.raises(JournalDamaged) as e:
+        Journal(path)
+    assert str(e.value) == f"{path} fails its integrity check ({'; '.join(rows)}): {RECOVERY_HINT}"
+
+
+def test_a_name_the_file_system_refuses_is_a_journal_error(tmp_path):
+    with pytest.raises(JournalError, match="File name too long"):
+        Journal(tmp_path / ("x" * 300))
+
+
+def test_a_database_that_cannot_do_wal_is_refused():
+    with pytest.raises(JournalError, match=r"^:memory:: could not enable WAL \(got memory\)$"):
+        Journal(":memory:")
+
+
+def test_a_path_that_became_a_symlink_loop_is_noticed(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    try:
+        os.rename(path, tmp_path / "moved")
+        os.symlink(path, path)   # points at itself
+        with pytest.raises(JournalError, match="j.sqlite3: .*Too many levels of symbolic links"):
+            j.check_file()
+    finally:
+        j.close()
+
+
+def test_close_folds_the_wal_even_while_another_reader_is_open(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    reader = sqlite3.connect(path)   # e.g. an operator's sqlite3 shell, idle
+    try:
+        assert reader.execute("SELECT COUNT(*) FROM orders").fetchone() == (0,)
+        j.set_latch(True, "estop", "pressed")
+        j.close()
+        alone = tmp_path / "copy.sqlite3"
+        shutil.copy(path, alone)   # the main file only, not its WAL
+        db = sqlite3.connect(alone)
+        assert db.execute("SELECT tripped, source FROM latch").fetchone() == (1, "estop")
+        db.close()
+    finally:
+        reader.close()
+
+
+def test_a_failing_checkpoint_is_logged_not_raised(tmp_path, caplog):
+    j = Journal(tmp_path / "j.sqlite3")
+    j._db.close()   # whatever made the connection unusable
+    with caplog.at_level(logging.WARNING, logger="daemon.store.journal"):
+        j.checkpoint()
+    assert [r.getMessage() for r in caplog.records] == [
+        "journal checkpoint failed: Cannot operate on a closed database."]
