@@ -1,0 +1,222 @@
+"""The order gateway's bookkeeping, pinned where scripts/mutation-check found mutants no test
+noticed: the stage and words of each refusal (operators read them), the times journalled
+with each change (the clock's, not the wall's), counters, the order cancelled inside its own
+batch, actions that keep running after one fails, the bound on remembered orders, and the
+run's session in every id. Real journal, paper venue and book (tests/test_sabotage.Rig).
+"""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+
+from daemon.execution import gateway as gwmod
+from daemon.execution.gateway import OrderGateway, Rejected
+from daemon.execution.orders import OrderStatus, OrderType, Side, TimeInForce
+from daemon.safety.latch import LatchKind
+from daemon.states import State
+from tests.test_sabotage import SYM, Rig
+
+D = Decimal
+
+
+def _events(r: Rig, cid: str) -> list[tuple[int, str, str | None]]:
+    return [tuple(row) for row in r.journal._db.execute(
+        "SELECT ts_ns, status, reason FROM order_events WHERE client_id = ? ORDER BY id",
+        (cid,))]
+
+
+def test_fresh_gateway(tmp_path):
+    r = Rig(tmp_path)
+    assert r.gw.stats == {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
+    assert r.gw.closed is None and r.gw.open == {}
+    with pytest.raises(ValueError, match="^the gateway needs a session token unique to this "
+                                         "run$"):
+        OrderGateway(latch=r.latch, state=lambda: r.state, breakers=r.breakers, risk=r.risk,
+                     instruments={}, journal=r.journal, venue=r.venue, session="")
+
+
+@pytest.mark.parametrize("call, stage, reason", [
+    (lambda g: g.submit("DOGEUSDT", Side.BUY, D("1"), D("1")), "instrument",
+     "unknown symbol DOGEUSDT"),
+    (lambda g: g.submit(SYM, Side.BUY, D("0.001"), 59000.0), "instrument",
+     "price and quantity must be Decimal"),
+    (lambda g: g.submit(SYM, Side.BUY, 0.001, D("59000")), "instrument",
+     "price and quantity must be Decimal"),
+    (lambda g: g.submit(SYM, Side.BUY, D("0.001")), "instrument",
+     "limit order without a price"),
+    (lambda g: g.submit(SYM, Side.BUY, D("0.0001"), D("40000")), "instrument",
+     "BTCUSDT: notional 4.00000000 below minimum 5"),   # the limit price, not the mark
+])
+def test_build_refusals_name_stage_and_reason_and_count_for_the_breaker(tmp_path, caplog, call,
+                                                                        stage, reason):
+    r = Rig(tmp_path, breakers={"max_rejects_per_min": 1})
+    with caplog.at_level(logging.WARNING, logger="daemon.execution.gateway"):
+        with pytest.raises(Rejected) as e:
+            call(r.gw)
+    assert (e.value.stage, e.value.reason, str(e.value)) == (stage, reason, f"{stage}: {reason}")
+    assert [m.getMessage() for m in caplog.records] == [f"order rejected at {stage}: {reason}"]
+    assert r.gw.stats["rejected"] == 1 and r.journal.count("orders") == 0
+    with pytest.raises(Rejected):
+        call(r.gw)
+    assert r.check() == "2 rejects in the last minute"
+
+
+def test_refusals_before_building_say_why(tmp_path):
+    r = Rig(tmp_path)
+    r.latch.trip(LatchKind.HALT, "operator")
+    with pytest.raises(Rejected) as e:
+        r.buy()
+    assert (e.value.stage, e.value.reason) == ("latch", "kill latch tripped (halt: operator)")
+    r.latch.reset()
+    r.state = State.READY
+    with pytest.raises(Rejected) as e:
+        r.buy()
+    assert (e.value.stage, e.value.reason) == ("state", "state is ready, orders need trading")
+    r.state = State.TRADING
+    r.gw.close("daemon stopping (SIGTERM)")
+    with pytest.raises(Rejected) as e:
+        r.buy()
+    assert e.value.reason == "gateway closed: daemon stopping (SIGTERM)"
+    assert r.gw.stats["rejected"] == 0, "refusals before an order exists are not rejects"
+
+
+def test_new_orders_carry_what_was_asked_and_the_clock(tmp_path):
+    r = Rig(tmp_path)
+    r.now = 123_456
+    a = r.buy(price="59000", tif=TimeInForce.POST_ONLY)
+    r.now = 123_999
+    b = r.sell()
+    assert a.client_id.startswith("b4-1-") and a.client_id.endswith("-1")
+    assert b.client_id == a.client_id[:-1] + "2"
+    assert (a.tif, a.venue, a.created_ns, a.updated_ns) == \
+        (TimeInForce.POST_ONLY, r.venue.name, 123_456, 123_456)
+    (row,) = [o for o in r.journal.open_orders() if o.client_id == a.client_id]
+    assert (row.tif, row.venue, row.created_ns, row.updated_ns) == \
+        (TimeInForce.POST_ONLY, "paper", 123_456, 123_456)
+    assert _events(r, a.client_id) == [(123_456, "pending_new", None)]
+    assert r.gw.stats["submitted"] == 2
+
+
+def test_fill_ids_carry_the_runs_session(tmp_path):
+    r = Rig(tmp_path)
+    o = r.gw.submit(SYM, Side.BUY, D("0.01"), type=OrderType.MARKET, tif=TimeInForce.IOC)
+    r.settle()
+    (fid,) = [row[0] for row in r.journal._db.execute("SELECT fill_id FROM fills")]
+    assert fid.startswith("paper-1-"), "fill ids must not repeat after a restart"
+    assert o.status is OrderStatus.FILLED
+
+
+def test_cancel_records_the_clock_and_counts(tmp_path):
+    r = Rig(tmp_path)
+    a, b = r.buy(price="59000"), r.buy(price="58900")
+    r.now = 5_000
+    assert r.gw.cancel(a.client_id) is True
+    assert (a.reason, a.updated_ns) == ("requested", 5_000)
+    assert _events(r, a.client_id)[-1] == (5_000, "pending_cancel", "requested")
+    r.now = 6_000
+    r.gw.cancel_all("halt: x")
+    assert _events(r, b.client_id)[-1] == (6_000, "pending_cancel", "halt: x")
+    assert r.gw.stats["cancels"] == 2
+
+
+def test_an_order_cancelled_in_its_own_batch_never_leaves(tmp_path):
+    r = Rig(tmp_path)
+    seen = []
+    r.gw.listeners.append(lambda o, f: seen.append((o.client_id, o.status, f)))
+    r.now = 7_000
+    with r.gw.batch():
+        o = r.buy(price="59000")
+        r.gw.cancel(o.client_id, "requote")
+    assert o.status is OrderStatus.CANCELLED and o.reason == "requote (before it was sent)"
+    assert o.client_id not in r.gw.open
+    assert _events(r, o.client_id) == [(7_000, "pending_new", None),
+                                       (7_000, "pending_cancel", "requote"),
+                                       (7_000, "cancelled", "requote (before it was sent)")]
+    assert seen == [(o.client_id, OrderStatus.CANCELLED, None)]
+    r.settle()
+    assert r.venue.stats["submitted"] == 0, "the venue never saw it"
+
+
+def test_a_latched_gateway_refuses_at_the_last_check_with_the_reason(tmp_path):
+    r = Rig(tmp_path)
+    r.now = 8_000
+    with r.gw.batch():
+        o = r.buy(price="59000")
+        r.latch.trip(LatchKind.ESTOP, "pressed")
+    assert o.status is OrderStatus.REJECTED and o.reason == "kill latch tripped before send"
+    assert _events(r, o.client_id)[-1] == (8_000, "rejected", "kill latch tripped before send")
+    assert o.client_id not in r.gw.open
+
+
+def test_actions_after_a_failed_one_still_run_and_the_first_error_is_raised(tmp_path, caplog):
+    r = Rig(tmp_path)
+    ran = []
+
+    def fail(exc: BaseException):
+        def act() -> None:
+            raise exc
+        return act
+    with caplog.at_level(logging.ERROR, logger="daemon.execution.gateway"):
+        with pytest.raises(ValueError, match="first"):
+            with r.gw.batch():
+                r.gw._act(fail(ValueError("first")))
+                r.gw._act(fail(KeyError("second")))
+                r.gw._act(lambda: ran.append("third"))
+    assert ran == ["third"]
+    assert [m.getMessage() for m in caplog.records] == [
+        "after a failure, a further action failed too: KeyError('second')"]
+
+
+def test_a_failed_batch_withdraws_its_unsent_orders_in_the_journal(tmp_path, caplog):
+    r = Rig(tmp_path)
+    r.now = 9_000
+    with caplog.at_level(logging.ERROR, logger="daemon.execution.gateway"):
+        with pytest.raises(RuntimeError, match="strategy bug"):
+            with r.gw.batch():
+                o = r.buy(price="59000")
+                raise RuntimeError("strategy bug")
+    why = "not sent: batch failed (RuntimeError('strategy bug'))"
+    assert (o.status, o.reason) == (OrderStatus.REJECTED, why)
+    assert o.client_id not in r.gw.open
+    assert _events(r, o.client_id) == [(9_000, "pending_new", None), (9_000, "rejected", why)]
+    assert [m.getMessage() for m in caplog.records] == [
+        f"1 order(s) withdrawn before sending: {why}"]
+
+
+def test_recovery_is_journalled_at_the_clock_and_logged(tmp_path, caplog):
+    r = Rig(tmp_path)
+    o = r.buy(price="59000")
+    r2 = Rig(tmp_path)
+    r2.now = 10_000
+    with caplog.at_level(logging.WARNING, logger="daemon.execution.gateway"):
+        (stale,) = r2.gw.recover("venue session lost")
+    assert (stale.client_id, stale.status, stale.reason, stale.updated_ns) == \
+        (o.client_id, OrderStatus.CANCELLED, "venue session lost", 10_000)
+    assert _events(r2, o.client_id)[-1] == (10_000, "cancelled", "venue session lost")
+    assert [m.getMessage() for m in caplog.records] == [
+        "closed 1 orders left open by the previous run (venue session lost)"]
+
+
+def test_reducing_ignores_orders_of_other_symbols_and_of_the_other_side(tmp_path):
+    r = Rig(tmp_path)
+    r.buy(qty="0.001", price="59000")            # same symbol, other side (opened earlier)
+    r.gw.position(SYM).qty = D("0.01")           # long 0.01
+    r.state = State.REDUCING
+    o = r.sell(qty="0.01", price="61000")        # exactly the whole position
+    assert o.status is OrderStatus.PENDING_NEW
+
+
+def test_remembered_orders_drop_the_oldest_first(tmp_path):
+    r = Rig(tmp_path, risk={"max_orders_per_min": 100_000, "max_open_orders": 1000})
+    done = []
+    for _ in range(gwmod._RECENT + 1):
+        o = r.buy(price="59000")
+        r.gw.on_order_status(o.client_id, OrderStatus.CANCELLED, None, 1)
+        done.append(o.client_id)
+    for cid in (done[1], done[-1]):   # the oldest kept and the newest: both still known
+        r.gw.on_order_status(cid, OrderStatus.CANCELLED, None, 2)
+    assert r.journal.audit_rows("unknown_order_report") == []
+    r.gw.on_order_status(done[0], OrderStatus.CANCELLED, None, 2)
+    assert len(r.journal.audit_rows("unknown_order_report")) == 1
