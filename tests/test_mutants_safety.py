@@ -291,6 +291,8 @@ def test_loop_monitor_logs_each_stall_once_with_the_loop_threads_stack(caplog):
         head, _, stack = r.getMessage().partition("\n")
         assert head == "watchdog: event loop stalled for 5.00 s; the loop thread is at:"
         assert "in blocked_here" in stack and "_wait" in stack
+        for line in stack.splitlines():   # a plain traceback.format_stack() listing
+            assert line.startswith(('  File "', "    ")), line
     assert latch.reason == "watchdog: event loop stalled for 5.00 s"
 
 
