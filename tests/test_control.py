@@ -85,3 +85,34 @@ def _has_group(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def test_bad_sim_argument_is_an_error_reply_not_a_log_flood(start_daemon):
+    """`sim stall` with a non-number: a clear error reply every time, the daemon keeps
+    answering, and the log gets at most one traceback however often it is sent. (The
+    supervisor refuses it as a CommandError; the server's own policy for any other handler
+    exception is tested in test_control_server.py.)"""
+    d = start_daemon()
+    d.wait_ready()
+    for _ in range(20):
+        reply = d.cmd(cmd="sim", what="stall", action="market", seconds="abc")
+        assert reply["ok"] is False and "abc" in reply["error"], reply
+    assert d.status()["state"] == "ready"
+    assert d.log.count("Traceback") <= 1
+    assert d.terminate() == 0
+
+
+def test_status_text_shows_control_socket_counters(capsys):
+    from daemon.control.ctl import _print_status
+    st = {"state": "ready", "reason": "booted", "latch": {"tripped": False},
+          "watchdog": {"systemd_usec": 0, "pings": 0, "pings_blocked": None},
+          "orders": {"open": 0}, "pid": 1, "uptime_s": 1.0,
+          "control": {"open": 3, "max": 32, "refused": 268, "evicted": 1, "timed_out": 2,
+                      "errors": 4, "internal_errors": 1, "accept_errors": 5}}
+    _print_status(st)
+    out = capsys.readouterr().out
+    assert "control:   3/32 connections, 268 refused, 1 dropped, 2 timed out, 4 errors, " \
+           "1 internal errors, 5 accept errors" in out
+    del st["control"]   # a daemon that does not report it yet
+    _print_status(st)
+    assert "control:" not in capsys.readouterr().out

@@ -229,7 +229,7 @@ def test_ready_request_drops_the_oldest_idle_connection_when_all_slots_are_taken
     # ... and the operator's command still gets through, in the oldest idle one's place.
     assert request(srv.path, {"cmd": "echo", "data": "op"})["result"] == {"echo": "op"}
     r = _replies(_read_to_eof(held[0]))
-    assert r[0]["ok"] is False and r[0]["code"] == BUSY and "sent no request" in r[0]["error"]
+    assert r[0]["ok"] is False and r[0]["code"] == BUSY and "no request pending" in r[0]["error"]
     assert srv.stats()["evicted"] == 1
     # The other idle connections and the running command were not touched.
     for s in held[1:]:

@@ -118,6 +118,11 @@ def _print_status(st: dict) -> None:
     m = st.get("market") or {}
     for sym, b in (m.get("books") or {}).items():
         print(f"book:      {sym} {'valid' if b.get('valid') else 'INVALID'} bid {b.get('bid')} ask {b.get('ask')}")
+    c = st.get("control")
+    if c:
+        print(f"control:   {c['open']}/{c['max']} connections, {c['refused']} refused, "
+              f"{c['evicted']} dropped, {c['timed_out']} timed out, {c['errors']} errors, "
+              f"{c['internal_errors']} internal errors, {c['accept_errors']} accept errors")
     b = st.get("board") or {}
     print(f"board:     {b.get('summary', b.get('model'))}")
     print(f"mode:      {'simulation (mock GPIO, paper venue)' if st.get('sim') else 'hardware'}, "

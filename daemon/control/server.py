@@ -8,9 +8,9 @@ the event loop by the handler the supervisor passes in; this module only carries
 Resource rules (issue 6, defect 10: 1,100 idle connections used up the daemon's 1,024
 descriptors, `status` and `halt` timed out and asyncio logged 48,886 accept errors in 19 s):
 
-* At most ``max_clients`` connections are open at once. A connection is *idle* until a
-  complete request line has been read from it, *busy* while that request runs and its
-  reply is written.
+* At most ``max_clients`` connections are open at once. A connection is *busy* from the
+  moment a complete request line is read until its reply is written, *idle* otherwise
+  (before its first request and between requests).
 * One slot is kept for operator commands. An idle newcomer gets a slot only while at least
   two are free; when they are not, it is accepted, answered ``{"ok": false, "code":
   "busy", ...}`` and closed at once, so a flood costs one accept and one close per
@@ -123,6 +123,7 @@ class ControlServer:
         self._lsock: socket.socket | None = None
         self._resume: asyncio.TimerHandle | None = None
         self._spare: int | None = None
+        self._peek = bytearray(MAX_LINE)   # reused: a reconnect flood allocates nothing
         self._conns: dict[_Conn, None] = {}   # insertion order = age: oldest first
         self._c = dict.fromkeys(("accepted", "refused", "evicted", "timed_out", "oversized",
                                  "errors", "internal_errors", "accept_errors"), 0)
@@ -215,8 +216,8 @@ class ControlServer:
         if idle is not None:
             self._c["evicted"] += 1
             freed = self._close(idle, error_reply(
-                "closed: bot4d is out of file descriptors and this connection sent no "
-                "request", BUSY))
+                "closed: bot4d is out of file descriptors and this connection had no "
+                "request pending", BUSY))
             again, action = freed, "dropped the oldest idle connection"
         elif self._spare is not None:
             again, action = self._use_spare(), "used the spare descriptor"
@@ -280,8 +281,8 @@ class ControlServer:
             if idle is not None:
                 self._c["evicted"] += 1
                 self._close(idle, error_reply(
-                    f"closed: {self.max_clients} connections open and this one sent no "
-                    "request; another client's request took its place", BUSY))
+                    f"closed: {self.max_clients} connections open and this one had no "
+                    "request pending; another client's request took its place", BUSY))
                 return self._serve(sock, ready)
         self._refuse(sock, f"busy: {n} connections open (limit {self.max_clients}); "
                            "try again")
@@ -297,16 +298,17 @@ class ControlServer:
             pass
         sock.close()
 
-    @staticmethod
-    def _request_waiting(sock: socket.socket) -> bool:
+    def _request_waiting(self, sock: socket.socket) -> bool:
+        """Is a complete request line already waiting? A peek: the bytes stay queued."""
         try:
-            return b"\n" in sock.recv(MAX_LINE, socket.MSG_PEEK)
+            n = sock.recv_into(self._peek, MAX_LINE, socket.MSG_PEEK)
         except OSError:
             return False
+        return self._peek.find(b"\n", 0, n) >= 0
 
     def _oldest_idle(self) -> _Conn | None:
-        """The connection to drop for a better use of its slot: the oldest one that has
-        sent no request (neither one being handled nor one waiting since its accept)."""
+        """The connection to drop for a better use of its slot: the oldest one with no
+        request pending (neither one being handled nor one waiting since its accept)."""
         return next((c for c in self._conns if not c.busy and not c.ready), None)
 
     def _serve(self, sock: socket.socket, ready: bool) -> bool:
