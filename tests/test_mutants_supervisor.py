@@ -5,6 +5,7 @@ no test noticed. The real Supervisor runs in-process on the synthetic feed with 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from decimal import Decimal
 
@@ -160,8 +161,9 @@ def test_reject_storm_breaker_halts_trading(tmp_path):
             with pytest.raises(Rejected):
                 sup.gateway.submit(SYM, Side.BUY, Decimal("0.0000001"), Decimal("50000"))
         await until(lambda: sup.state is State.HALTED, what="breaker halt")
-        assert sup.state_reason == "breaker: 2 rejects in the last minute"
-        assert sup.journal.latch().reason == "breaker: 2 rejects in the last minute"
+        # At least our two (a quote the venue refused would count too).
+        assert re.fullmatch(r"breaker: \d+ rejects in the last minute", sup.state_reason)
+        assert sup.journal.latch().reason == sup.state_reason
         await until(lambda: not sup.gateway.open, what="cancels confirmed")
         await sup.handle_command({"cmd": "reset"})
         await sup.handle_command({"cmd": "start"})   # reset cleared the breaker
