@@ -11,15 +11,23 @@ unchanged, with the symbol given, because the snapshot JSON does not name its sy
 It keeps the stream alive on its own: reconnects with exponential backoff and jitter, treats
 a connection that delivers nothing for `stale_after_s` as dead (half-open TCP, a stuck
 server), fetches a snapshot after every (re)connect once the first diff has been buffered,
-and fetches another on `request_snapshot()` when the order book found a gap. It beats an
-optional watchdog `Heartbeat` on every stream message so a silent feed shows up as a stalled
-component.
+and fetches another on `request_snapshot()` when the order book found a gap.
+
+The optional watchdog `Heartbeat` means "this feed's code is alive and making progress",
+not "the exchange is sending": it is beaten on every message, every connect attempt, every
+receive timeout and through every backoff wait, and stops only when the feed itself is
+wedged (no step finished within the longest bounded wait it can be in). A silent exchange or
+a network outage is a data condition the caller sees through `connected` (the daemon goes
+to `reducing`), never a reason for systemd to kill a healthy process.
 
 What it must never do:
 - parse, reorder, drop or re-serialise text frames (decoding and counting malformed JSON is
   the decoder's job; only non-text frames are dropped, and counted);
-- raise into its caller or stop because the callback raised, the network failed or the REST
-  endpoint misbehaved: all of these are logged, counted and retried;
+- raise into its caller or stop because the network failed or the REST endpoint
+  misbehaved: these are logged, counted and retried;
+- swallow an exception from the callback: that is a bug in the daemon (decode, book,
+  strategy, gateway, journal). The daemon has one policy for it in every mode: the feed
+  stops and `run()` raises it to its caller, as a replay would, and the daemon faults;
 - hammer the exchange: reconnects and snapshot retries back off, snapshot fetches per symbol
   are coalesced and rate-limited, and HTTP 418/429 `Retry-After` is honoured;
 - touch trading state: it only delivers bytes. All methods must be called on the event loop
@@ -39,6 +47,7 @@ from typing import Any, Awaitable, Callable, Generator, Literal, Sequence
 import aiohttp
 import orjson
 
+from daemon.ratelog import RateLimitedLog
 from daemon.safety.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -128,31 +137,6 @@ class _Done:
 
     def __await__(self) -> Generator[Any, None, None]:
         yield from self._event.wait().__await__()
-
-
-class _RateLimitedLog:
-    """Logs the first occurrence in full, then at most one summary per interval.
-
-    A callback that raises on every message (or a server that floods binary frames) must not
-    fill the SD card with one log line per message.
-    """
-
-    __slots__ = ("_interval_s", "_next_mono", "_suppressed")
-
-    def __init__(self, interval_s: float) -> None:
-        self._interval_s = interval_s
-        self._next_mono = 0.0
-        self._suppressed = 0
-
-    def should_log(self) -> tuple[bool, int]:
-        """(log now?, how many were suppressed since the last logged one)."""
-        now = time.monotonic()
-        if now >= self._next_mono:
-            self._next_mono = now + self._interval_s
-            n, self._suppressed = self._suppressed, 0
-            return True, n
-        self._suppressed += 1
-        return False, 0
 
 
 def backoff_delay(attempt: int, *, initial_s: float, max_s: float, factor: float,
@@ -294,6 +278,12 @@ class BinanceLiveFeed:
         self._rng = rng if rng is not None else random.Random()
 
         self.stats = FeedStats()
+        self._fatal: BaseException | None = None   # the callback's exception, raised by run()
+        self._progress_mono = time.monotonic()
+        # The longest a healthy feed can sit in one bounded wait (receive, connect, close,
+        # backoff) before it must have made progress again; beyond it the feed is wedged.
+        self._wedged_after_s = (stale_after_s + connect_timeout_s + close_timeout_s
+                                + backoff_max_s * (1 + backoff_jitter) + 5.0)
         self._stop = asyncio.Event()
         self._done = asyncio.Event()   # set once run() has cleaned up (or will never run)
         self._stopped = False
@@ -307,8 +297,7 @@ class BinanceLiveFeed:
         self._snapshot_tasks: dict[str, asyncio.Task[None]] = {}
         self._last_snapshot_start: dict[str, float] = {}
         self._rest_blocked_until = 0.0
-        self._cb_log = _RateLimitedLog(log_interval_s)
-        self._drop_log = _RateLimitedLog(log_interval_s)
+        self._drop_log = RateLimitedLog(log, log_interval_s)
 
     # ---------------------------------------------------------------- public API
 
@@ -364,14 +353,16 @@ class BinanceLiveFeed:
             # rather than whatever time passed since the heartbeat was registered.
             self._heartbeat.beat()
         self._session = aiohttp.ClientSession()
+        self._progress()
         main = asyncio.create_task(self._connect_loop(), name="binance-feed")
         stopper = asyncio.create_task(self._stop.wait(), name="binance-feed-stop")
+        alive = asyncio.create_task(self._alive(), name="binance-feed-alive")
         try:
             await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (main, stopper):
+            for t in (main, stopper, alive):
                 t.cancel()
-            await asyncio.gather(main, stopper, return_exceptions=True)
+            await asyncio.gather(main, stopper, alive, return_exceptions=True)
             await self._cancel_snapshots()
             self._cancel_first_diff_timers()
             self.stats.connected = False
@@ -384,6 +375,23 @@ class BinanceLiveFeed:
                 # _connect_loop catches everything; reaching this is a bug worth a traceback.
                 log.error("binance feed loop died", exc_info=main.exception())
             log.info("binance %s feed stopped: %s", self.market, self._stats_line())
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _progress(self) -> None:
+        self._progress_mono = time.monotonic()
+        if self._heartbeat is not None:
+            self._heartbeat.beat()
+
+    async def _alive(self) -> None:
+        """Beat the heartbeat through long waits (backoff, a silent connection) as long as
+        the feed keeps finishing its bounded steps."""
+        period = min(1.0, self._stale_after_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            if time.monotonic() - self._progress_mono < self._wedged_after_s \
+                    and self._heartbeat is not None:
+                self._heartbeat.beat()
 
     def stop(self) -> Awaitable[None]:
         """Ask `run()` to close the connection and the HTTP session and return.
@@ -431,6 +439,7 @@ class BinanceLiveFeed:
 
     async def _connect_loop(self) -> None:
         while not self._stopped:
+            self._progress()
             healthy = False
             try:
                 healthy = await self._one_connection()
@@ -451,6 +460,7 @@ class BinanceLiveFeed:
             self._next_connect_mono = time.monotonic() + delay
             log.info("binance %s feed: reconnecting in %.2fs (attempt %d)",
                      self.market, delay, self._backoff_attempt)
+            self._progress()
             await asyncio.sleep(delay)
             self._next_connect_mono = None
 
@@ -540,11 +550,12 @@ class BinanceLiveFeed:
         text = aiohttp.WSMsgType.TEXT
         binary = aiohttp.WSMsgType.BINARY
         stats = self.stats
-        hb = self._heartbeat
+        progress = self._progress
         while True:
             try:
                 msg = await ws.receive(timeout=self._stale_after_s)
             except TimeoutError:
+                progress()
                 stats.stale_events += 1
                 log.warning("binance %s feed: no message for %.1fs; treating connection as "
                             "dead", self.market, self._stale_after_s)
@@ -556,8 +567,7 @@ class BinanceLiveFeed:
                 stats.messages += 1
                 stats.bytes += len(raw)
                 stats.last_message_mono = time.monotonic()
-                if hb is not None:
-                    hb.beat()
+                progress()
                 if self._awaiting_first_diff:
                     self._check_first_diff(raw)
                 self._deliver(recv_ns, raw, None)
@@ -585,15 +595,17 @@ class BinanceLiveFeed:
             self.request_snapshot(sym)
 
     def _deliver(self, recv_ns: int, raw: bytes, symbol: str | None) -> None:
+        if self._fatal is not None:
+            return   # stopping: nothing more goes to a consumer that has failed
         try:
             self._on_message(recv_ns, raw, symbol)
-        except Exception:
+        except Exception as e:
             self.stats.callback_errors += 1
-            ok, n = self._cb_log.should_log()
-            if ok:
-                log.exception("binance %s feed: on_message raised (%d so far%s); continuing",
-                              self.market, self.stats.callback_errors,
-                              f", {n} not logged" if n else "")
+            self._fatal = e
+            log.error("binance %s feed: on_message raised; stopping the feed and handing the "
+                      "exception to the daemon", self.market, exc_info=True)
+            self._stopped = True
+            self._stop.set()
 
     # ---------------------------------------------------------------- snapshots
 

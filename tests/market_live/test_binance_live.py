@@ -566,12 +566,15 @@ def test_gap_then_request_snapshot_fetches_bridging_snapshot_coalesced() -> None
 
 
 @needs_data
-def test_silent_server_detected_as_stale_heartbeat_not_beaten_then_reconnects() -> None:
+def test_silent_server_detected_as_stale_feed_stays_alive_then_reconnects() -> None:
+    """A silent exchange is a data problem (the connection is dropped and retried), not a
+    hung feed: the watchdog heartbeat keeps beating, so systemd never kills a healthy
+    daemon for a network outage (issue 6, defect 9)."""
     frames, snap = capture("spot_btcusdt_20240808.gz", 1500)
     assert snap is not None
     fake = FakeBinance(frames, {"BTCUSDT": snap}, plans=[{"silent_after": 400}, {}])
     wd = Watchdog()
-    hb = wd.register("binance-feed", 0.2)
+    hb = wd.register("binance-feed", 1.0)
     got = Collector()
     stale_after = 0.5
 
@@ -592,8 +595,8 @@ def test_silent_server_detected_as_stale_heartbeat_not_beaten_then_reconnects() 
                 await asyncio.sleep(0.01)
             detected_after = time.monotonic() - silent_from
             assert detected_after >= stale_after - 0.05
-            assert max_age > 2 * hb.deadline_s and flagged, (
-                "the heartbeat must not be beaten while the feed is silent")
+            assert not flagged and max_age <= hb.deadline_s, (
+                "a silent exchange must not look like a hung feed to the watchdog")
             await until(lambda: fake.exhausted.is_set() and len(got.stream) == len(fake.sent),
                         10, "the frames of the second connection")
             assert hb.age() < hb.deadline_s and wd.stalled() == []
@@ -669,8 +672,11 @@ def test_rest_errors_are_logged_and_retried_stream_keeps_going(
 
 
 @needs_data
-def test_callback_exceptions_are_counted_logged_sparingly_and_feed_continues(
+def test_callback_exception_stops_the_feed_and_reaches_the_caller(
         caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 6, defect 8: an exception from decode -> strategy -> gateway -> journal was
+    caught here, counted and forgotten while the daemon kept trading. One policy in every
+    mode: the feed stops and run() raises it to the daemon, which faults."""
     caplog.set_level(logging.WARNING, logger="daemon.market.binance_live")
     frames, snap = capture("spot_btcusdt_20240808.gz", 1500)
     assert snap is not None
@@ -679,24 +685,19 @@ def test_callback_exceptions_are_counted_logged_sparingly_and_feed_continues(
 
     def boom(recv_ns: int, raw: bytes, symbol: str | None) -> None:
         calls.append(raw)
-        if symbol is not None or len(calls) % 7 == 0:
-            raise RuntimeError("strategy bug")
+        if len(calls) == 50:
+            raise RuntimeError("journal failed under the strategy")
 
     async def main() -> None:
         async with serve(fake) as (ws_base, rest_base):
             feed = fast_feed(boom, ws_base, rest_base)
-            task = asyncio.create_task(feed.run())
-            await until(lambda: fake.exhausted.is_set() and feed.stats.messages == len(frames)
-                        and feed.stats.snapshots == 1, 10, "all frames despite the errors")
-            await stop_feed(feed, task)
-        assert [c for c in calls if c.startswith(b'{"stream"')] == list(frames)
-        expected = sum(1 for n in range(1, len(calls) + 1) if n % 7 == 0 or
-                       not calls[n - 1].startswith(b'{"stream"'))
-        assert feed.stats.callback_errors == expected > 200
-        assert feed.stats.reconnects == 0 and feed.connected is False
+            with pytest.raises(RuntimeError, match="journal failed under the strategy"):
+                await asyncio.wait_for(feed.run(), 10)
+            assert feed.connected is False
+        assert len(calls) == 50, "frames were delivered after the consumer failed"
+        assert feed.stats.callback_errors == 1 and feed.stats.reconnects == 0
         logged = [r for r in caplog.records if "on_message raised" in r.getMessage()]
-        assert 1 <= len(logged) <= 2, "callback errors must be rate-limited in the log"
-        assert logged[0].exc_info is not None
+        assert len(logged) == 1 and logged[0].exc_info is not None
 
     run(main())
 
@@ -762,7 +763,7 @@ def test_unreachable_exchange_backs_off_and_stops_promptly() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     wd = Watchdog()
-    hb = wd.register("binance-feed", 0.1)
+    hb = wd.register("binance-feed", 1.0)
     got = Collector()
 
     async def main() -> None:
@@ -776,7 +777,9 @@ def test_unreachable_exchange_backs_off_and_stops_promptly() -> None:
         assert st["backoff_attempt"] >= 5 and st["reconnects"] >= 5
         assert st["last_message_age_s"] is None
         # The delays double up to the cap: 0.02+0.04+0.08+0.16 s before the 5th attempt.
-        assert wd.stalled() and wd.stalled()[0][0] == "binance-feed"
+        # An unreachable exchange is an outage, not a hung feed (issue 6, defect 9): the
+        # feed keeps beating while it retries, so the watchdog never asks for a restart.
+        assert wd.stalled() == []
         # stop() during a backoff sleep returns at once.
         await until(lambda: feed.status()["reconnect_in_s"] is not None, 2, "a backoff sleep")
         await stop_feed(feed, task)

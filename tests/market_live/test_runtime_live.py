@@ -52,3 +52,37 @@ def test_live_runtime_syncs_book_and_records_replayable_capture(tmp_path):
     # And the file itself is exactly what the reader yields, in the shared capture format.
     text = b"".join(gzip.decompress(f.read_bytes()) for f in files)
     assert text == b"".join(b"%d %s\n" % rec for rec in CaptureReader(files))
+
+
+@needs_data
+def test_live_exception_in_the_event_path_reaches_the_daemon(tmp_path):
+    """Issue 6, defect 8: in live mode an exception anywhere after the socket (decode, book,
+    strategy, gateway, journal) was swallowed and counted. Now it goes to the daemon's one
+    exception policy (`on_error` = the supervisor's fault), as it does in replay."""
+    frames, snapshot = capture("spot_btcusdt_20240808.gz", 3000)
+    fake = FakeBinance(frames=frames, snapshots={"BTCUSDT": snapshot})
+    errors: list[str] = []
+
+    async def main() -> None:
+        async with serve(fake) as (ws_base, rest_base):
+            cfg = config.load(CONFIG, environ={
+                "BOT4__MARKET__SOURCE": "binance", "BOT4__MARKET__WS_BASE": ws_base,
+                "BOT4__MARKET__REST_BASE": rest_base})
+            rt = MarketRuntime(cfg, heartbeat=Watchdog().register("market", 5.0),
+                               on_error=errors.append)
+            seen = []
+
+            def strategy(sym, book, ts):
+                seen.append(ts)
+                if len(seen) == 20:
+                    raise RuntimeError("journal failed under the strategy")
+            rt.subscribe(strategy)
+            task = asyncio.create_task(rt.run())
+            done, _ = await asyncio.wait({task}, timeout=30)
+            assert done, "the feed went on after the event path raised"
+            assert isinstance(task.exception(), RuntimeError)
+            assert len(seen) == 20
+            await rt.close()
+
+    asyncio.run(main())
+    assert len(errors) == 1 and "journal failed under the strategy" in errors[0]
