@@ -1,11 +1,14 @@
 """sd_notify for bot4d: READY, STATUS, WATCHDOG, STOPPING, EXTEND_TIMEOUT_USEC.
 
-Two backends, chosen once per `Notifier`: systemd-python's `systemd.daemon.notify` (libsystemd's
-sd_notify) when `systemd.daemon` is importable (the optional extra "systemd", or Debian's
-python3-systemd), else a plain AF_UNIX datagram socket written here ("socket"). Both open
-the socket on every call, so a NOTIFY_SOCKET that systemd recreated is picked up. The PyPI
-`sdnotify` package is deliberately not used: it keeps its first socket for good.
-Without NOTIFY_SOCKET every call is a no-op.
+Two backends, chosen once per `Notifier`: a plain AF_UNIX datagram socket written here
+("socket", the default) and, on request, systemd-python's `systemd.daemon.notify`
+(libsystemd's sd_notify). The daemon uses the socket backend because it sends without
+blocking: libsystemd's sd_notify blocks while the receiver's queue is full (Linux's
+net.unix.max_dgram_qlen is 10 by default), which froze bot4d's event loop, and with it the
+e-stop handling, behind a slow reader. A full queue is a failed notification here, counted
+like any other. Both backends open the socket on every call, so a NOTIFY_SOCKET that systemd
+recreated is picked up. The PyPI `sdnotify` package is deliberately not used: it keeps its
+first socket for good. Without NOTIFY_SOCKET every call is a no-op.
 
 What it must never do: decide when to ping (the supervisor does); raise because the socket
 is missing or refuses (a failed notification is counted in `failures` and logged once per
@@ -41,11 +44,12 @@ def _socket_notify(state: str, addr: str) -> None:
         addr = "\0" + addr[1:]  # abstract namespace
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
         s.connect(addr)
-        s.sendall(state.encode())
+        # Never wait for the receiver: a full queue raises BlockingIOError (an OSError).
+        s.send(state.encode(), socket.MSG_DONTWAIT)
 
 
 class Notifier:
-    def __init__(self, use_systemd_python: bool = True) -> None:
+    def __init__(self, use_systemd_python: bool = False) -> None:
         self.backend = "systemd-python" if (_sd_daemon and use_systemd_python) else "socket"
         usec = os.environ.get("WATCHDOG_USEC")
         pid = os.environ.get("WATCHDOG_PID")

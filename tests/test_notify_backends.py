@@ -216,3 +216,27 @@ def test_no_usable_stderr_is_plain_stderr_not_an_error(monkeypatch, fresh_root_l
 def test_unknown_level_is_named(fresh_root_logger):
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         logsetup.setup("loud")
+
+
+def test_daemon_notifier_never_blocks_on_a_full_queue(tmp_path, monkeypatch):
+    """A receiver that does not read (a busy PID 1, a test harness) fills the datagram
+    queue. libsystemd's sd_notify then blocked bot4d's event loop for good (found with a
+    live feed outage under WATCHDOG_USEC); the daemon's notifier must count and go on."""
+    import threading
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    n = Notifier()
+    assert n.backend == "socket"
+    results: list[bool] = []
+    t = threading.Thread(target=lambda: results.extend(n.watchdog() for _ in range(200)),
+                         daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the notifier blocked on a full queue"
+    assert results[0] is True and results[-1] is False
+    assert n.failures == results.count(False) > 0
+    sock.recv(64)          # the receiver reads again: notifications get through
+    assert n.watchdog() is True
+    sock.close()
