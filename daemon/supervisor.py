@@ -448,8 +448,8 @@ class Supervisor:
             if self.state in (State.TRADING, State.READY, State.REDUCING):
                 self._check_breakers()
             if ping_every and self._pings_blocked is None and now - last_ping >= ping_every:
-                self.notifier.watchdog()
-                self.pings += 1
+                if self.notifier.watchdog():
+                    self.pings += 1
                 last_ping = now
 
     def _check_degraded(self) -> None:
@@ -601,6 +601,7 @@ class Supervisor:
             "market": self.market.status() if self.market else None,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "notify": self.notifier.backend,
+            "notify_failures": self.notifier.failures,
         }
 
     # -- stop -----------------------------------------------------------------------------

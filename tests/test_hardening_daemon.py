@@ -176,3 +176,34 @@ def test_unclean_end_comes_back_halted_even_without_stop_post(start_daemon):
     d.wait_ready()
     assert d.status()["state"] == "ready"
     assert d.terminate() == 0
+
+
+def test_network_outage_longer_than_the_feed_deadline_is_not_a_watchdog_kill(start_daemon):
+    """Defect 9: with the exchange unreachable for longer than feed_deadline_s, the market
+    heartbeat went stale, the daemon stopped its systemd pings and was killed and restarted
+    into `halted`, again and again. A feed that is down is not a hung process."""
+    import socket
+    with socket.socket() as s:   # a port that was just free: every connect is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = start_daemon(watchdog_usec=2_000_000, env={
+        "BOT4__MARKET__SOURCE": "binance", "BOT4__MARKET__WS_BASE": f"ws://127.0.0.1:{port}",
+        "BOT4__MARKET__REST_BASE": f"http://127.0.0.1:{port}",
+        "BOT4__MARKET__STALE_AFTER_S": "1.0", "BOT4__WATCHDOG__FEED_DEADLINE_S": "1.5"})
+    d.wait_ready()
+    assert d.ctl("start").returncode == 0
+    st = wait_for(lambda: (s := d.status())["state"] in ("reducing", "halted") and s, 20,
+                  what="reducing on a dead feed")
+    assert "live feed disconnected" in " ".join(st["degraded"]) or "breaker" in st["reason"]
+    # Outlive the feed deadline several times over, as a network outage would.
+    wait_for(lambda: d.status()["market"]["live"]["connect_failures"] >= 4, 60, interval=0.2,
+             what="several failed reconnects")
+    wait_for(lambda: d.status()["uptime_s"] > 4 * 1.5, 30, interval=0.2,
+             what="four feed deadlines")
+    st = d.status()
+    assert st["watchdog"]["pings_blocked"] is None, st["watchdog"]
+    assert "watchdog" not in st["reason"] and st["state"] != "fault"
+    pings = st["watchdog"]["pings"]
+    wait_for(lambda: d.status()["watchdog"]["pings"] > pings, 20, what="pings still going")
+    assert d.proc.poll() is None
+    assert d.terminate() == 0

@@ -152,8 +152,16 @@ def test_stall_under_systemd_watchdog_keeps_waiting_for_the_restart(tmp_path):
         await sup.handle_command({"cmd": "sim", "what": "stall", "action": "strategy",
                                   "seconds": 1.0})
         await _until(lambda: sup.state is State.HALTED, what="halted")
-        await asyncio.sleep(1.5)   # the strategy beats again by now
+        hb = sup.watchdog._beats["strategy"]
+        await _until(lambda: hb.age() < 0.2 and not sup.watchdog.stalled(),
+                     what="the strategy beating again")
+        pings = sup.pings
+        fresh_at, loop_hb = time.monotonic(), sup.watchdog._beats["loop"]
+        # The watchdog task beats "loop" on every round: two rounds after the strategy was
+        # healthy again, it has had its chance to lift the block (it must not).
+        await _until(lambda: loop_hb.last > fresh_at + 0.15, what="two watchdog rounds")
         assert sup._pings_blocked and "strategy" in sup._pings_blocked
+        assert sup.pings == pings, "pings resumed although systemd must restart us"
         with pytest.raises(CommandError, match="restarted by systemd"):
             await sup.handle_command({"cmd": "reset"})
         await _stop(sup, task)
