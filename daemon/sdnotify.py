@@ -6,8 +6,10 @@ Two backends, chosen once per `Notifier`: a plain AF_UNIX datagram socket writte
 blocking: libsystemd's sd_notify blocks while the receiver's queue is full (Linux's
 net.unix.max_dgram_qlen is 10 by default), which froze bot4d's event loop, and with it the
 e-stop handling, behind a slow reader. A full queue is a failed notification here, counted
-like any other. Both backends open the socket on every call, so a NOTIFY_SOCKET that systemd
-recreated is picked up. The PyPI `sdnotify` package is deliberately not used: it keeps its
+like any other. The socket backend keeps ONE unconnected datagram socket from its first
+use and addresses every datagram anew with sendto(): a NOTIFY_SOCKET that systemd recreated
+is picked up, and no descriptor is needed per ping (a daemon out of descriptors still
+pings). systemd-python opens a socket on every call. The PyPI `sdnotify` package is deliberately not used: it keeps its
 first socket for good. Without NOTIFY_SOCKET every call is a no-op.
 
 What it must never do: decide when to ping (the supervisor does); raise because the socket
@@ -38,14 +40,12 @@ def _one_line(text: str) -> str:
     return _CONTROL_CHARS.sub(" ", text)
 
 
-def _socket_notify(state: str, addr: str) -> None:
+def _socket_notify(sock: socket.socket, state: str, addr: str) -> None:
     """Send one datagram; raises OSError when the socket is missing or refuses."""
     if addr.startswith("@"):
         addr = "\0" + addr[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        s.connect(addr)
-        # Never wait for the receiver: a full queue raises BlockingIOError (an OSError).
-        s.send(state.encode(), socket.MSG_DONTWAIT)
+    # Never wait for the receiver: a full queue raises BlockingIOError (an OSError).
+    sock.sendto(state.encode(), socket.MSG_DONTWAIT, addr)
 
 
 class Notifier:
@@ -57,6 +57,7 @@ class Notifier:
             not pid or pid == str(os.getpid())) else 0
         self.failures = 0          # notifications that could not be delivered, ever
         self._failing = False      # the last notification failed
+        self._sock: socket.socket | None = None
 
     @property
     def enabled(self) -> bool:
@@ -73,7 +74,10 @@ class Notifier:
                 # libsystemd returns an error code, which systemd-python raises as OSError.
                 _sd_daemon.notify(state)
             else:
-                _socket_notify(state, addr)
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX,
+                                               socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                _socket_notify(self._sock, state, addr)
         except OSError as e:
             self.failures += 1
             if not self._failing:

@@ -600,6 +600,7 @@ class Supervisor:
                 for s, p in self.gateway.positions.items()},
             "market": self.market.status() if self.market else None,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
+            "control": self.control.stats() if self.control else None,
             "notify": self.notifier.backend,
             "notify_failures": self.notifier.failures,
         }

@@ -207,3 +207,13 @@ def test_closed_gateway_refuses_orders_but_still_cancels(tmp_path):
         e.buy(price="59980")
     assert r.value.stage == "state"
     assert e.gw.cancel_all("stop") == [o.client_id]
+
+
+def test_limit_order_without_a_trusted_mark_is_refused(tmp_path):
+    """Issue 7: the price band was skipped when the mark was None, so an order priced off a
+    book that had just been wiped passed. No trusted reference, no order."""
+    e = Env(tmp_path)
+    e.gw.mark = lambda s: None
+    with pytest.raises(Rejected, match="no trusted reference price") as r:
+        e.buy()
+    assert r.value.stage == "risk" and not e.gw.open

@@ -1,8 +1,8 @@
 """Pre-trade risk limits, checked by the gateway after the safety checks.
 
 Pure checks on Decimal values: order notional, resulting position, open-order count, order
-rate and a price band around the mark (fat-finger guard). Returns the reason a limit is
-broken, or None. It never sends, cancels or journals anything.
+rate and a price band around the mark (fat-finger guard; a limit order without a trusted
+mark is refused). Returns the reason a limit is broken, or None. It never sends, cancels or journals anything.
 """
 from __future__ import annotations
 
@@ -41,7 +41,11 @@ class RiskLimits:
         if abs(worst) > cfg.max_position and abs(worst) > abs(position_qty):
             return (f"position could reach {worst:f} {order.symbol}, "
                     f"max_position is {cfg.max_position}")
-        if order.type is OrderType.LIMIT and mark is not None and mark > 0:
+        if order.type is OrderType.LIMIT:
+            if mark is None or mark <= 0:
+                # The mark is None while the book is not trusted (gap, suspect diff, no
+                # confirmed reference): without it the band cannot be checked, so no order.
+                return "no trusted reference price for the price band"
             band = mark * Decimal(str(cfg.price_band_bps)) / Decimal(10_000)
             if (order.side is Side.BUY and price > mark + band) or \
                (order.side is Side.SELL and price < mark - band):
