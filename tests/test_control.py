@@ -116,3 +116,23 @@ def test_status_text_shows_control_socket_counters(capsys):
     del st["control"]   # a daemon that does not report it yet
     _print_status(st)
     assert "control:" not in capsys.readouterr().out
+
+
+def test_text_status_names_why_the_book_is_not_traded(start_daemon):
+    """Issue 7: the reasons were only in `status --json`; the operator's plain `bot4ctl
+    status` now says why a book is invalid and what the sanity stage rejected."""
+    from pathlib import Path
+    from tests.daemon_harness import REPO, wait_for
+    data = Path(os.environ.get("BOT4_DATA_DIR", REPO.parent / "shared" / "data"))
+    eth = data / "binance" / "spot_ethusdt_20240808.gz"
+    if not eth.is_file():
+        import pytest
+        pytest.skip(f"shared captures not found under {data}")
+    d = start_daemon("--replay", str(eth), "--replay-speed", "0")   # config trades BTCUSDT
+    d.wait_ready()
+    wait_for(lambda: d.status()["market"]["replay_finished"], 60, interval=0.2,
+             what="replay to finish")
+    out = d.ctl("status").stdout
+    assert "BTCUSDT INVALID" in out and "(" in out.split("BTCUSDT INVALID", 1)[1].splitlines()[0]
+    assert "unconfigured symbols ETHUSDT" in out
+    assert d.terminate() == 0

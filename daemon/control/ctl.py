@@ -117,7 +117,23 @@ def _print_status(st: dict) -> None:
         print(f"position:  {sym} {p['qty']} @ {p['avg_price']} (realised {p['realized_pnl']}, fees {p['fees']})")
     m = st.get("market") or {}
     for sym, b in (m.get("books") or {}).items():
-        print(f"book:      {sym} {'valid' if b.get('valid') else 'INVALID'} bid {b.get('bid')} ask {b.get('ask')}")
+        print(f"book:      {sym} {'valid' if b.get('valid') else 'INVALID'} bid {b.get('bid')} "
+              f"ask {b.get('ask')} mark {b.get('mark')}"
+              + (f" ({b['reason']})" if b.get("reason") else ""))
+    sanity = m.get("sanity") or {}
+    rejects = sanity.get("rejects") or {}
+    unconfigured = sanity.get("unconfigured") or {}
+    if rejects or unconfigured:
+        print("sanity:    rejected " + (", ".join(f"{k} {v}" for k, v in rejects.items()) or "none")
+              + ("; unconfigured symbols " + ", ".join(f"{k} {v}" for k, v in unconfigured.items())
+                 if unconfigured else ""))
+    for problem in (m.get("reader") or {}).get("problems") or []:
+        print(f"capture:   {problem}")
+    j = st.get("journal")
+    if j and not j.get("ok"):
+        print(f"journal:   FAILED: {j.get('error')}")
+    for failure in st.get("failures") or []:
+        print(f"failed:    {failure}")
     c = st.get("control")
     if c:
         print(f"control:   {c['open']}/{c['max']} connections, {c['refused']} refused, "
