@@ -5,6 +5,7 @@ no test noticed. The real Supervisor runs in-process on the synthetic feed with 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
 from decimal import Decimal
@@ -14,6 +15,7 @@ import pytest
 from daemon.control.server import CommandError
 from daemon.execution.gateway import Rejected
 from daemon.execution.orders import OrderStatus, Side
+from daemon.safety.latch import LatchKind
 from daemon.states import DEGRADED_PATTERN, LED_PATTERN, State, allowed
 from tests.test_sabotage import SYM, boot, start_trading, stop, until
 
@@ -220,5 +222,106 @@ def test_restart_after_a_halt_comes_back_halted(tmp_path):
         assert sup.state is State.HALTED
         assert sup.state_reason == "latched before restart: operator: before restart"
         assert sup.latch.kind.value == "halt"
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+# -- guarded steps, logs and records of trips ------------------------------------------------
+def _msgs(caplog, level: int = logging.WARNING) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "bot4d" and r.levelno >= level]
+
+
+def test_trips_log_and_record_what_they_did(tmp_path, caplog):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        n = len(sup.gateway.open)
+        with caplog.at_level(logging.WARNING, logger="bot4d"):
+            await sup.handle_command({"cmd": "halt", "reason": "check"})
+            assert f"HALT: operator: check; cancels sent for {n} open orders" in _msgs(caplog)
+            (*_, (_, _, d)) = sup.journal.audit_rows("latch_trip")
+            assert d == {"source": "halt", "reason": "operator: check", "state": "halted"}
+            await until(lambda: not sup.gateway.open, what="cancels confirmed")
+            await sup.handle_command({"cmd": "reset"})
+            await start_trading(sup)
+            n = len(sup.gateway.open)
+            sup.fault("it broke")
+            assert "FAULT: it broke" in _msgs(caplog, logging.CRITICAL)
+            (*_, (_, _, d)) = sup.journal.audit_rows("latch_trip")
+            assert d == {"source": "halt", "reason": "fault: it broke", "state": "fault"}
+            assert sup.latch.kind is LatchKind.HALT
+            for o in list(sup.gateway.open.values()):
+                assert o.reason == "fault"
+        await until(lambda: not sup.gateway.open, what="orders cancelled")
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_estop_logs_the_trip_and_the_release(tmp_path, caplog):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        n = len(sup.gateway.open)
+        with caplog.at_level(logging.WARNING, logger="bot4d"):
+            sup.panel.estop.sim_set(circuit_closed=False, wait=True)
+            await until(lambda: sup.state is State.ESTOP, what="estop")
+            assert (f"E-STOP: e-stop pressed (circuit opened); cancels sent for {n} open "
+                    "orders") in _msgs(caplog)
+            (*_, (_, _, d)) = sup.journal.audit_rows("latch_trip")
+            assert (d["state"], d["open_orders"]) == ("estop", n)
+            sup.panel.estop.sim_set(circuit_closed=True, wait=True)
+            await until(lambda: "e-stop circuit closed again; `bot4ctl reset` re-arms"
+                        in _msgs(caplog), what="release seen on the loop")
+        assert sup.panel.estop.handler_errors == 0
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_a_failing_step_is_logged_recorded_and_shown_and_the_trip_goes_on(tmp_path, caplog,
+                                                                          mocker):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        # The LED driver fails (GPIO is what tests may mock): the halt must still happen.
+        mocker.patch.object(sup.panel.led, "show", side_effect=OSError("LED gone"))
+        with caplog.at_level(logging.ERROR, logger="bot4d"):
+            await sup.handle_command({"cmd": "halt", "reason": "x"})
+        assert sup.state is State.HALTED and sup.journal.latch().tripped
+        assert "show state failed: LED gone" in sup.status()["failures"]
+        rec = [r for r in caplog.records if r.getMessage() == "show state failed: LED gone"]
+        assert rec and rec[0].exc_info is not None, "an unexpected error logs its traceback"
+        (_, _, d), *_ = sup.journal.audit_rows("step_failed")
+        assert d == {"step": "show state", "error": "show state failed: LED gone"}
+        mocker.stopall()
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_estop_flatten_reports_every_symbol_it_could_not_close(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path, env={"BOT4__SAFETY__FLATTEN_ON_ESTOP": "true"})
+        await start_trading(sup)
+        sup.gateway.position("BTCUSDT").qty = Decimal("0.000001")   # dust: below one lot
+        sup.gateway.position("ETHUSDT").qty = Decimal("0.5")        # no market: no price
+        await sup.handle_command({"cmd": "sim", "what": "estop", "action": "press"})
+        assert sup.state is State.ESTOP
+        (failure,) = [f for f in sup.status()["failures"] if f.startswith("e-stop: flatten")]
+        assert failure == (
+            "e-stop: flatten failed: 0.000001 BTCUSDT left open: BTCUSDT: quantity rounds to "
+            "zero at lot size 0.00001; 0.5 ETHUSDT left open: ETHUSDT: no price to check the "
+            "minimum notional against")
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_loop_stall_halts_and_blocks_the_pings(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        sup._on_loop_stall("watchdog: event loop stalled for 3.00 s")
+        assert sup.state is State.HALTED
+        assert sup.state_reason == "watchdog: event loop stalled for 3.00 s"
+        assert sup.status()["watchdog"]["pings_blocked"] == "watchdog: event loop stalled " \
+                                                            "for 3.00 s"
         await stop(sup, task)
     asyncio.run(main())
