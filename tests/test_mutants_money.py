@@ -158,10 +158,12 @@ def test_price_band_boundary_both_sides():
     assert r.check(_order(qty="100", price="0.5101"), D(0), [], cheap, 0) is not None
 
 
-def test_price_band_needs_a_usable_mark():
+def test_limit_order_needs_a_usable_mark_for_its_band():
     r = RiskLimits(RiskCfg(price_band_bps=200.0))
-    assert r.check(_order(price="60000"), D(0), [], None, 0) is None   # no mark: no band
-    assert r.check(_order(price="60000"), D(0), [], D(0), 0) is None   # no usable mark
+    for mark in (None, D(0), D("-1")):   # no trusted mark: the band cannot be checked
+        assert r.check(_order(price="60000"), D(0), [], mark, 0) == \
+            "no trusted reference price for the price band"
+    assert r.check(_order(price="60000"), D(0), [], D("0.0001") * 600_000_000, 0) is None
     # A market order is priced at the mark: never outside a band.
     assert r.check(_order(price=None, type=OrderType.MARKET), D(0), [], D("60000"), 0) is None
 
