@@ -386,7 +386,7 @@ class BinanceLiveFeed:
     async def _alive(self) -> None:
         """Beat the heartbeat through long waits (backoff, a silent connection) as long as
         the feed keeps finishing its bounded steps."""
-        period = min(1.0, self._stale_after_s / 2)
+        period = min(0.5, self._stale_after_s / 4)
         while True:
             await asyncio.sleep(period)
             if time.monotonic() - self._progress_mono < self._wedged_after_s \

@@ -329,58 +329,94 @@ def paced_file(tmp_path: Path, n: int = 11, step_ns: int = 100_000_000) -> Path:
                                                 for i in range(n)))
 
 
-def test_sync_pacing_follows_receive_times(tmp_path: Path) -> None:
+class VirtualClock:
+    """Stands in for the reader's `time` module: sleeping advances the clock instead of
+    waiting, and every clock read costs `read_cost_ns` of virtual time. Pacing is then
+    checked by what the reader asks for, not by how fast this machine is."""
+
+    def __init__(self, read_cost_ns: int = 0) -> None:
+        self.now_ns = 1_000_000_000
+        self.read_cost_ns = read_cost_ns
+        self.slept_ns = 0
+
+    def monotonic_ns(self) -> int:
+        self.now_ns += self.read_cost_ns
+        return self.now_ns
+
+    def __getattr__(self, name: str):   # wall-clock reads and the rest: the real module
+        return getattr(time, name)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept_ns += int(seconds * 1e9)
+        self.now_ns += int(seconds * 1e9)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await _real_asyncio_sleep(0)
+
+
+_real_asyncio_sleep = asyncio.sleep
+
+
+@pytest.fixture
+def vclock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    import daemon.market.capture as capture_mod
+    clock = VirtualClock()
+    monkeypatch.setattr(capture_mod, "time", clock)
+    monkeypatch.setattr(capture_mod.asyncio, "sleep", clock.asleep)
+    return clock
+
+
+def test_sync_pacing_follows_receive_times(tmp_path: Path, vclock: VirtualClock) -> None:
     p = paced_file(tmp_path)                     # 1.0 s of data
-    t0 = time.monotonic()
     assert len(list(CaptureReader(p, speed=10.0))) == 11
-    elapsed = time.monotonic() - t0
-    assert 0.095 <= elapsed < 0.6
-    t0 = time.monotonic()
+    assert vclock.slept_ns == pytest.approx(100_000_000, abs=1_000_000)   # 1.0 s / 10
+    vclock.slept_ns = 0
     list(CaptureReader(p))
-    assert time.monotonic() - t0 < 0.05           # speed 0: no sleeping
+    assert vclock.slept_ns == 0                  # speed 0: no sleeping
 
 
-def test_async_pacing_follows_receive_times(tmp_path: Path) -> None:
+def test_async_pacing_follows_receive_times(tmp_path: Path, vclock: VirtualClock) -> None:
     p = paced_file(tmp_path)
 
-    async def run() -> tuple[int, float]:
-        t0 = time.monotonic()
+    async def run() -> int:
         n = 0
         async for _ in CaptureReader(p, speed=5.0):
             n += 1
-        return n, time.monotonic() - t0
+        return n
 
-    n, elapsed = asyncio.run(run())
-    assert n == 11
-    assert 0.19 <= elapsed < 0.8
+    assert asyncio.run(run()) == 11
+    assert vclock.slept_ns == pytest.approx(200_000_000, abs=1_000_000)   # 1.0 s / 5
 
 
-def test_async_full_speed_does_not_starve_the_loop(binance_dir: Path) -> None:
-    """Another task (think e-stop handling) must get the loop every few ms."""
+def test_async_full_speed_does_not_starve_the_loop(binance_dir: Path, vclock: VirtualClock
+                                                   ) -> None:
+    """Another task (think e-stop handling) must get the loop at least every max_block of
+    the reader's own work, however slow the machine."""
+    vclock.read_cost_ns = 100_000      # each clock read: 0.1 ms of "work" between records
 
-    async def run() -> tuple[int, list[float], float]:
-        ticks: list[float] = []
+    async def run() -> tuple[int, list[int]]:
+        ticks: list[int] = []
         done = False
+        n = 0
 
         async def ticker() -> None:
             while not done:
-                ticks.append(time.monotonic())
-                await asyncio.sleep(0)
+                ticks.append(n)
+                await _real_asyncio_sleep(0)
 
         task = asyncio.create_task(ticker())
-        await asyncio.sleep(0)
-        t0 = time.monotonic()
-        n = 0
-        async for _ in CaptureReader(binance_dir / SPOT_BTC[0]):
+        await _real_asyncio_sleep(0)
+        async for _ in CaptureReader(binance_dir / SPOT_BTC[0], max_block_ms=2.0):
             n += 1
-        t1 = time.monotonic()
         done = True
         await task
-        gaps = [b - a for a, b in zip([t0, *ticks], [*ticks, t1]) if t0 <= a <= t1]
-        return n, gaps, t1 - t0
+        return n, ticks
 
-    n, gaps, total = asyncio.run(run())
+    n, ticks = asyncio.run(run())
     assert n == 41_249
-    # Without the reader's periodic sleep(0) the ticker would not run at all until the end.
-    assert len(gaps) > 10
-    assert max(gaps) < 0.1, f"loop starved for {max(gaps) * 1e3:.1f} ms (total {total:.3f}s)"
+    # The reader looks at the clock every 16 records and yields once 2 ms have passed:
+    # with 0.1 ms per read that is every 16 x 20 = 320 records at most.
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    assert len(ticks) >= n // 320 and max(gaps) <= 320, \
+        f"the loop went {max(gaps)} records without a turn"
