@@ -13,7 +13,7 @@ import pytest
 
 from daemon.execution import gateway as gwmod
 from daemon.execution.gateway import OrderGateway, Rejected
-from daemon.execution.orders import OrderStatus, OrderType, Side, TimeInForce
+from daemon.execution.orders import Fill, Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from daemon.safety.latch import LatchKind
 from daemon.states import State
 from tests.test_sabotage import SYM, Rig
@@ -220,3 +220,76 @@ def test_remembered_orders_drop_the_oldest_first(tmp_path):
     assert r.journal.audit_rows("unknown_order_report") == []
     r.gw.on_order_status(done[0], OrderStatus.CANCELLED, None, 2)
     assert len(r.journal.audit_rows("unknown_order_report")) == 1
+
+
+def test_orders_name_the_venue_they_go_to(tmp_path):
+    r = Rig(tmp_path)
+    r.venue.name = "paper-b"
+    o = r.buy(price="59000")
+    assert o.venue == "paper-b" and r.journal.open_orders()[0].venue == "paper-b"
+
+
+def test_reducing_a_position_of_exactly_one(tmp_path):
+    r = Rig(tmp_path, risk={"max_order_notional": D("100000"), "max_position": D("5")})
+    r.gw.position(SYM).qty = D("1")
+    r.state = State.REDUCING
+    assert r.sell(qty="1", price="61000").status is OrderStatus.PENDING_NEW
+
+
+def test_an_order_cancelled_without_a_reason_before_it_left(tmp_path):
+    r = Rig(tmp_path)
+    with r.gw.batch():
+        o = r.buy(price="59000")
+        r.gw.cancel(o.client_id, "")
+    assert o.reason == "cancelled (before it was sent)"
+
+
+def test_latch_tripped_while_the_order_is_committed_refuses_it_with_the_reason(tmp_path):
+    r = Rig(tmp_path)
+
+    def on_sql(sql: str) -> None:   # SQLite reports each statement it runs
+        if sql == "COMMIT":
+            r.latch.trip(LatchKind.ESTOP, "pressed")   # as the GPIO thread would, mid-commit
+    r.journal._db.set_trace_callback(on_sql)
+    with pytest.raises(Rejected) as e:
+        r.buy(price="59000")
+    r.journal._db.set_trace_callback(None)
+    assert (e.value.stage, e.value.reason) == ("latch", "kill latch tripped before send")
+    assert not r.gw.open and r.venue.stats["submitted"] == 0
+
+
+def test_flatten_sells_a_long_buys_a_short_and_skips_flat_positions(tmp_path):
+    from daemon.execution.orders import Instrument
+    r = Rig(tmp_path)
+    r.gw.instruments["ETHUSDT"] = Instrument("ETHUSDT", D("0.01"), D("0.0001"), D("5"))
+    r.gw.instruments["LTCUSDT"] = Instrument("LTCUSDT", D("0.01"), D("0.01"), D("5"))
+    r.gw.position("XRPUSDT")                        # flat, and first: must not stop the rest
+    r.gw.position(SYM).qty = D("0.002")             # long 0.002 (below 1: a real size)
+    r.gw.position("ETHUSDT").qty = D("-0.01")       # short
+    r.gw.position("LTCUSDT").qty = D("0.001")       # dust below one lot
+    sent, failed = r.gw.flatten("e-stop flatten")
+    assert [(o.symbol, o.side, o.qty) for o in sent] == [(SYM, Side.SELL, D("0.00200")),
+                                                         ("ETHUSDT", Side.BUY, D("0.0100"))]
+    assert list(failed) == ["LTCUSDT"]
+
+
+def test_venue_reports_are_journalled_at_their_time_and_only_rejects_count(tmp_path, caplog):
+    r = Rig(tmp_path, breakers={"max_rejects_per_min": 1})
+    a, b = r.buy(price="59000"), r.buy(price="58900")
+    r.gw.on_order_status(a.client_id, OrderStatus.NEW, None, 2_222)
+    r.gw.on_order_status(b.client_id, OrderStatus.NEW, None, 2_223)
+    r.gw.on_order_status(a.client_id, OrderStatus.CANCELLED, None, 3_333)
+    assert _events(r, a.client_id)[1:] == [(2_222, "new", None), (3_333, "cancelled", None)]
+    assert r.check() is None, "acks and cancels are not rejects"
+    with caplog.at_level(logging.WARNING, logger="daemon.execution.gateway"):
+        r.gw.on_order_status("ghost", OrderStatus.CANCELLED, None, 1)
+        r.gw.on_fill(Fill("f9", "ghost", SYM, Side.BUY, D("1"), D("1"), D(0),
+                          Liquidity.TAKER, 1))
+        r.gw.on_fill(Fill("f1", b.client_id, SYM, Side.BUY, D("58900"), D("0.0005"), D(0),
+                          Liquidity.MAKER, 4))
+        r.gw.on_fill(Fill("f1", b.client_id, SYM, Side.BUY, D("58900"), D("0.0005"), D(0),
+                          Liquidity.MAKER, 4))
+    assert [m.getMessage() for m in caplog.records] == [
+        "venue reported cancelled for unknown order ghost",
+        "fill for unknown order ghost",
+        "fill f1 reported again; already applied, ignored"]
