@@ -12,11 +12,15 @@ from decimal import Decimal
 
 import pytest
 
+from daemon import config
 from daemon.control.server import CommandError
 from daemon.execution.gateway import Rejected
 from daemon.execution.orders import OrderStatus, Side
 from daemon.safety.latch import LatchKind
 from daemon.states import DEGRADED_PATTERN, LED_PATTERN, State, allowed
+from daemon.store.journal import Journal
+from daemon.supervisor import RunOptions, Supervisor
+from tests.daemon_harness import CONFIG
 from tests.test_sabotage import SYM, boot, start_trading, stop, until
 
 
@@ -323,5 +327,98 @@ def test_loop_stall_halts_and_blocks_the_pings(tmp_path):
         assert sup.state_reason == "watchdog: event loop stalled for 3.00 s"
         assert sup.status()["watchdog"]["pings_blocked"] == "watchdog: event loop stalled " \
                                                             "for 3.00 s"
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_estop_open_at_boot_latches_estop_with_its_reason(tmp_path):
+    async def main():
+        cfg = config.load(CONFIG, environ={"BOT4__MARKET__SYNTHETIC_RATE_HZ": "200"})
+        sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),
+                                         socket=str(tmp_path / "c.sock"), sim_estop_open=True))
+        task = asyncio.create_task(sup.run())
+        await until(lambda: sup.state is not State.BOOTING, what="boot")
+        reason = "e-stop circuit open at boot (pressed or wire broken)"
+        assert sup.state is State.ESTOP and sup.state_reason == reason
+        assert sup.status()["latch"] == {"tripped": True, "kind": "estop", "reason": reason}
+        assert sup.journal.latch().source == "estop"
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_fault_before_the_gateway_exists_still_records_the_latch(tmp_path):
+    cfg = config.load(CONFIG, environ={})
+    sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),
+                                     socket=str(tmp_path / "c.sock")))
+    sup.journal = Journal(tmp_path / "early.sqlite3")   # booted this far, no gateway yet
+    try:
+        sup.fault("early")
+        assert sup.state is State.FAULT and sup.latch.reason == "fault: early"
+        rec = sup.journal.latch()
+        assert (rec.tripped, rec.source, rec.reason) == (True, "halt", "fault: early")
+        (_, _, d), = sup.journal.audit_rows("latch_trip")
+        assert d == {"source": "halt", "reason": "fault: early", "state": "fault"}
+        assert sup.failures == []
+    finally:
+        sup.journal.close()
+
+
+def test_journal_lost_during_an_estop_faults_and_never_claims_it_was_recorded(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        orders = list(sup.gateway.open.values())
+        sup.journal._db.close()   # every later write fails, as on a dead disk
+        with pytest.raises(CommandError, match="NOT recorded"):
+            await sup.handle_command({"cmd": "sim", "what": "estop", "action": "press"})
+        assert sup.state is State.FAULT and sup.latch.kind is LatchKind.ESTOP
+        assert sup.state_reason.startswith("journal failed (e-stop: record + cancel): ")
+        failures = sup.status()["failures"]
+        assert any(f.startswith("e-stop: record + cancel failed: ") for f in failures)
+        assert any(f.startswith("fault: cancel failed: ") for f in failures)
+        assert orders   # (whether their cancels still go out: see test_mutants_gateway)
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_journal_lost_while_recording_a_failed_step(tmp_path, caplog, mocker):
+    async def main():
+        sup, task = await boot(tmp_path)
+        sup.journal._db.close()
+        mocker.patch.object(sup.panel.led, "show", side_effect=OSError("LED gone"))
+        with caplog.at_level(logging.CRITICAL, logger="bot4d"):
+            sup._enter(State.TRADING, "test")   # a new state to show: the LED step fails
+        err = sup.status()["journal"]["error"]
+        assert err and "closed database" in err
+        assert f"journal failed while recording a failed step: {err}" in _msgs(
+            caplog, logging.CRITICAL)
+        mocker.stopall()
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_healthy_trading_stays_trading(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__BOOK_INVALID_S": "0.3"})
+        await start_trading(sup)
+        await asyncio.sleep(1.0)   # many watchdog checks with a valid book (not a timing check)
+        assert sup.state is State.TRADING
+        assert "reducing" not in [d["new"] for _, _, d in sup.journal.audit_rows("state")]
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_loss_at_the_mark_halts_trading(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__MAX_LOSS": "5"})
+        await start_trading(sup)
+        pos = sup.gateway.position(SYM)
+        mark = sup.market.mark(SYM)
+        pos.qty, pos.avg_price = Decimal("0.01"), mark
+        await asyncio.sleep(0.5)   # the breakers take their baseline with this position
+        assert sup.state is State.TRADING
+        pos.avg_price = mark + Decimal("1000")   # now 10 below at the mark
+        await until(lambda: sup.state is State.HALTED, what="loss breaker")
+        assert sup.state_reason.startswith("breaker: loss -")
         await stop(sup, task)
     asyncio.run(main())
