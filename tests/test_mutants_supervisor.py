@@ -293,7 +293,8 @@ def test_a_failing_step_is_logged_recorded_and_shown_and_the_trip_goes_on(tmp_pa
         assert sup.state is State.HALTED and sup.journal.latch().tripped
         assert "show state failed: LED gone" in sup.status()["failures"]
         rec = [r for r in caplog.records if r.getMessage() == "show state failed: LED gone"]
-        assert rec and rec[0].exc_info is not None, "an unexpected error logs its traceback"
+        assert rec and rec[0].exc_info and rec[0].exc_info[0] is OSError, \
+            "an unexpected error logs its traceback"
         (_, _, d), *_ = sup.journal.audit_rows("step_failed")
         assert d == {"step": "show state", "error": "show state failed: LED gone"}
         mocker.stopall()
@@ -363,7 +364,7 @@ def test_fault_before_the_gateway_exists_still_records_the_latch(tmp_path):
         sup.journal.close()
 
 
-def test_journal_lost_during_an_estop_faults_and_never_claims_it_was_recorded(tmp_path):
+def test_journal_lost_during_an_estop_faults_and_never_claims_it_was_recorded(tmp_path, caplog):
     async def main():
         sup, task = await boot(tmp_path)
         await start_trading(sup)
@@ -376,6 +377,9 @@ def test_journal_lost_during_an_estop_faults_and_never_claims_it_was_recorded(tm
         failures = sup.status()["failures"]
         assert any(f.startswith("e-stop: record + cancel failed: ") for f in failures)
         assert any(f.startswith("fault: cancel failed: ") for f in failures)
+        (rec, *_) = [r for r in caplog.records
+                     if r.getMessage().startswith("e-stop: record + cancel failed: ")]
+        assert not rec.exc_info, "a journal failure is expected: no traceback"
         assert orders   # (whether their cancels still go out: see test_mutants_gateway)
         await stop(sup, task)
     asyncio.run(main())
