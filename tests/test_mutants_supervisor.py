@@ -115,7 +115,9 @@ def test_estop_records_the_trip_with_the_open_order_count(tmp_path):
         sup, task = await boot(tmp_path)
         await start_trading(sup)
         n_open = len(sup.gateway.open)
+        orders = list(sup.gateway.open.values())
         reply = await sup.handle_command({"cmd": "sim", "what": "estop", "action": "press"})
+        assert [o.reason for o in orders] == ["e-stop"] * n_open
         assert reply == {"estop": "press", "latched": "journalled"}
         assert sup.state is State.ESTOP and sup.panel.led.pattern == "red_fast_blink"
         rec = sup.journal.latch()
@@ -426,3 +428,23 @@ def test_loss_at_the_mark_halts_trading(tmp_path):
         assert sup.state_reason.startswith("breaker: loss -")
         await stop(sup, task)
     asyncio.run(main())
+
+
+def test_fault_before_the_gateway_exists_with_a_failed_journal(tmp_path):
+    cfg = config.load(CONFIG, environ={})
+    sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),
+                                     socket=str(tmp_path / "c.sock")))
+    sup.journal = Journal(tmp_path / "early.sqlite3")
+    try:
+        sup.journal_failed = "disk full"   # already known: do not write again
+        sup.fault("early")
+        assert sup.journal.latch() is None and sup.failures == []
+    finally:
+        sup.journal.close()
+    sup2 = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state2"),
+                                      socket=str(tmp_path / "c2.sock")))
+    sup2.journal = Journal(tmp_path / "early2.sqlite3")
+    sup2.journal._db.close()   # the write itself fails
+    sup2.fault("early")
+    assert sup2.state is State.FAULT
+    assert len(sup2.failures) == 1 and sup2.failures[0].startswith("fault: record failed: ")
