@@ -448,3 +448,77 @@ def test_fault_before_the_gateway_exists_with_a_failed_journal(tmp_path):
     sup2.fault("early")
     assert sup2.state is State.FAULT
     assert len(sup2.failures) == 1 and sup2.failures[0].startswith("fault: record failed: ")
+
+
+def test_command_replies_and_refusals_word_for_word(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        st = await sup.handle_command({"cmd": "status"})
+        assert st["state"] == "ready" and st["latch"]["tripped"] is False
+        await start_trading(sup)
+        await sup.handle_command({"cmd": "halt", "reason": "words"})
+        assert {o.reason for o in sup.gateway.open.values()} == {"halt: operator: words"}
+        n = len(sup.gateway.open)
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "reset"})
+        assert str(e.value) == (f"{n} orders still awaiting cancel confirmation (cancels sent "
+                                "again); try again")
+        await until(lambda: not sup.gateway.open, what="cancels confirmed")
+        sup.panel.estop.sim_set(circuit_closed=False, wait=True)
+        await until(lambda: sup.state is State.ESTOP, what="estop")
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "reset"})
+        assert str(e.value) == ("e-stop circuit is open (button pressed or wire broken): "
+                                "release the e-stop before reset")
+        sup.fault("it broke")
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "reset"})
+        assert str(e.value) == ("fault (it broke): fix the cause and restart the service; "
+                                "reset cannot clear a fault")
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_a_command_whose_journal_write_fails_says_so_once(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        await start_trading(sup)
+        orders = list(sup.gateway.open.values())
+        sup.journal._db.close()   # the disk is gone
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "halt", "reason": "x"})
+        err = sup.journal_failed
+        assert err and "closed database" in err
+        assert str(e.value) == f"journal failed, daemon is in fault: {err}"
+        assert sup.state is State.FAULT
+        assert any(f.startswith("halt: record + cancel failed: ") for f in sup.failures)
+        assert orders
+        # Known since the last command: later commands answer normally (status works).
+        assert (await sup.handle_command({"cmd": "status"}))["journal"]["error"] == err
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_a_command_that_raises_a_journal_error_faults_with_it(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        sup.journal._db.close()
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "start"})   # its state record fails
+        err = sup.journal_failed
+        assert err and str(e.value) == f"journal failed, daemon is in fault: {err}"
+        assert sup.state is State.FAULT and sup.state_reason == f"journal failed: {err}"
+        await stop(sup, task)
+    asyncio.run(main())
+
+
+def test_an_unrecorded_estop_is_answered_as_such(tmp_path):
+    async def main():
+        sup, task = await boot(tmp_path)
+        sup.journal._db.close()
+        with pytest.raises(CommandError) as e:
+            await sup.handle_command({"cmd": "sim", "what": "estop", "action": "press"})
+        assert f"e-stop latched in memory but NOT recorded ({sup.journal_failed}); the " \
+               "daemon is in fault and comes back halted" in str(e.value)
+        await stop(sup, task)
+    asyncio.run(main())

@@ -22,6 +22,8 @@ The helpers here (`Rig`, `boot`, `until`, `stop`) are shared by tests/test_mutan
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from decimal import Decimal
 
@@ -350,7 +352,9 @@ def test_estop_press_while_halted_latches_estop(tmp_path):
     asyncio.run(main())
 
 
-def test_entering_reducing_cancels_exposure_increasing_orders(tmp_path):
+def test_entering_reducing_cancels_exposure_increasing_orders(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="bot4d")
+
     async def main():
         sup, task = await boot(tmp_path)
         await start_trading(sup)
@@ -373,5 +377,8 @@ def test_entering_reducing_cancels_exposure_increasing_orders(tmp_path):
         assert buy.reason == "reducing"
         assert "pending_cancel" not in sup.journal.order_history(sell.client_id)
         assert sell.client_id in gw.open
+        logged = [r.getMessage() for r in caplog.records if r.name == "bot4d"]
+        assert any(re.fullmatch(r"degraded: BTCUSDT book invalid: .+; 1 exposure-increasing "
+                                r"orders cancelled", m) for m in logged), logged
         await stop(sup, task)
     asyncio.run(main())
