@@ -255,20 +255,27 @@ class Supervisor:
             self.journal.audit("state", old=old.value, new=new.value, reason=reason)
         self._enter(new, reason)
 
-    def _enter(self, new: State, reason: str) -> State:
+    def _enter(self, new: State, reason: str, *, log_now: bool = True) -> State:
         """Change the state in memory and show it: no I/O that can fail comes before the
-        new state is in force (the LED and the systemd status are guarded)."""
+        new state is in force (the LED and the systemd status are guarded). A trip passes
+        log_now=False and logs the change with `_log_state` once its cancels are out."""
         old = self.state
         if new is not old and not allowed(old, new):
             raise CommandError(f"cannot go from {old} to {new}")
         self.state, self.state_reason = new, reason
         if new is not old:
-            log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
-                    else logging.INFO, "state %s -> %s: %s", old, new, reason)
+            if log_now:
+                self._log_state(old, new, reason)
             if new is State.TRADING:
                 self.breakers.reset()
         self._announce()
         return old
+
+    @staticmethod
+    def _log_state(old: State, new: State, reason: str) -> None:
+        if new is not old:
+            log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
+                    else logging.INFO, "state %s -> %s: %s", old, new, reason)
 
     def _announce(self) -> None:
         for step in (self._show_led, lambda: self.notifier.status(self._status_line())):
@@ -333,14 +340,21 @@ class Supervisor:
             self._latch_estop(self.latch.reason)
 
     def _latch_estop(self, reason: str) -> None:
-        """On the loop: the e-stop's steps, each guarded (see the module docstring)."""
+        """On the loop: the e-stop's steps, each guarded (see the module docstring).
+
+        The LED pattern is set with the state, before anything else, but held until the
+        record-and-cancel step is over (it is released however that step ends): gpiozero's
+        blink start-up would otherwise cost the cancels a few hundred microseconds."""
         self.latch.trip(LatchKind.ESTOP, reason)           # 1. the gate (already, on GPIO)
-        if self.state is not State.FAULT:
-            self._enter(State.ESTOP, reason)                # 2. state + LED, in memory
+        old = self.state
         n_open = len(self.gateway.open)
-        recorded = self._step("e-stop: record + cancel", lambda: self.gateway.cancel_all(
-            "e-stop", record_with=lambda: self.journal.set_latch(       # 3. one fsync
-                True, LatchKind.ESTOP.value, reason, open_orders=n_open, state="estop")))
+        with self.panel.led.held():
+            if self.state is not State.FAULT:
+                self._enter(State.ESTOP, reason, log_now=False)   # 2. state + LED
+            recorded = self._step("e-stop: record + cancel", lambda: self.gateway.cancel_all(
+                "e-stop", record_with=lambda: self.journal.set_latch(    # 3. one fsync
+                    True, LatchKind.ESTOP.value, reason, open_orders=n_open, state="estop")))
+        self._log_state(old, self.state, reason)
         if self.cfg.safety.flatten_on_estop:                # 4. flatten, symbol by symbol
             self._step("e-stop: flatten", self._flatten)
         log.warning("E-STOP: %s; cancels sent for %d open orders", reason, n_open)

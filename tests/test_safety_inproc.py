@@ -123,7 +123,7 @@ def test_led_follows_states_on_the_pins(tmp_path):
         red, green, blue = (f.pin(p) for p in (27, 22, 23))
         assert sup.panel.led.pattern == "green_slow_blink"
         await sup.handle_command({"cmd": "start"})
-        await _until(lambda: sup.panel.led.pattern == "green", what="green")
+        await _until(lambda: sup.panel.led.applied == "green", what="green on the pins")
         assert (red.state, green.state, blue.state) == (0, 1, 0)
         await sup.handle_command({"cmd": "halt", "reason": "x"})
         assert sup.panel.led.pattern == "red_slow_blink"
