@@ -297,10 +297,9 @@ def test_venue_reports_are_journalled_at_their_time_and_only_rejects_count(tmp_p
         "fill f1 reported again; already applied, ignored"]
 
 
-@pytest.mark.xfail(strict=True, reason="DEFECT (reported to the gateway's owner): when the "
-                   "journal cannot even BEGIN (locked by another process, I/O error), "
-                   "cancel_all's batch body never runs and no cancel is sent")
 def test_cancels_go_out_even_when_the_journal_cannot_begin(tmp_path):
+    """When the journal cannot even BEGIN (locked by another process, I/O error), the batch
+    body never ran and no cancel was sent; now cancel_all sends them all the same."""
     r = Rig(tmp_path)
     o = r.buy(price="59000")
     r.settle()
@@ -310,8 +309,8 @@ def test_cancels_go_out_even_when_the_journal_cannot_begin(tmp_path):
     try:
         with pytest.raises(JournalError, match="database is locked"):
             r.gw.cancel_all("e-stop")
-        r.settle()
-        assert r.venue.open_orders() == [], f"{o.client_id} still working at the venue"
     finally:
-        other.execute("ROLLBACK")
+        other.execute("ROLLBACK")   # the venue's confirmation is journalled normally
         other.close()
+    r.settle()
+    assert r.venue.open_orders() == [], f"{o.client_id} still working at the venue"

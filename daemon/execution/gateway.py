@@ -264,15 +264,31 @@ class OrderGateway:
         cancel of an order it no longer has). The cancels are sent even when the journal
         write fails; the JournalError then goes on to the caller."""
         todo = [o for o in self.open.values() if symbol is None or o.symbol == symbol]
-        with self.batch():
-            for o in todo:
-                self._act(lambda cid=o.client_id: self.venue.cancel(cid))
-            if record_with is not None:
-                record_with()
-            fresh = [o for o in todo if o.status is not OrderStatus.PENDING_CANCEL]
-            if fresh:
-                self._mark_pending_cancel(fresh, reason)
+        queued = False
+        try:
+            with self.batch():
+                for o in todo:
+                    self._act(lambda cid=o.client_id: self.venue.cancel(cid))
+                queued = True
+                if record_with is not None:
+                    record_with()
+                fresh = [o for o in todo if o.status is not OrderStatus.PENDING_CANCEL]
+                if fresh:
+                    self._mark_pending_cancel(fresh, reason)
+        except JournalError:
+            if not queued and self._after is None:
+                # The journal could not even begin (locked, I/O error): the batch body never
+                # ran, so send the cancels here; they stay in doubt in the journal.
+                self._force_cancels(todo, reason)
+            raise
         return [o.client_id for o in todo]
+
+    def _force_cancels(self, orders: list[Order], reason: str) -> None:
+        now = self.clock()
+        for o in orders:
+            if o.status is not OrderStatus.PENDING_CANCEL:
+                o.status, o.reason, o.updated_ns = OrderStatus.PENDING_CANCEL, reason, now
+        self._run_all([lambda cid=o.client_id: self.venue.cancel(cid) for o in orders], None)
 
     def cancel_increasing(self, reason: str) -> list[str]:
         """Cancel every open order that would grow |position| if it filled (entering
