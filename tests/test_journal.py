@@ -111,3 +111,17 @@ def test_position_math():
     assert p.qty == 1 and p.realized_pnl == 45 and p.fees == Decimal("0.1")
     p.apply(sell("90", "3"))   # through zero: short 2 at 90
     assert p.qty == -2 and p.avg_price == 90 and p.realized_pnl == 30
+
+
+def test_a_damaged_file_is_refused_untouched(tmp_path):
+    """The integrity check runs on a read-only connection first: before, setting WAL mode
+    rewrote a 1-byte file into an SQLite header before refusing it."""
+    import pytest
+    from daemon.store.journal import JournalDamaged
+    for content in (b"x", b"garbage " * 1000):
+        path = tmp_path / "journal.sqlite3"
+        path.write_bytes(content)
+        with pytest.raises(JournalDamaged):
+            Journal(path)
+        assert path.read_bytes() == content
+        assert not (tmp_path / "journal.sqlite3-wal").exists()

@@ -96,6 +96,8 @@ class Journal:
             what = "is missing" if not self.path.exists() else "is empty (0 bytes)"
             raise JournalDamaged(f"{self.path} {what}, but a journal existed here before; "
                                  f"refusing to start a new one: {RECOVERY_HINT}")
+        if existed:
+            self._check_readonly()   # before anything writes to a file that may be damaged
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we open transactions explicitly, one per logical change.
@@ -104,8 +106,6 @@ class Journal:
             # FULL: the WAL is fsynced at every commit; NORMAL could lose the last commits.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            if existed:
-                self._check_integrity()
             with self._tx():
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     self._db.execute(stmt)
@@ -136,12 +136,27 @@ class Journal:
         if db is not None:
             db.close()
 
-    def _check_integrity(self) -> None:
-        rows = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+    def _check_readonly(self) -> None:
+        """quick_check on a read-only connection: a damaged file is refused untouched."""
+        try:
+            ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        except sqlite3.Error as e:
+            raise JournalError(f"{self.path}: {e}") from e
+        try:
+            self._check_integrity(ro)
+        except sqlite3.OperationalError as e:   # unreadable, locked: not proven damage
+            raise JournalError(f"{self.path}: {e}") from e
+        except sqlite3.DatabaseError as e:      # not a database, malformed
+            raise JournalDamaged(f"{self.path}: {e}: {RECOVERY_HINT}") from e
+        finally:
+            ro.close()
+
+    def _check_integrity(self, db: sqlite3.Connection) -> None:
+        rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
         if rows != ["ok"]:
             raise JournalDamaged(f"{self.path} fails its integrity check ({'; '.join(rows[:3])}"
                                  f"{' ...' if len(rows) > 3 else ''}): {RECOVERY_HINT}")
-        tables = {r[0] for r in self._db.execute(
+        tables = {r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" not in tables:
             raise JournalDamaged(f"{self.path} is not a bot4 journal (no meta table): "
