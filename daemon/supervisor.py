@@ -290,14 +290,20 @@ class Supervisor:
         try:
             fn()
             return True
-        except JournalError as e:
-            self.journal_failed = self.journal_failed or str(e)
-            self._step_failed(name, e, journal=False)
-            if self.state is not State.FAULT:
-                self.fault(f"journal failed ({name}): {e}")
         except Exception as e:
-            self._step_failed(name, e)
+            self._step_error(name, e, fault=True)
         return False
+
+    def _step_error(self, name: str, e: Exception, *, fault: bool) -> None:
+        """The one handling of a failed step: a journal failure is remembered for good
+        (and is a fault unless we are stopping anyway); anything else is recorded."""
+        if not isinstance(e, JournalError):
+            self._step_failed(name, e)
+            return
+        self.journal_failed = self.journal_failed or str(e)
+        self._step_failed(name, e, journal=False)
+        if fault and self.state is not State.FAULT:
+            self.fault(f"journal failed ({name}): {e}")
 
     def _step_failed(self, name: str, e: BaseException, journal: bool = True) -> None:
         text = f"{name} failed: {e.reason if isinstance(e, Rejected) else e}"
@@ -676,9 +682,6 @@ class Supervisor:
         try:
             await fn()
             return True
-        except JournalError as e:
-            self.journal_failed = self.journal_failed or str(e)
-            self._step_failed(name, e, journal=False)
         except Exception as e:
-            self._step_failed(name, e)
+            self._step_error(name, e, fault=False)   # stopping already: no new state
         return False
