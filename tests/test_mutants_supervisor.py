@@ -371,6 +371,11 @@ def test_journal_lost_during_an_estop_faults_and_never_claims_it_was_recorded(tm
         sup, task = await boot(tmp_path)
         await start_trading(sup)
         orders = list(sup.gateway.open.values())
+        # The market task must not meet the dead journal first (a venue ack or fill would
+        # fault with another reason before the press reaches the loop): stop it.
+        market = next(t for t in sup._tasks if t.get_name() == "market")
+        market.cancel()
+        await asyncio.gather(market, return_exceptions=True)
         sup.journal._db.close()   # every later write fails, as on a dead disk
         with pytest.raises(CommandError, match="NOT recorded"):
             await sup.handle_command({"cmd": "sim", "what": "estop", "action": "press"})
