@@ -119,7 +119,8 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
                     cfg.market.source)
     log.info("logging to %s", log_target)
     sup = Supervisor(cfg, RunOptions(sim=args.sim, replay=args.replay, state_dir=args.state_dir,
-                                     socket=args.socket, sim_estop_open=args.sim_estop_open))
+                                     socket=args.socket, sim_estop_open=args.sim_estop_open,
+                                     config_path=args.config))
     try:
         return asyncio.run(sup.run())
     except StartupError as e:

@@ -14,6 +14,7 @@ default for a file it could not read: a missing, empty or unreadable file is an 
 from __future__ import annotations
 
 import ast
+import hashlib
 import math
 import os
 import re
@@ -762,3 +763,20 @@ def with_overrides(cfg: Config, **sections: dict[str, Any]) -> Config:
     for section, values in sections.items():
         data[section] = {**data[section], **values}
     return _validate(data, {}, "command line", None)
+
+
+def fingerprint(cfg: Config, path: str | os.PathLike | None) -> dict[str, str]:
+    """What the journal's audit trail keeps of a loaded config: the sha256 of the file as
+    read (None when there was no file) and of the effective settings (file + environment
+    overrides + flags), so two runs can be told apart even when only the environment
+    changed."""
+    file_hash = None
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                file_hash = hashlib.sha256(f.read()).hexdigest()
+        except OSError as e:   # read moments ago; gone now is worth a note, not a stop
+            file_hash = f"unreadable: {e}"
+    effective = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+    return {"path": None if path is None else str(path), "file_sha256": file_hash,
+            "effective_sha256": effective}

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon import __version__
-from daemon.config import Config
+from daemon.config import Config, fingerprint as config_fingerprint
 from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Instrument
@@ -60,6 +60,7 @@ EX_DATAERR = 65       # the journal is damaged: an operator must look (no restar
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75      # another bot4d holds the state dir
 _JOURNAL_FILE_CHECK_S = 1.0
+_READ_ONLY_COMMANDS = frozenset({"status", "orders", "fills"})
 _MAX_FAILURES_SHOWN = 20
 
 
@@ -76,6 +77,7 @@ class RunOptions:
     state_dir: str | None = None
     socket: str | None = None
     sim_estop_open: bool = False   # simulate a broken e-stop wire at boot
+    config_path: str | None = None   # the file the config came from (its hash is journalled)
 
 
 def _stall_seconds(value: object) -> float:
@@ -228,6 +230,8 @@ class Supervisor:
             self.run_number = self.journal.begin_run()
             self.journal.audit("boot", version=__version__, sim=self.opts.sim, pid=os.getpid(),
                                run=self.run_number, previous_run_unclean=unclean)
+            self.journal.audit("config_loaded", **config_fingerprint(self.cfg,
+                                                                     self.opts.config_path))
             rec = self.journal.latch()
             if unclean is not None and not (rec and rec.tripped):
                 self.journal.set_latch(True, LatchKind.HALT.value,
@@ -496,9 +500,12 @@ class Supervisor:
     # -- operator commands ----------------------------------------------------------------
     async def handle_command(self, req: dict) -> dict:
         """One operator command. A reply means what it says is durable: if the journal
-        failed on the way, the reply is an error (the daemon is then in fault)."""
+        failed on the way, the reply is an error (the daemon is then in fault). A command
+        that may change something is journalled (audit trail) before it acts."""
         failed_before = self.journal_failed
         try:
+            if req.get("cmd") not in _READ_ONLY_COMMANDS and self.journal_failed is None:
+                self.journal.audit("command", **{k: str(v)[:200] for k, v in req.items()})
             result = await self._command(req)
         except JournalError as e:
             self.journal_failed = self.journal_failed or str(e)
@@ -528,7 +535,19 @@ class Supervisor:
             return {"state": self.state.value}
         if cmd == "sim":
             return await self._sim(req)
+        if cmd in ("orders", "fills"):
+            return self._history(cmd, req)
         raise CommandError(f"unknown command {cmd!r}")
+
+    def _history(self, cmd: str, req: dict) -> dict:
+        """`bot4ctl orders|fills`: the newest first, from the journal (the record)."""
+        limit, symbol = req.get("limit", 50), req.get("symbol")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+            raise CommandError(f"{cmd}: limit must be an integer in [1, 10000], got {limit!r}")
+        if symbol is not None and (not isinstance(symbol, str) or not symbol):
+            raise CommandError(f"{cmd}: symbol must be a non-empty string")
+        read = self.journal.recent_orders if cmd == "orders" else self.journal.recent_fills
+        return {cmd: read(limit=limit, symbol=symbol)}
 
     def _reset(self) -> dict:
         if self.state is State.FAULT:
@@ -614,16 +633,26 @@ class Supervisor:
                                  "status": o.status.value}
                                 for o in (self.gateway.open.values() if self.gateway else [])],
                        **(self.gateway.stats if self.gateway else {})},
-            "positions": {} if not self.gateway else {
-                s: {"qty": str(p.qty), "avg_price": str(p.avg_price),
-                    "realized_pnl": str(p.realized_pnl), "fees": str(p.fees)}
-                for s, p in self.gateway.positions.items()},
+            "positions": self._positions_status(),
             "market": self.market.status() if self.market else None,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "control": self.control.stats() if self.control else None,
             "notify": self.notifier.backend,
             "notify_failures": self.notifier.failures,
         }
+
+    def _positions_status(self) -> dict:
+        """Per symbol: quantity, average price, realised and unrealised PnL (at the trusted
+        mark; None without one), fees, the mark itself. Decimals as strings."""
+        out = {}
+        for sym, p in (self.gateway.positions.items() if self.gateway else ()):
+            mark = self.market.mark(sym) if self.market else None
+            upnl = None if mark is None else (mark - p.avg_price) * p.qty
+            out[sym] = {"qty": str(p.qty), "avg_price": str(p.avg_price),
+                        "realized_pnl": str(p.realized_pnl),
+                        "unrealized_pnl": None if upnl is None else str(upnl),
+                        "fees": str(p.fees), "mark": None if mark is None else str(mark)}
+        return out
 
     # -- stop -----------------------------------------------------------------------------
     _stop_reason = "stop requested"

@@ -1,0 +1,61 @@
+"""The journal's audit trail: the config a run loaded, and every operator command that may
+change something, recorded before it acts."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from daemon import config
+from daemon.control.server import CommandError
+from daemon.states import State
+from daemon.supervisor import RunOptions, Supervisor
+from tests.daemon_harness import CONFIG
+from tests.test_safety_inproc import _stop, _until
+
+
+async def _boot(tmp_path, cfg_path=CONFIG, env=None):
+    cfg = config.load(cfg_path, environ={"BOT4__MARKET__SYNTHETIC_RATE_HZ": "200", **(env or {})})
+    sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),
+                                     socket=str(tmp_path / "c.sock"), config_path=str(cfg_path)))
+    task = asyncio.create_task(sup.run())
+    await _until(lambda: sup.state is not State.BOOTING, what="boot")
+    return sup, task
+
+
+def test_boot_journals_the_hash_of_the_config_file_and_of_the_effective_settings(tmp_path):
+    async def main():
+        sup, task = await _boot(tmp_path)
+        (_, _, first), = sup.journal.audit_rows("config_loaded")
+        assert first["path"] == str(CONFIG)
+        assert first["file_sha256"] == hashlib.sha256(CONFIG.read_bytes()).hexdigest()
+        await _stop(sup, task)
+        # Same file, one environment override: the file hash stays, the effective one moves.
+        sup, task = await _boot(tmp_path, env={"BOT4__RISK__MAX_OPEN_ORDERS": "7"})
+        rows = [d for _, _, d in sup.journal.audit_rows("config_loaded")]
+        assert len(rows) == 2
+        assert rows[1]["file_sha256"] == first["file_sha256"]
+        assert rows[1]["effective_sha256"] != first["effective_sha256"]
+        await _stop(sup, task)
+    asyncio.run(main())
+
+
+def test_operator_commands_are_journalled_before_they_act_reads_are_not(tmp_path):
+    async def main():
+        sup, task = await _boot(tmp_path)
+        booted = len(sup.journal.audit_rows())
+        await sup.handle_command({"cmd": "status"})
+        await sup.handle_command({"cmd": "start"})
+        await sup.handle_command({"cmd": "halt", "reason": "lunch"})
+        with pytest.raises(CommandError):
+            await sup.handle_command({"cmd": "start"})   # refused: still recorded as asked
+        kinds = [(k, d) for _, k, d in sup.journal.audit_rows()[booted:]
+                 if k in ("command", "state", "latch_trip")]
+        assert [k for k, _ in kinds] == ["command", "state", "command", "latch_trip",
+                                         "command"]
+        assert kinds[0][1] == {"cmd": "start"}
+        assert kinds[2][1] == {"cmd": "halt", "reason": "lunch"}
+        assert all(d.get("cmd") != "status" for k, d in kinds)
+        await _stop(sup, task)
+    asyncio.run(main())
