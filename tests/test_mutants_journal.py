@@ -16,7 +16,8 @@ import pytest
 
 from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
-from daemon.store.journal import RECOVERY_HINT, Journal, JournalDamaged, JournalError
+from daemon.store.journal import (RECOVERY_HINT, SCHEMA_VERSION, Journal, JournalDamaged,
+                                  JournalError)
 
 D = Decimal
 
@@ -218,7 +219,8 @@ def test_pragmas_schema_and_parent_dirs(tmp_path):
         assert j._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2
-        assert j._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("1",)
+        assert j._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == \
+            (str(SCHEMA_VERSION),)
     finally:
         j.close()
 
@@ -365,11 +367,14 @@ def test_a_damaged_page_fails_the_integrity_check_with_sqlites_words(tmp_path):
         for i in range(400):
             j.record_order(_order(f"o{i:04d}", created_ns=i + 1), 1)
     j.close()
-    root = sqlite3.connect(path).execute(
-        "SELECT rootpage FROM sqlite_master WHERE name = 'order_events'").fetchone()[0]
+    # A leaf page of order_events that is not its root (which page that is depends on the
+    # schema: the dbstat table says where SQLite put it).
+    leaf = sqlite3.connect(path).execute(
+        "SELECT max(pageno) FROM dbstat WHERE name = 'order_events' AND pagetype = 'leaf'"
+    ).fetchone()[0]
     page = 4096
     with open(path, "r+b") as f:   # scribble over the cell pointers of a later b-tree page
-        f.seek((root + 5 - 1) * page + 8)
+        f.seek((leaf - 1) * page + 8)
         f.write(b"\xff\x00\xfe" * 300)
     db = sqlite3.connect(path)
     rows = [r[0] for r in db.execute("PRAGMA quick_check")]

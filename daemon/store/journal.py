@@ -4,6 +4,23 @@ Every order state change, fill, safety-latch change and audit event is committed
 before the daemon acts on it, so a power cut never loses an acknowledged order or an
 e-stop record. Ticks are never written here (SD-card wear). The journal is used only from
 the event loop's thread; it never decides anything, it only records and reads back.
+
+The schema is versioned (daemon/store/migrations.py): opening an older journal backs it up
+and migrates it forward before anything else writes; a newer one is refused untouched
+(JournalTooNew).
+
+Audit kinds (`audit(kind, **detail)`; `audit_rows(kind)` reads them back), with the
+fields their writers put in `detail`:
+  boot              version, sim, pid, run, previous_run_unclean
+  config_loaded     path, file_sha256, effective_sha256, changed (record_config)
+  command           the operator's request (cmd, and its arguments), before it acts
+  state             old, new, reason
+  latch_trip        source, reason, ... (set_latch)        latch_reset  (likewise)
+  limit_trip        name, action ("reducing" | "halted"), reason, figures (a dict of the
+                    figures that tripped it) (record_limit_trip)
+  breaker           name, old, new, reason, ... (record_breaker)
+  schema_migrated   from, to, backup (written by the journal itself after a migration)
+  orders_recovered, step_failed, journal_reset
 """
 from __future__ import annotations
 
@@ -19,41 +36,22 @@ from typing import Iterator
 
 import orjson
 
-from daemon.execution.orders import (Fill, Order, OrderStatus, OrderType, Side, TimeInForce,
-                                     Position)
+from daemon.store import migrations
+from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Position,
+                                     Side, TimeInForce)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, ts_ns INTEGER NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS latch (
-    id INTEGER PRIMARY KEY CHECK (id = 1), tripped INTEGER NOT NULL, source TEXT NOT NULL,
-    reason TEXT NOT NULL, ts_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS orders (
-    client_id TEXT PRIMARY KEY, symbol TEXT NOT NULL, side TEXT NOT NULL, type TEXT NOT NULL,
-    tif TEXT NOT NULL, price TEXT, qty TEXT NOT NULL, reduce_only INTEGER NOT NULL,
-    venue TEXT NOT NULL, status TEXT NOT NULL, filled_qty TEXT NOT NULL, avg_price TEXT,
-    reason TEXT, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS orders_open ON orders (status)
-    WHERE status NOT IN ('filled', 'cancelled', 'rejected', 'expired');
-CREATE TABLE IF NOT EXISTS order_events (
-    id INTEGER PRIMARY KEY, client_id TEXT NOT NULL, ts_ns INTEGER NOT NULL,
-    status TEXT NOT NULL, reason TEXT);
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL,
-    price TEXT NOT NULL, qty TEXT NOT NULL, fee TEXT NOT NULL, liquidity TEXT NOT NULL,
-    ts_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS positions (
-    symbol TEXT PRIMARY KEY, qty TEXT NOT NULL, avg_price TEXT NOT NULL,
-    realized_pnl TEXT NOT NULL, fees TEXT NOT NULL, updated_ns INTEGER NOT NULL);
-"""
+SCHEMA_VERSION = migrations.LATEST   # what this code reads and writes
 
 
 class JournalError(Exception):
     """The journal cannot be opened or written: the daemon cannot run safely (fault)."""
+
+
+class JournalTooNew(JournalError):
+    """The journal's schema is newer than this code understands (written by a newer bot4):
+    refused untouched. The fix is to upgrade bot4, never to edit or reset the journal."""
 
 
 class JournalDamaged(JournalError):
@@ -78,6 +76,32 @@ def _d(x: str | None) -> Decimal | None:
     return None if x is None else Decimal(x)
 
 
+_ORDER_COLUMNS = ("client_id, symbol, side, type, tif, price, qty, reduce_only, venue, status, "
+                  "filled_qty, avg_price, reason, created_ns, updated_ns")
+_FILL_COLUMNS = "fill_id, client_id, symbol, side, price, qty, fee, liquidity, ts_ns"
+
+
+def _order(r: tuple) -> Order:
+    return Order(client_id=r[0], symbol=r[1], side=Side(r[2]), type=OrderType(r[3]),
+                 tif=TimeInForce(r[4]), price=_d(r[5]), qty=Decimal(r[6]),
+                 reduce_only=bool(r[7]), venue=r[8], status=OrderStatus(r[9]),
+                 filled_qty=Decimal(r[10]), avg_price=_d(r[11]), reason=r[12],
+                 created_ns=r[13], updated_ns=r[14])
+
+
+def _fill(r: tuple) -> Fill:
+    return Fill(fill_id=r[0], client_id=r[1], symbol=r[2], side=Side(r[3]),
+                price=Decimal(r[4]), qty=Decimal(r[5]), fee=Decimal(r[6]),
+                liquidity=Liquidity(r[7]), ts_ns=r[8])
+
+
+def _limit(n: int) -> int:
+    """A row count asked for by a caller: a whole number >= 1 (bool is not one)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"limit must be an integer >= 1, got {n!r}")
+    return n
+
+
 class Journal:
     def __init__(self, path: str | Path, *, must_exist: bool = False) -> None:
         """Open (or, when `must_exist` is false, create) the journal and check it.
@@ -96,6 +120,8 @@ class Journal:
             what = "is missing" if not self.path.exists() else "is empty (0 bytes)"
             raise JournalDamaged(f"{self.path} {what}, but a journal existed here before; "
                                  f"refusing to start a new one: {RECOVERY_HINT}")
+        self.schema_version = SCHEMA_VERSION
+        self.migrated_from: int | None = None   # the version this open migrated from
         if existed:
             self._check_readonly()   # before anything writes to a file that may be damaged
         try:
@@ -106,19 +132,18 @@ class Journal:
             # FULL: the WAL is fsynced at every commit; NORMAL could lose the last commits.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            with self._tx():
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(stmt)
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
-                                 (str(SCHEMA_VERSION),))
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"{self.path}: could not enable WAL (got {mode})")
+            self._prepare_schema()   # before anything else writes
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
         except JournalError:
             self._close_quietly()
             raise
+        except migrations.MigrationFailed as e:
+            self._close_quietly()
+            raise JournalError(f"{self.path}: {e}") from e
         except sqlite3.OperationalError as e:   # disk full, I/O error, locked: not damage
             self._close_quietly()
             raise JournalError(f"{self.path}: {e}") from e
@@ -130,6 +155,33 @@ class Journal:
         except (sqlite3.Error, OSError) as e:
             self._close_quietly()
             raise JournalError(f"{self.path}: {e}") from e
+
+    def _prepare_schema(self) -> None:
+        """Create the newest schema in a new file (one commit), or migrate an older one."""
+        found = self._version(self._db)
+        if found is None:
+            with self._tx() as db:
+                migrations.create(db)
+            return
+        if found < SCHEMA_VERSION:
+            bak = migrations.backup_path(self.path, found)
+            migrations.upgrade(self._db, self.path, found)
+            self.migrated_from = found
+            self.audit("schema_migrated", **{"from": found, "to": SCHEMA_VERSION,
+                                             "backup": str(bak)})
+
+    def _version(self, db: sqlite3.Connection) -> int | None:
+        """The journal's schema version (None: a new file); a version this code does not
+        know is refused as too new, a missing or garbled one as damage."""
+        try:
+            found = migrations.read_version(db)
+            if found is not None:
+                migrations.check_supported(found, SCHEMA_VERSION)
+        except migrations.SchemaTooNew as e:
+            raise JournalTooNew(f"{self.path}: {e}") from e
+        except migrations.SchemaInvalid as e:
+            raise JournalDamaged(f"{self.path}: {e}: {RECOVERY_HINT}") from e
+        return found
 
     def _close_quietly(self) -> None:
         db = getattr(self, "_db", None)
@@ -156,9 +208,7 @@ class Journal:
         if rows != ["ok"]:
             raise JournalDamaged(f"{self.path} fails its integrity check ({'; '.join(rows[:3])}"
                                  f"{' ...' if len(rows) > 3 else ''}): {RECOVERY_HINT}")
-        tables = {r[0] for r in db.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "meta" not in tables:
+        if self._version(db) is None:
             raise JournalDamaged(f"{self.path} is not a bot4 journal (no meta table): "
                                  f"{RECOVERY_HINT}")
 
@@ -243,11 +293,89 @@ class Journal:
         row = self._db.execute("SELECT tripped, source, reason, ts_ns FROM latch").fetchone()
         return None if row is None else LatchRecord(bool(row[0]), row[1], row[2], row[3])
 
-    def audit_rows(self, kind: str | None = None) -> list[tuple[int, str, dict]]:
-        q = "SELECT ts_ns, kind, detail FROM audit"
-        rows = (self._db.execute(q + " WHERE kind = ? ORDER BY id", (kind,)) if kind
-                else self._db.execute(q + " ORDER BY id"))
-        return [(ts, k, orjson.loads(d)) for ts, k, d in rows]
+    def audit_rows(self, kind: str | None = None, *, limit: int | None = None,
+                   since_ns: int | None = None) -> list[tuple[int, str, dict]]:
+        """Audit rows (ts_ns, kind, detail), oldest first: all of them, or those of one
+        `kind`, written at or after `since_ns`, only the newest `limit` of them."""
+        where, args = [], []
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if since_ns is not None:
+            where.append("ts_ns >= ?")
+            args.append(since_ns)
+        q = ("SELECT ts_ns, kind, detail FROM audit" + (" WHERE " + " AND ".join(where)
+                                                          if where else "")
+             + " ORDER BY id DESC LIMIT ?")
+        rows = self._db.execute(q, (*args, -1 if limit is None else _limit(limit))).fetchall()
+        return [(ts, k, orjson.loads(d)) for ts, k, d in reversed(rows)]
+
+    def record_config(self, path: str | None, file_sha256: str | None,
+                      effective_sha256: str | None = None) -> bool:
+        """Audit `config_loaded` with the hashes of the config a run loaded (the file as
+        read, and the effective settings with environment overrides). Returns, and records
+        as `changed`, whether either hash differs from the previous run's."""
+        with self._tx() as db:
+            row = db.execute("SELECT detail FROM audit WHERE kind = 'config_loaded' "
+                             "ORDER BY id DESC LIMIT 1").fetchone()
+            before = orjson.loads(row[0]) if row else {}
+            changed = (before.get("file_sha256"), before.get("effective_sha256")) != \
+                (file_sha256, effective_sha256)
+            self._audit(db, "config_loaded", {"path": path, "file_sha256": file_sha256,
+                                              "effective_sha256": effective_sha256,
+                                              "changed": changed})
+        return changed
+
+    def record_limit_trip(self, name: str, action: str, reason: str,
+                          **figures: object) -> None:
+        """Audit `limit_trip`: which risk limit, what it did ("reducing" or "halted"), why,
+        and under `figures` the figures that tripped it (Decimals written as strings)."""
+        self.audit("limit_trip", name=name, action=action, reason=reason, figures=figures)
+
+    def record_breaker(self, name: str, old: str, new: str, reason: str,
+                       **detail: object) -> None:
+        """Audit `breaker`: a circuit breaker's transition (closed/open/half_open) and why."""
+        self.audit("breaker", name=name, old=old, new=new, reason=reason, **detail)
+
+    def record_command(self, cmd: str, **args: object) -> None:
+        """Audit `command`: an operator command, recorded before it acts."""
+        self.audit("command", cmd=cmd, **args)
+
+    # -- state snapshots and reconciliations (schema v2) -------------------------------------
+    def save_state(self, key: str, value: dict) -> None:
+        """Replace the snapshot stored under `key` (durable; joins an open batch, so it
+        commits or rolls back with the records it belongs to). Decimals are stored as
+        strings: `load_state` returns them as strings."""
+        if not isinstance(value, dict):
+            raise TypeError(f"state {key!r} must be a dict, got {type(value).__name__}")
+        text = orjson.dumps(value, default=str).decode()
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO kv_state VALUES (?, ?, ?)",
+                       (key, text, time.time_ns()))
+
+    def load_state(self, key: str) -> dict | None:
+        """The snapshot last saved under `key`, or None."""
+        row = self._db.execute("SELECT value FROM kv_state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    def record_reconciliation(self, run: int, result: dict) -> None:
+        """Journal the result of this run's reconciliation with the venue (durable; joins
+        an open batch)."""
+        if not isinstance(result, dict):
+            raise TypeError(f"a reconciliation result must be a dict, got "
+                            f"{type(result).__name__}")
+        with self._tx() as db:
+            db.execute("INSERT INTO reconciliations (ts_ns, run, result) VALUES (?, ?, ?)",
+                       (time.time_ns(), run, orjson.dumps(result, default=str).decode()))
+
+    def last_reconciliation(self) -> dict | None:
+        """The newest reconciliation result, with the `run` it belongs to and the `ts_ns`
+        it was journalled at (these two replace keys of the same name in the result)."""
+        row = self._db.execute("SELECT ts_ns, run, result FROM reconciliations "
+                               "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {**orjson.loads(row[2]), "run": row[1], "ts_ns": row[0]}
 
     # -- orders and fills ----------------------------------------------------------------
     def record_orders(self, orders: list[Order], ts_ns: int | None = None) -> None:
@@ -286,14 +414,57 @@ class Journal:
 
     def open_orders(self) -> list[Order]:
         rows = self._db.execute(
-            "SELECT client_id, symbol, side, type, tif, price, qty, reduce_only, venue, status, "
-            "filled_qty, avg_price, reason, created_ns, updated_ns FROM orders WHERE status NOT IN "
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status NOT IN "
             "('filled', 'cancelled', 'rejected', 'expired') ORDER BY created_ns").fetchall()
-        return [Order(client_id=r[0], symbol=r[1], side=Side(r[2]), type=OrderType(r[3]),
-                      tif=TimeInForce(r[4]), price=_d(r[5]), qty=Decimal(r[6]),
-                      reduce_only=bool(r[7]), venue=r[8], status=OrderStatus(r[9]),
-                      filled_qty=Decimal(r[10]), avg_price=_d(r[11]), reason=r[12],
-                      created_ns=r[13], updated_ns=r[14]) for r in rows]
+        return [_order(r) for r in rows]
+
+    def order(self, client_id: str) -> Order | None:
+        """The order's last journalled state, or None for an id never journalled."""
+        row = self._db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE client_id = ?",
+                               (client_id,)).fetchone()
+        return None if row is None else _order(row)
+
+    def recent_orders(self, limit: int = 50, symbol: str | None = None) -> list[dict]:
+        """The newest `limit` orders (of one symbol), newest journalled first, as JSON-able
+        dicts: every column, money as strings, times as integer ns, reduce_only a bool."""
+        rows = self._recent("orders", _ORDER_COLUMNS, limit, symbol)
+        names = _ORDER_COLUMNS.split(", ")
+        out = []
+        for r in rows:
+            d = dict(zip(names, r))
+            d["reduce_only"] = bool(d["reduce_only"])
+            out.append(d)
+        return out
+
+    def recent_fills(self, limit: int = 50, symbol: str | None = None) -> list[dict]:
+        """The newest `limit` fills (of one symbol), newest journalled first, as JSON-able
+        dicts: every column, money as strings, ts_ns as integer ns."""
+        names = _FILL_COLUMNS.split(", ")
+        return [dict(zip(names, r)) for r in self._recent("fills", _FILL_COLUMNS, limit, symbol)]
+
+    def _recent(self, table: str, columns: str, limit: int, symbol: str | None) -> list[tuple]:
+        # rowid order is journal order: the order the records were written in.
+        q = f"SELECT {columns} FROM {table}" + (" WHERE symbol = ?" if symbol is not None
+                                                else "")
+        args = (symbol,) if symbol is not None else ()
+        return self._db.execute(q + " ORDER BY rowid DESC LIMIT ?",
+                                (*args, _limit(limit))).fetchall()
+
+    def fills_of(self, client_id: str) -> list[Fill]:
+        """Every fill of one order, in journal order."""
+        return [_fill(r) for r in self._db.execute(
+            f"SELECT {_FILL_COLUMNS} FROM fills WHERE client_id = ? ORDER BY rowid",
+            (client_id,))]
+
+    def positions_from_fills(self) -> dict[str, Position]:
+        """Every position recomputed from the fills alone, replayed in the order they were
+        journalled through Position.apply: the independent figure crash recovery compares
+        with the `positions` table."""
+        out: dict[str, Position] = {}
+        for r in self._db.execute(f"SELECT {_FILL_COLUMNS} FROM fills ORDER BY rowid"):
+            f = _fill(r)
+            out.setdefault(f.symbol, Position(f.symbol)).apply(f)
+        return out
 
     def has_fill(self, fill_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM fills WHERE fill_id = ?",
@@ -314,7 +485,8 @@ class Journal:
                     "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions")}
 
     def count(self, table: str) -> int:
-        if table not in {"audit", "orders", "order_events", "fills", "positions"}:
+        if table not in {"audit", "orders", "order_events", "fills", "positions", "kv_state",
+                         "reconciliations"}:
             raise ValueError(table)
         return self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
