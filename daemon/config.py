@@ -246,9 +246,53 @@ class RiskCfg(_Section):
 
 
 class BreakersCfg(_Section):
+    """Circuit breakers (daemon/safety/breakers/): one per venue and one global."""
+    # -- the state machine: open -> (cooldown) -> half-open probes -> closed
+    cascade: bool = True                                          # a venue trip opens global
+    cooldown_s: float = Field(30.0, ge=1, le=3600)                # open -> half-open
+    cooldown_max_s: float = Field(600.0, ge=1, le=86_400)         # growth stops here
+    cooldown_growth: float = Field(2.0, ge=1, le=10)              # x per failed probe round
+    probe_orders: int = Field(3, ge=1, le=100)                    # half-open order budget
+    probe_max_notional: Money = Decimal("50")                     # quote currency per probe
+    probe_window_s: float = Field(0.0, ge=0, le=3600)             # > 0: close after this
+    max_reopens: int = Field(3, ge=1, le=100)                     # then escalate (halt)
+    # -- order outcomes, per venue
     max_rejects_per_min: int = Field(20, ge=1, le=10_000)
-    max_loss: Money = Decimal("50")
+    error_window_s: float = Field(60.0, ge=1, le=3600)
+    error_min_orders: int = Field(10, ge=1, le=10_000)
+    error_rate_max: float = Field(0.25, gt=0, lt=1)               # the Beta posterior's rate
+    error_rate_floor: float = Field(0.1, gt=0, lt=1)              # never trips below
+    error_rate_ceiling: float = Field(0.6, gt=0, le=1)            # always trips at or above
+    error_confidence: float = Field(0.95, ge=0.5, le=0.9999)
+    max_consecutive_errors: int = Field(5, ge=1, le=1000)
+    latency_factor: float = Field(5.0, ge=1.5, le=1000)           # x rolling median ack time
+    latency_floor_ms: float = Field(500.0, ge=1, le=60_000)
+    latency_window: int = Field(50, ge=5, le=10_000)              # acks in the median
+    latency_warmup: int = Field(20, ge=3, le=10_000)
+    latency_spikes: int = Field(2, ge=1, le=100)                  # in a row
+    # -- market, per traded symbol
     book_invalid_s: float = Field(5.0, gt=0, le=600)
+    market_warmup_s: float = Field(60.0, ge=0, le=3600)
+    ofi_window_s: float = Field(10.0, ge=1, le=600)
+    ofi_max: float = Field(100.0, gt=0, le=1e6)                   # |OFI| / median depth
+    ofi_hold_s: float = Field(5.0, ge=0, le=600)
+    spread_window_s: float = Field(300.0, ge=10, le=86_400)
+    spread_factor: float = Field(10.0, ge=1.5, le=10_000)         # x rolling median spread
+    spread_floor_bps: float = Field(10.0, gt=0, le=10_000)
+    spread_hold_s: float = Field(1.0, ge=0, le=600)
+    volume_interval_s: float = Field(5.0, ge=0.1, le=3600)
+    volume_window: int = Field(60, ge=10, le=10_000)              # intervals of history
+    volume_warmup: int = Field(20, ge=5, le=10_000)
+    volume_z_max: float = Field(80.0, ge=3, le=1e6)               # robust z-score
+    # Moved: the risk engine acts on losses ([risk] daily_loss_limit). Accepting the old key
+    # silently would leave an operator believing a loss limit is in force.
+    max_loss: Any = Field(None, exclude=True, repr=False)
+
+    @field_validator("max_loss")
+    @classmethod
+    def _moved(cls, v: Any) -> None:
+        raise ValueError("moved to [risk] daily_loss_limit (the risk engine acts on losses "
+                         "now); remove it from [breakers]")
 
 
 class StrategyCfg(_Section):
@@ -685,6 +729,33 @@ def _meaning(cfg: Config) -> None:
                             ("instruments", sym, "min_notional")],
                            f"max_order_notional = {r.max_order_notional} is below {sym} "
                            f"min_notional = {inst.min_notional}: no order could pass both")
+
+    # Breakers: bounds that must agree with each other, and probes that can pass at all.
+    b = cfg.breakers
+    if not b.error_rate_floor <= b.error_rate_max <= b.error_rate_ceiling:
+        raise _Problem([("breakers", "error_rate_max"), ("breakers", "error_rate_floor"),
+                        ("breakers", "error_rate_ceiling")],
+                       f"the adaptive error-rate threshold needs error_rate_floor <= "
+                       f"error_rate_max <= error_rate_ceiling, got {b.error_rate_floor:g} / "
+                       f"{b.error_rate_max:g} / {b.error_rate_ceiling:g}")
+    if b.cooldown_s > b.cooldown_max_s:
+        raise _Problem([("breakers", "cooldown_max_s"), ("breakers", "cooldown_s")],
+                       f"cooldown_max_s = {b.cooldown_max_s:g} is below cooldown_s = "
+                       f"{b.cooldown_s:g}: the cooldown could never start")
+    for warm, window in (("latency_warmup", "latency_window"),
+                         ("volume_warmup", "volume_window")):
+        if getattr(b, warm) > getattr(b, window):
+            raise _Problem([("breakers", warm), ("breakers", window)],
+                           f"{warm} = {getattr(b, warm)} is more than {window} = "
+                           f"{getattr(b, window)}: the detector would never warm up")
+    for sym in m.symbols:
+        inst = cfg.instruments[sym]
+        if b.probe_max_notional < inst.min_notional:
+            raise _Problem([("breakers", "probe_max_notional"),
+                            ("instruments", sym, "min_notional")],
+                           f"probe_max_notional = {b.probe_max_notional} is below {sym} "
+                           f"min_notional = {inst.min_notional}: no probe order could be "
+                           f"sent and a half-open breaker would never close")
 
     # Belt and braces for sections added later without _Section's settings.
     for loc, v in _leaves(cfg):

@@ -419,22 +419,6 @@ def test_healthy_trading_stays_trading(tmp_path):
     asyncio.run(main())
 
 
-def test_loss_at_the_mark_halts_trading(tmp_path):
-    async def main():
-        sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__MAX_LOSS": "5"})
-        await start_trading(sup)
-        pos = sup.gateway.position(SYM)
-        mark = sup.market.mark(SYM)
-        pos.qty, pos.avg_price = Decimal("0.01"), mark
-        await asyncio.sleep(0.5)   # the breakers take their baseline with this position
-        assert sup.state is State.TRADING
-        pos.avg_price = mark + Decimal("1000")   # now 10 below at the mark
-        await until(lambda: sup.state is State.HALTED, what="loss breaker")
-        assert sup.state_reason.startswith("breaker: loss -")
-        await stop(sup, task)
-    asyncio.run(main())
-
-
 def test_fault_before_the_gateway_exists_with_a_failed_journal(tmp_path):
     cfg = config.load(CONFIG, environ={})
     sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),

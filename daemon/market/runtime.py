@@ -75,6 +75,7 @@ class MarketRuntime:
         self.last_bar: dict[str, dict] = {}
         self.now_ns = 0
         self._subs: list[Subscriber] = []
+        self._trade_subs: list[Callable[[Trade], None]] = []
         self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
         self.synthetic: SyntheticMarket | None = None
         self._reader: CaptureReader | None = None
@@ -126,6 +127,11 @@ class MarketRuntime:
     def subscribe(self, cb: Subscriber) -> None:
         self._subs.append(cb)
 
+    def subscribe_trades(self, cb: Callable[[Trade], None]) -> None:
+        """`cb(trade)` for every trade that passed the sanity stage, when it is handled
+        (market time = trade.ts_ns); the circuit breakers' volume detector reads them."""
+        self._trade_subs.append(cb)
+
     # -- the event path ----------------------------------------------------------------------
     def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
         """A raw message from a live source (may carry the symbol of a REST snapshot, and
@@ -168,6 +174,8 @@ class MarketRuntime:
             book.on_quote(ev)
         elif t is Trade:
             venue.on_trade(ev)
+            for tcb in self._trade_subs:
+                tcb(ev)
             if (bar := self.bars[ev.symbol].update(ev)) is not None:
                 self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
                                             "close": bar.close, "volume": bar.volume,
