@@ -111,8 +111,10 @@ def test_status_text_shows_control_socket_counters(capsys):
                       "errors": 4, "internal_errors": 1, "accept_errors": 5}}
     _print_status(st)
     out = capsys.readouterr().out
-    assert "control:   3/32 connections, 268 refused, 1 dropped, 2 timed out, 4 errors, " \
-           "1 internal errors, 5 accept errors" in out
+    # wrapped at a figure boundary to stay within 80 columns (issue 8)
+    assert "control:   3/32 connections, 268 refused, 1 dropped, 2 timed out, 4 errors,\n" \
+           "           1 internal errors, 5 accept errors\n" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
     del st["control"]   # a daemon that does not report it yet
     _print_status(st)
     assert "control:" not in capsys.readouterr().out

@@ -1,6 +1,9 @@
 """bot4ctl: the operator's command-line client for bot4d's control socket.
 
     bot4ctl [--socket PATH] [--timeout S] status [--json] | halt [--reason TEXT] | reset | start
+    bot4ctl orders [--symbol S] [--limit N] [--json]      (newest first, from the journal)
+    bot4ctl fills [--symbol S] [--limit N] [--json]
+    bot4ctl breaker trip NAME [--reason TEXT] | breaker reset NAME
     bot4ctl sim estop press|release          (daemon running with mock GPIO only)
     bot4ctl sim stall market|strategy|loop [--seconds N]
 
@@ -9,6 +12,8 @@ daemon cannot be reached (no socket, no permission, no answer within the timeout
 still busy at its connection limit when the timeout ends). Every failure is one line on
 stderr, never a traceback. A "busy" reply means the daemon never read the request, so it
 is sent again until the timeout. It only talks to the socket; it never touches the journal.
+Human output fits an 80-column terminal (daemon/control/render.py); `--json` prints the
+daemon's reply as it is, for scripts.
 """
 from __future__ import annotations
 
@@ -20,10 +25,12 @@ import time
 
 import orjson
 
+from daemon.control import render
 from daemon.control.protocol import BUSY, MAX_LINE, encode
 
 DEFAULT_SOCKET = "/run/bot4/control.sock"
 DEFAULT_TIMEOUT_S = 10.0
+MAX_LIMIT = 10_000   # rows of `orders` / `fills` (the daemon refuses more)
 
 
 class NoAnswer(ConnectionError):
@@ -97,52 +104,29 @@ def _positive_seconds(text: str) -> float:
 
 
 def _print_status(st: dict) -> None:
-    print(f"state:     {st['state']}  ({st['reason']})")
-    if st.get("degraded"):
-        print(f"degraded:  {'; '.join(st['degraded'])}")
-    latch = st["latch"]
-    print(f"latch:     {'TRIPPED ' + str(latch['kind']) + ': ' + latch['reason'] if latch['tripped'] else 'clear'}")
-    e = st.get("estop") or {}
-    print(f"e-stop:    GPIO{e.get('pin')} circuit {'closed' if e.get('circuit_closed') else 'OPEN'}"
-          f", callback thread {'alive' if e.get('callback_thread_alive') else 'DEAD'}")
-    led = st.get("led") or {}
-    print(f"LED:       {led.get('pattern')} {led.get('value')}")
-    wd = st["watchdog"]
-    print(f"watchdog:  systemd {wd['systemd_usec'] / 1e6 if wd['systemd_usec'] else 'off'} s, "
-          f"{wd['pings']} pings" + (f", BLOCKED: {wd['pings_blocked']}" if wd['pings_blocked'] else ""))
-    o = st["orders"]
-    print(f"orders:    {o['open']} open, {o.get('submitted', 0)} sent, {o.get('fills', 0)} fills, "
-          f"{o.get('rejected', 0)} rejected")
-    for sym, p in st.get("positions", {}).items():
-        print(f"position:  {sym} {p['qty']} @ {p['avg_price']} (realised {p['realized_pnl']}, fees {p['fees']})")
-    m = st.get("market") or {}
-    for sym, b in (m.get("books") or {}).items():
-        print(f"book:      {sym} {'valid' if b.get('valid') else 'INVALID'} bid {b.get('bid')} "
-              f"ask {b.get('ask')} mark {b.get('mark')}"
-              + (f" ({b['reason']})" if b.get("reason") else ""))
-    sanity = m.get("sanity") or {}
-    rejects = sanity.get("rejects") or {}
-    unconfigured = sanity.get("unconfigured") or {}
-    if rejects or unconfigured:
-        print("sanity:    rejected " + (", ".join(f"{k} {v}" for k, v in rejects.items()) or "none")
-              + ("; unconfigured symbols " + ", ".join(f"{k} {v}" for k, v in unconfigured.items())
-                 if unconfigured else ""))
-    for problem in (m.get("reader") or {}).get("problems") or []:
-        print(f"capture:   {problem}")
-    j = st.get("journal")
-    if j and not j.get("ok"):
-        print(f"journal:   FAILED: {j.get('error')}")
-    for failure in st.get("failures") or []:
-        print(f"failed:    {failure}")
-    c = st.get("control")
-    if c:
-        print(f"control:   {c['open']}/{c['max']} connections, {c['refused']} refused, "
-              f"{c['evicted']} dropped, {c['timed_out']} timed out, {c['errors']} errors, "
-              f"{c['internal_errors']} internal errors, {c['accept_errors']} accept errors")
-    b = st.get("board") or {}
-    print(f"board:     {b.get('summary', b.get('model'))}")
-    print(f"mode:      {'simulation (mock GPIO, paper venue)' if st.get('sim') else 'hardware'}, "
-          f"pid {st['pid']}, up {st['uptime_s']} s")
+    sys.stdout.write(render.dump(render.status_lines(st)))
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {n}")
+    return n
+
+
+def _symbol(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a symbol cannot be empty")
+    return text.strip().upper()
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a breaker name cannot be empty")
+    return text.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--reason", default="operator")
     sub.add_parser("reset", help="re-arm after estop/halt (e-stop must be released) -> ready")
     sub.add_parser("start", help="ready -> trading")
+    for name, what in (("orders", "recent orders, newest first"),
+                       ("fills", "recent fills, newest first")):
+        hp = sub.add_parser(name, help=what)
+        hp.add_argument("--symbol", type=_symbol, help="only this symbol")
+        hp.add_argument("--limit", type=_limit, default=50,
+                        help=f"how many (1-{MAX_LIMIT}, default 50)")
+        hp.add_argument("--json", action="store_true")
+    br = sub.add_parser("breaker", help="trip or reset a circuit breaker by name")
+    brsub = br.add_subparsers(dest="action", required=True)
+    trip = brsub.add_parser("trip", help="open it (manual: stays open until reset)")
+    trip.add_argument("name", type=_name)
+    trip.add_argument("--reason", default="operator")
+    rst = brsub.add_parser("reset", help="close it again")
+    rst.add_argument("name", type=_name)
+    for p in (trip, rst):
+        p.add_argument("--json", action="store_true")
     sim = sub.add_parser("sim", help="simulation hooks (mock GPIO only)")
     simsub = sim.add_subparsers(dest="what", required=True)
     es = simsub.add_parser("estop")
@@ -169,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     req: dict = {"cmd": args.cmd}
     if args.cmd == "halt":
         req["reason"] = args.reason
+    elif args.cmd in ("orders", "fills"):
+        req["limit"] = args.limit
+        if args.symbol:
+            req["symbol"] = args.symbol
+    elif args.cmd == "breaker":
+        req.update(action=args.action, name=args.name)
+        if args.action == "trip":
+            req["reason"] = args.reason
     elif args.cmd == "sim":
         req.update(what=args.what, action=args.action)
         if args.what == "stall":
@@ -202,14 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     if not resp.get("ok"):
         print(f"bot4ctl: {args.cmd} refused: {resp.get('error')}", file=sys.stderr)
         return 1
-    result = resp["result"]
-    if args.cmd == "status":
-        if args.json:
-            sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-        else:
-            _print_status(result)
+    result = resp.get("result")
+    if not isinstance(result, dict):
+        print(f"bot4ctl: bot4d answered {args.cmd} without a result: {str(resp)[:200]}",
+              file=sys.stderr)
+        return 69
+    if getattr(args, "json", False):
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.cmd == "status":
+        _print_status(result)
+    elif args.cmd in ("orders", "fills"):
+        rows = [r for r in result.get(args.cmd) or [] if isinstance(r, dict)]
+        show = render.orders_lines if args.cmd == "orders" else render.fills_lines
+        sys.stdout.write(render.dump(show(rows)))
     else:
-        print(" ".join(f"{k}: {v}" for k, v in result.items()))
+        sys.stdout.write(render.dump(render.result_lines(result)))
     return 0
 
 
