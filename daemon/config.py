@@ -235,6 +235,10 @@ class PaperCfg(_Section):
     md_latency_ms: float = Field(2.0, ge=0, le=10_000)
     latency_jitter_ms: float = Field(0.0, ge=0, le=10_000)
     seed: Seed = 1
+    # After a restart the paper venue's memory is gone: "restore" rebuilds its resting
+    # orders from the journal (at the back of the queue, daemon/execution/paper.py),
+    # "cancel" closes them as cancelled by restart. Never re-sent either way.
+    on_restart: Literal["restore", "cancel"] = "restore"
 
 
 class RiskCfg(_Section):

@@ -21,6 +21,7 @@ from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderT
 from daemon.store.journal import Journal
 from tests import torture_lib as tl
 from tests.daemon_harness import REPO
+from tests.recovery.rig import Proc, World
 from tests.torture_inject import InjectionSpecError, parse_spec
 
 
@@ -155,6 +156,61 @@ def test_only_fresh_id_collisions_count_in_a_log():
     assert len(tl.unique_failures(log)) == 1
 
 
+def _reconciled(tmp_path: Path) -> tuple[Path, Proc, dict, dict]:
+    """The journal above after a real boot reconciliation (restore mode): b4-3 restored."""
+    path = _journal(tmp_path)
+    before = tl.read_journal(path).open_orders()
+    p = Proc(path, World())
+    res = p.reconcile()
+    return path, p, before, res.as_dict()
+
+
+def _found(path: Path, run: int, before: dict, status: dict | None = None) -> str:
+    found = tl.check_reconciliation(tl.read_journal(path), run, before, status)
+    assert {inv for inv, _ in found} <= {"reconciled"}
+    return " | ".join(d for _, d in found)
+
+
+def test_reconciliation_check_passes_a_real_result(tmp_path):
+    path, p, before, res = _reconciled(tmp_path)
+    assert before == {"b4-3": "new"} and res["outcomes"]["restored"] == ["b4-3"]
+    assert _found(path, p.run, before, {"reconciliation": res}) == ""
+    assert _found(path, p.run, before) == ""
+
+
+def test_reconciliation_check_catches_what_the_result_gets_wrong(tmp_path):
+    path, p, before, res = _reconciled(tmp_path)
+    run = p.run
+    assert "missing ['b4-9']" in _found(path, run, {**before, "b4-9": "pending_new"})
+    assert "not open ['b4-3']" in _found(path, run, {})
+    assert "b4-3 was new, journal had partially_filled" in _found(
+        path, run, {"b4-3": "partially_filled"})
+    assert f"run {run + 1}: 0 reconciliation results" in _found(path, run + 1, before)
+    assert "status shows None" in _found(path, run, before, {"reconciliation": None})
+    assert "status shows {'run': 99" in _found(path, run, before,
+                                                {"reconciliation": {**res, "run": 99}})
+    twice = {**res, "orders": res["orders"] * 2}
+    p.journal.record_reconciliation(run + 2, twice)
+    assert "listed twice ['b4-3']" in _found(path, run + 2, before)
+    misfiled = {**res, "outcomes": {**res["outcomes"], "restored": [], "cancelled": ["b4-3"]}}
+    p.journal.record_reconciliation(run + 3, misfiled)
+    assert "outcome lists disagree with the orders: ['b4-3']" in _found(path, run + 3, before)
+    bad = {**res, "ok": False, "positions_ok": False, "mismatches": ["position BTCUSDT: x"]}
+    p.journal.record_reconciliation(run + 4, bad)
+    assert "positions_ok False, mismatches ['position BTCUSDT: x']" in _found(path, run + 4,
+                                                                               before)
+    p.journal.record_reconciliation(run, res)
+    assert f"run {run}: 2 reconciliation results" in _found(path, run, before)
+
+
+def test_reconciliation_check_needs_the_table(tmp_path):
+    path, p, before, _ = _reconciled(tmp_path)
+    snap = tl.read_journal(path)
+    snap.reconciliations = None   # as read from a schema-1 journal
+    assert tl.check_reconciliation(snap, p.run, before) == [
+        ("reconciled", "the journal has no reconciliations table (schema < 2)")]
+
+
 def test_injection_spec_is_checked():
     assert parse_spec("gateway_submit:3") == ("gateway_submit", 3)
     for bad, words in (("submit:3", "TARGET"), ("gateway_submit", "TARGET"),
@@ -182,6 +238,10 @@ def test_fast_torture_subset_holds_every_invariant(tmp_path):
     for name in ("integrity", "unique_ids", "order_filled_qty", "position_sums",
                  "status_eq_journal", "open_shown", "not_trading", "estop_latched"):
         assert inv[name]["checked"] > 0, name
+    if t.wired:   # every restart's reconciliation result checked
+        assert inv["reconciled"]["checked"] > 0 and c["runs_on_restart_restore"] == 1
+    else:
+        assert any(s.startswith("reconciled: the daemon under test") for s in res["skipped"])
     if not c.get("disk_full_cases"):
         assert any("disk-full case skipped" in s for s in res["skipped"])
     assert res["violations_total"] == 0, tl.format_summary(res) + "\n" + "\n".join(

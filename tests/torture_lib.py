@@ -29,6 +29,13 @@ directly and from the daemon's own status:
                      error or comes up latched; the boot after space is freed is latched
                      (not ready); neither accepts `start`
   clean_stop         the last daemon of a run stops on SIGTERM with exit code 0
+  reconciled         after every restart the journal holds exactly one reconciliation
+                     result for the new run, listing exactly the orders the journal had
+                     open or in flight when the previous process died (each once, with
+                     that status), each under the outcome it names, with positions_ok and
+                     no mismatch; status shows the same result. Checked only when the
+                     daemon under test reconciles at boot (`reconcile_wired`); otherwise
+                     the reason is listed under `skipped`.
 
 It never edits product code and never writes outside its work dir and its JSON result.
 Timing is used only to pick moments and to bound waits; the verdicts are invariants.
@@ -76,7 +83,7 @@ TRADING_ENV = {"BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
 INVARIANTS = ("integrity", "unique_ids", "fill_has_order", "order_filled_qty",
               "position_sums", "position_pnl", "open_shown", "status_eq_journal",
               "not_trading", "estop_latched", "boot", "fault_cancels", "disk_full_stops",
-              "disk_full_latched", "clean_stop")
+              "disk_full_latched", "clean_stop", "reconciled")
 UNIQUE_FILL_FAILURE = "UNIQUE constraint failed: fills.fill_id"
 UNIQUE_FAILURE = "UNIQUE constraint failed"
 # The launcher puts the code under test first on sys.path (it may be an export of an
@@ -103,6 +110,8 @@ class JournalSnapshot:
     positions: dict[str, dict[str, Decimal]]
     latch: dict[str, Any] | None
     readable: bool = True
+    # run -> the reconciliation results journalled for it; None: no such table (schema < 2)
+    reconciliations: dict[int, list[dict[str, Any]]] | None = None
 
     def open_orders(self) -> dict[str, str]:
         return {cid: o["status"] for cid, o in self.orders.items()
@@ -148,8 +157,15 @@ def _read_tables(db: sqlite3.Connection, integrity: str) -> JournalSnapshot:
     row = db.execute("SELECT tripped, source, reason FROM latch").fetchone()
     latch = None if row is None else {"tripped": bool(row[0]), "source": row[1],
                                       "reason": row[2]}
+    recs: dict[int, list[dict[str, Any]]] | None = None
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                  "name = 'reconciliations'").fetchone():
+        recs = {}
+        for run, result in db.execute("SELECT run, result FROM reconciliations ORDER BY id"):
+            recs.setdefault(run, []).append(orjson.loads(result))
     db.execute("COMMIT")
-    return JournalSnapshot(integrity, orders, new_events, fills, positions, latch)
+    return JournalSnapshot(integrity, orders, new_events, fills, positions, latch,
+                           reconciliations=recs)
 
 
 def _replay_position(symbol: str, fills: list[dict[str, Any]]) -> Any:
@@ -249,6 +265,53 @@ def compare_status(status: dict, snap: JournalSnapshot) -> list[tuple[str, str]]
     return out
 
 
+def reconcile_wired(code: Path) -> bool:
+    """Whether the daemon under test reconciles at boot (its supervisor calls
+    daemon/execution/reconcile.py); an older tree closed every open order instead."""
+    sup = code / "daemon" / "supervisor.py"
+    return sup.is_file() and "daemon.execution.reconcile import" in sup.read_text()
+
+
+def check_reconciliation(snap: JournalSnapshot, run: int, open_before: dict[str, str],
+                         status: dict | None = None) -> list[tuple[str, str]]:
+    """Violations of 'the boot of `run` reconciled exactly what the dead process left
+    open' (open_before: client id -> journal status, read after the previous process died
+    and before this one started)."""
+    if not snap.readable:
+        return [("reconciled", f"journal {snap.integrity}")]
+    if snap.reconciliations is None:
+        return [("reconciled", "the journal has no reconciliations table (schema < 2)")]
+    rows = snap.reconciliations.get(run, [])
+    if len(rows) != 1:
+        return [("reconciled", f"run {run}: {len(rows)} reconciliation results journalled, "
+                               f"expected exactly 1")]
+    r = rows[0]
+    out = []
+    listed = [(o["client_id"], o["was"]) for o in r["orders"]]
+    ids = [cid for cid, _ in listed]
+    dup = sorted({cid for cid in ids if ids.count(cid) > 1})
+    missing = sorted(set(open_before) - set(ids))
+    extra = sorted(set(ids) - set(open_before))
+    wrong = sorted(f"{cid} was {was}, journal had {open_before[cid]}" for cid, was in listed
+                   if cid in open_before and open_before[cid] != was)
+    if dup or missing or extra or wrong:
+        out.append(f"orders open at the kill vs the result: missing {missing[:5]}, not open "
+                   f"{extra[:5]}, listed twice {dup[:5]}, status differs {wrong[:5]}")
+    misfiled = [o["client_id"] for o in r["orders"]
+                if o["client_id"] not in r["outcomes"].get(o["outcome"], [])]
+    if misfiled or sum(map(len, r["outcomes"].values())) != len(listed):
+        out.append(f"outcome lists disagree with the orders: {misfiled[:5]}")
+    if not r.get("positions_ok") or r.get("mismatches") or not r.get("ok"):
+        out.append(f"ok {r.get('ok')}, positions_ok {r.get('positions_ok')}, mismatches "
+                   f"{(r.get('mismatches') or [])[:3]}")
+    shown = (status or {}).get("reconciliation")
+    if status is not None and (not shown or shown.get("run") != run
+                               or shown.get("outcomes") != r["outcomes"]):
+        out.append(f"status shows {None if not shown else {k: shown.get(k) for k in ('run', 'outcomes')}}"
+                   f", the journal has run {run} {r['outcomes']}")
+    return [("reconciled", f"run {run}: {x}") for x in out]
+
+
 def unique_failures(log_text: str) -> list[str]:
     """Lines of one daemon log showing an id collision of that process (not the mention
     of an earlier one in a latch reason restored at boot)."""
@@ -262,15 +325,25 @@ class Bot4d:
     """A real bot4d subprocess (through tests/torture_inject.py) on a given state dir."""
 
     def __init__(self, code: Path, run_dir: Path, state_dir: Path, log_path: Path, *,
-                 speed: float, inject: str | None = None) -> None:
+                 speed: float, inject: str | None = None,
+                 env_extra: dict[str, str] | None = None) -> None:
         self.code = code
         self.state_dir = state_dir
+        # What the journal has open as this process starts: what the dead process left,
+        # which the boot's reconciliation must settle (None: no readable journal yet).
+        self.open_before: dict[str, str] | None = None
+        journal = state_dir / "journal.sqlite3"
+        if journal.is_file():
+            snap = read_journal(journal)
+            if snap.readable:
+                self.open_before = snap.open_orders()
         self.socket = str(run_dir / "ctl.sock")
         self.log_path = log_path
         self.notify = Notifications(run_dir / "notify.sock")
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("BOT4__", "NOTIFY_", "WATCHDOG_", "BOT4_TORTURE"))}
         env.update(TRADING_ENV, NOTIFY_SOCKET=str(self.notify.path), PYTHONPATH=str(code))
+        env.update(env_extra or {})
         if inject:
             env["BOT4_TORTURE_INJECT"] = inject
         args = [sys.executable, "-c", _LAUNCH, str(code), str(WRAPPER), "run", "--config",
@@ -410,6 +483,8 @@ class Options:
     moments: tuple[str, ...] = ()   # restrict kill moments to these kinds ("" = all)
     fault_timeout: float = 5.0
     tmpfs_mb: int = 24
+    # [paper] on_restart of the daemons: "restore", "cancel", or "mix" (alternating by run)
+    on_restart: str = "mix"
 
 
 class Tally:
@@ -491,13 +566,23 @@ class Torture:
         self.work = opts.workdir or Path(f"/tmp/bot4-torture-{opts.seed}-{os.getpid()}")
         self.work.mkdir(parents=True, exist_ok=True)
         self._n_proc = 0
+        self.wired = reconcile_wired(opts.code)
+        if opts.on_restart not in ("restore", "cancel", "mix"):
+            raise TortureError(f"on_restart must be restore, cancel or mix, got "
+                               f"{opts.on_restart!r}")
+        self.on_restart = "restore" if opts.on_restart == "mix" else opts.on_restart
+        if not self.wired:
+            self.tally.skipped.append(
+                "reconciled: the daemon under test does not reconcile at boot (its "
+                "supervisor does not import daemon.execution.reconcile)")
 
     # .. plumbing ..
     def _spawn(self, run_dir: Path, state_dir: Path, inject: str | None = None) -> Bot4d:
         self._n_proc += 1
         self.tally.counts["daemon_starts"] += 1
+        env = {"BOT4__PAPER__ON_RESTART": self.on_restart} if self.wired else {}
         return Bot4d(self.opts.code, run_dir, state_dir, run_dir / f"bot4d-{self._n_proc:03d}.log",
-                     speed=self.opts.speed, inject=inject)
+                     speed=self.opts.speed, inject=inject, env_extra=env)
 
     def _end_process(self, d: Bot4d, where: dict[str, Any]) -> None:
         """After a process is gone: its log must show no id collision."""
@@ -619,6 +704,7 @@ class Torture:
                              f"e-stop press was acknowledged before the kill, restart is in "
                              f"{state} ({st['reason']}), latch {latch}", where,
                              evidence=tail(d.log, 3))
+        self._check_reconciled(d, journal, st, where)
         if after_disk_full:
             ok = state in ("halted", "estop") and latch["tripped"]
             r = d.request({"cmd": "start"})
@@ -630,6 +716,20 @@ class Torture:
                 problem.append("`start` was accepted")
             self.tally.check("disk_full_latched", "; ".join(problem) or None, where)
         return self._settled_compare(d, journal, where) or st
+
+    def _check_reconciled(self, d: Bot4d, journal: Path, st: dict, where: dict[str, Any]
+                          ) -> None:
+        if not self.wired:
+            return
+        before = d.open_before if d.open_before is not None else {}
+        self.tally.counts["reconciled_orders"] += len(before)
+        snap = read_journal(journal)
+        found = check_reconciliation(snap, st["run"], before, st)
+        for r in (snap.reconciliations or {}).get(st["run"], [])[:1]:
+            for o in r["orders"]:
+                self.tally.counts[f"reconciled_{o['outcome']}"] += 1
+        self.tally.checks(("reconciled",), found, where,
+                          evidence=tail(d.log, 3) if found else "")
 
     # .. kill moments ..
     def _plan_moment(self) -> dict[str, Any]:
@@ -712,6 +812,9 @@ class Torture:
         state_dir = run_dir / "state"
         journal = state_dir / "journal.sqlite3"
         self.tally.counts["runs"] += 1
+        if self.opts.on_restart == "mix":   # the paper venue's two restart modes in turn
+            self.on_restart = ("restore", "cancel")[run % 2]
+        self.tally.counts[f"runs_on_restart_{self.on_restart}"] += 1
         after_kill = estop_acked = False
         estop_delay: int | None = None   # kill delay after the last acknowledged press
         last_moment: dict[str, Any] = {}
@@ -957,6 +1060,7 @@ class Torture:
                 self.kill_run(run, n)
                 remaining -= n
                 run += 1
+            self.on_restart = "restore" if o.on_restart == "mix" else o.on_restart
             for c in range(o.disk_full):
                 self.disk_full_case(c)
             for c in range(o.batch_faults):
@@ -1024,6 +1128,10 @@ def format_summary(res: dict[str, Any]) -> str:
              f"{c.get('faults_seen', 0)}, moments pre-empted {c.get('moments_preempted', 0)}, "
              f"stops with cancels sent but unconfirmed "
              f"{c.get('fault_cancels_sent_unconfirmed', 0)}",
+             f"reconciliation: {c.get('reconciled_orders', 0)} order(s) open at a kill "
+             f"reconciled at the next boot (" + ", ".join(
+                 f"{k[len('reconciled_'):]} {v}" for k, v in sorted(c.items())
+                 if k.startswith("reconciled_") and k != "reconciled_orders") + ")",
              f"{'invariant':<18} {'checked':>8} {'violated':>9}"]
     for name, v in res["invariants"].items():
         lines.append(f"{name:<18} {v['checked']:>8} {v['violated']:>9}")

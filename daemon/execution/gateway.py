@@ -407,3 +407,26 @@ class OrderGateway:
             self.journal.record_orders(stale, now)
             log.warning("closed %d orders left open by the previous run (%s)", len(stale), reason)
         return stale
+
+    def adopt(self, orders: list[Order]) -> None:
+        """Crash recovery (daemon/execution/reconcile.py): make memory equal to the journal
+        for these orders of an earlier run. Open ones (working at the venue, or restored
+        there) go into `open`, so the venue's reports, risk and cancels find them; finished
+        ones leave `open` for the recently finished, so a late report about them is
+        recognised. Journals nothing: the caller journalled their state first. On a venue
+        that keeps its orders across restarts, an adopted order whose cancel was decided
+        before the restart (PENDING_CANCEL) gets that cancel sent again: the cancel of the
+        dead run may never have left, and a venue ignores a cancel of an order it no
+        longer has. (A venue that forgot everything has nothing to cancel.)"""
+        resend = []
+        for o in orders:
+            if o.status.is_terminal:
+                self.open.pop(o.client_id, None)
+                self._recent[o.client_id] = o
+                if len(self._recent) > _RECENT:
+                    self._recent.popitem(last=False)
+                continue
+            self.open[o.client_id] = o
+            if o.status is OrderStatus.PENDING_CANCEL and self.venue.survives_restart:
+                resend.append(o.client_id)
+        self._run_all([lambda cid=cid: self.venue.cancel(cid) for cid in resend], None)

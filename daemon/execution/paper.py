@@ -78,6 +78,25 @@ Matching model.
 * Our own resting orders are not in the recorded book, so our takers never match them
   (no self-trades); `reduce_only` is not enforced here (the gateway owns positions).
 
+Restart. This venue lives in the daemon's memory, so its orders die with the process
+(`survives_restart = False`). Crash recovery (daemon/execution/reconcile.py) may hand it the
+journal's resting orders again (`restore`: limit GTC/post-only, NEW or PARTIALLY_FILLED, for
+their remaining quantity qty - filled_qty). Queue position re-estimation: a restored order
+is not placed at once but at the first depth update after the restore that leaves its
+book valid, and then at the BACK of the displayed queue at its price (queue_ahead = the
+displayed size there at that moment, as for a new order; 0 on an empty level). What traded
+and what was cancelled at that price while we were down is unknown, so the estimate can
+only err against us: a real order that kept its place would be nearer the front. If at
+that moment the opposite side shows size at or through its price (the market moved
+through it during the downtime), the order is CANCELLED with that reason, not filled:
+whether and how much it would have filled while we were down is unknown, and a paper fill
+must not be invented. Until it is placed, a restored order is working (listed, cancellable,
+counted in `query_orders`) but cannot fill.
+
+Queries. `query_orders` answers from the venue's memory of this process: every order it
+saw (working, or among the last `history` finished ones) with its status, filled
+quantity and fills. After a restart that memory is empty except for restored orders.
+
 Cost. With nothing resting, `on_trade`/`on_depth` are a few attribute reads. With resting
 orders, the work is proportional to the number of our orders and only touches the book
 levels where we have orders.
@@ -86,14 +105,14 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Generic, TypeVar
 
 from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Side,
                                      TimeInForce, to_decimal)
-from daemon.execution.venue import VenueListener
+from daemon.execution.venue import VenueListener, VenueOrderState
 from daemon.market.book import OrderBook
 from daemon.market.events import Trade
 from daemon.market.sanity import trade_values_problem
@@ -239,17 +258,41 @@ class _Unbound:
 _UNBOUND = _Unbound()
 
 
+class _Known:
+    """The venue's memory of one order, for `query_orders`."""
+
+    __slots__ = ("status", "filled", "fills", "reason", "ts_ns")
+
+    def __init__(self, status: OrderStatus, filled: Decimal, ts_ns: int) -> None:
+        self.status = status
+        self.filled = filled
+        self.fills: list[Fill] = []
+        self.reason: str | None = None
+        self.ts_ns = ts_ns
+
+
+_RESTORABLE_TIF = frozenset({TimeInForce.GTC, TimeInForce.POST_ONLY})
+_RESTORABLE_STATUS = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+RESTORE_CROSSED = ("restart: the market moved through its price while the daemon was down; "
+                   "what it would have filled is unknown, so it is cancelled, not filled")
+
+
 class PaperVenue:
     """Simulated exchange. See the module docstring for the full model."""
+
+    survives_restart = False   # lives in our memory: see "Restart" in the module docstring
 
     def __init__(self, *, name: str = "paper", maker_fee_bps: float | Decimal = 1.0,
                  taker_fee_bps: float | Decimal = 1.0, entry_latency_ns: int = 5_000_000,
                  md_latency_ns: int = 2_000_000, jitter_ns: int = 0, seed: int = 1,
                  qty_step: Decimal = Decimal("0.00000001"),
                  lot_sizes: dict[str, Decimal] | None = None,
-                 fee_quantum: Decimal = Decimal("0.00000001")) -> None:
+                 fee_quantum: Decimal = Decimal("0.00000001"), history: int = 10_000
+                 ) -> None:
         if entry_latency_ns < 0 or md_latency_ns < 0 or jitter_ns < 0:
             raise ValueError("latencies and jitter must be >= 0")
+        if history < 1:
+            raise ValueError("history must be >= 1")
         self.name = name
         self.maker_fee_bps = to_decimal(maker_fee_bps)
         self.taker_fee_bps = to_decimal(taker_fee_bps)
@@ -273,9 +316,14 @@ class PaperVenue:
         self._n_resting = 0
         self._fill_seq = 0
         self._fill_prefix = f"{name}-"
+        # Every order seen, oldest first; finished ones beyond `history` are forgotten.
+        self._known: OrderedDict[str, _Known] = OrderedDict()
+        self._history = history
+        # Restored orders waiting for their book's next valid depth update, per symbol.
+        self._restoring: dict[str, list[_Working]] = {}
         self.stats: dict[str, int] = dict.fromkeys(
             ("submitted", "accepted", "rejected", "fills", "maker_fills", "taker_fills",
-             "cancelled", "expired", "cancel_unknown"), 0)
+             "cancelled", "expired", "cancel_unknown", "restored", "restore_cancelled"), 0)
 
     # -- Venue protocol ------------------------------------------------------------------
     def bind(self, listener: VenueListener, session: str = "") -> None:
@@ -301,6 +349,79 @@ class PaperVenue:
         self._require_listener()
         self._enqueue(_CANCEL_ALL, symbol)
 
+    def query_orders(self, client_ids: Iterable[str]) -> dict[str, VenueOrderState | None]:
+        """What this venue remembers of each order (None: never seen, or forgotten)."""
+        out: dict[str, VenueOrderState | None] = {}
+        for cid in client_ids:
+            k = self._known.get(cid)
+            out[cid] = None if k is None else VenueOrderState(
+                cid, k.status, k.filled, tuple(k.fills), k.reason, k.ts_ns)
+        return out
+
+    def restore(self, orders: list[Order]) -> None:
+        """Rebuild resting orders after a restart (see "Restart" in the module docstring).
+        All or nothing: an order that is not a resting limit order raises ValueError and
+        none is restored."""
+        self._require_listener()
+        seen: set[str] = set()
+        for o in orders:
+            problem = self._unrestorable(o, seen)
+            if problem is not None:
+                raise ValueError(f"cannot restore {o.client_id}: {problem}")
+            seen.add(o.client_id)
+        for o in orders:
+            w = _Working(o, self.lot_sizes.get(o.symbol, self.qty_step))
+            w.remaining = o.qty - o.filled_qty
+            self._working[o.client_id] = w
+            self._restoring.setdefault(o.symbol, []).append(w)
+            self._remember(o.client_id, o.status, self._now).filled = o.filled_qty
+            self.stats["restored"] += 1
+
+    def _unrestorable(self, o: Order, seen: set[str]) -> str | None:
+        if o.type is not OrderType.LIMIT or o.tif not in _RESTORABLE_TIF:
+            return f"not a resting order ({o.type} {o.tif})"
+        if o.status not in _RESTORABLE_STATUS:
+            return f"status {o.status} is not resting"
+        if o.price is None or o.price <= 0:
+            return "limit order needs a positive price"
+        if o.qty - o.filled_qty <= 0:
+            return f"nothing left to fill ({o.filled_qty} of {o.qty} filled)"
+        if o.client_id in self._working or o.client_id in seen:
+            return "already working at this venue"
+        return None
+
+    def _place_restored(self, m: _Market, ws: list[_Working], ts: int) -> None:
+        """Place restored orders on the now valid book: at the back of the displayed queue,
+        or cancelled when the book already shows the other side at or through their price."""
+        book = m.book
+        for w in ws:
+            best = book.best_ask() if w.is_buy else book.best_bid()
+            if best is not None and (best[0] <= w.price_f if w.is_buy else best[0] >= w.price_f):
+                self._working.pop(w.client_id, None)
+                self.stats["restore_cancelled"] += 1
+                self._note(w.client_id, OrderStatus.CANCELLED, RESTORE_CROSSED, ts)
+                self._listener.on_order_status(w.client_id, OrderStatus.CANCELLED,
+                                               RESTORE_CROSSED, ts)
+                continue
+            self._rest(m, w)
+
+    def _remember(self, cid: str, status: OrderStatus, ts: int) -> _Known:
+        k = self._known[cid] = _Known(status, _ZERO, ts)
+        if len(self._known) > self._history:
+            for old, ko in self._known.items():   # the oldest finished one goes
+                if ko.status.is_terminal:
+                    del self._known[old]
+                    break
+        return k
+
+    def _note(self, cid: str, status: OrderStatus, reason: str | None, ts: int) -> None:
+        k = self._known.get(cid)
+        if k is None:
+            k = self._remember(cid, status, ts)
+        k.status, k.ts_ns = status, ts
+        if reason is not None:
+            k.reason = reason
+
     # -- market data ---------------------------------------------------------------------
     @property
     def now_ns(self) -> int:
@@ -325,6 +446,10 @@ class PaperVenue:
             m = self._markets[book.symbol] = _Market(book)
         elif m.book is not book:
             m.book = book
+        if self._restoring and book.valid:
+            ws = self._restoring.pop(book.symbol, None)
+            if ws:
+                self._place_restored(m, ws, ts_ns)
         if (m.n_resting or m.consumed) and book.valid:
             self._depth_update(m, ts_ns)
 
@@ -376,9 +501,10 @@ class PaperVenue:
                 if symbol is None or w.symbol == symbol]
 
     def queue_ahead(self, client_id: str) -> float | None:
-        """Modelled quantity ahead of a resting order at its price, or None."""
+        """Modelled quantity ahead of a resting order at its price, or None (not working,
+        or restored and not placed yet)."""
         w = self._working.get(client_id)
-        return None if w is None else w.ahead
+        return None if w is None or w.level is None else w.ahead
 
     @property
     def pending_requests(self) -> int:
@@ -436,9 +562,12 @@ class PaperVenue:
             reason = "post-only order would take liquidity"
         if reason is not None:
             self.stats["rejected"] += 1
+            if w.client_id not in self._working:   # a duplicate must not overwrite the original
+                self._note(w.client_id, OrderStatus.REJECTED, reason, ts)
             self._listener.on_order_status(w.client_id, OrderStatus.REJECTED, reason, ts)
             return
         self.stats["accepted"] += 1
+        self._remember(w.client_id, OrderStatus.NEW, ts)
         self._listener.on_order_status(w.client_id, OrderStatus.NEW, None, ts)
         if w.tif is TimeInForce.POST_ONLY:
             self._rest(m, w)
@@ -451,6 +580,7 @@ class PaperVenue:
             self.stats["expired"] += 1
             why = ("market order found no more liquidity" if w.type is OrderType.MARKET
                    else "IOC remainder not immediately fillable")
+            self._note(w.client_id, OrderStatus.EXPIRED, why, ts)
             self._listener.on_order_status(w.client_id, OrderStatus.EXPIRED, why, ts)
             return
         self._rest(m, w)
@@ -543,14 +673,24 @@ class PaperVenue:
         self._fill_seq += 1
         self.stats["fills"] += 1
         self.stats["maker_fills" if maker else "taker_fills"] += 1
-        self._listener.on_fill(Fill(f"{self._fill_prefix}{self._fill_seq}", w.client_id, w.symbol,
-                                    w.side, price, qty, fee, liq, ts))
+        fill = Fill(f"{self._fill_prefix}{self._fill_seq}", w.client_id, w.symbol, w.side,
+                    price, qty, fee, liq, ts)
+        k = self._known.get(w.client_id)
+        if k is not None:
+            k.filled += qty
+            k.fills.append(fill)
+            k.status = OrderStatus.FILLED if w.remaining <= 0 else OrderStatus.PARTIALLY_FILLED
+            k.ts_ns = ts
+        self._listener.on_fill(fill)
 
     def _retire(self, w: _Working) -> None:
         """Take a finished or cancelled order off its level and out of the book of work."""
         self._working.pop(w.client_id, None)
         lvl = w.level
         if lvl is None:
+            waiting = self._restoring.get(w.symbol) if self._restoring else None
+            if waiting and w in waiting:   # restored, not placed yet
+                waiting.remove(w)
             return
         w.level = None
         lvl.orders.remove(w)
@@ -701,4 +841,5 @@ class PaperVenue:
             return
         self._retire(w)
         self.stats["cancelled"] += 1
+        self._note(client_id, OrderStatus.CANCELLED, None, ts)
         self._listener.on_order_status(client_id, OrderStatus.CANCELLED, None, ts)
