@@ -241,12 +241,84 @@ class PaperCfg(_Section):
     on_restart: Literal["restore", "cancel"] = "restore"
 
 
+# A limit that may be switched off with 0 (VaR, stress): 0 or an amount like Money.
+MoneyOrOff = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("0", "1e12")]
+# A stress price shock as a fraction of the mark: -0.99 (price almost gone) .. +10 (x11).
+Shock = Annotated[Decimal, BeforeValidator(_to_decimal), _dec_range("-0.99", "10")]
+LimitAction = Literal["reducing", "halted"]
+# A continuous VaR/stress trip: "off" keeps the limit pre-trade only.
+TripAction = Literal["off", "reducing", "halted"]
+
+
 class RiskCfg(_Section):
+    """Risk engine (daemon/risk/). Amounts in quote currency, quantities in base currency."""
+    # -- pre-trade, per order / per symbol / global
     max_order_notional: Money = Decimal("1000")
-    max_position: Qty = Decimal("0.05")
+    max_order_qty: Qty = Decimal("1")
+    max_position: Qty = Decimal("0.05")       # per symbol; [instruments.X] max_position overrides
     max_open_orders: int = Field(10, ge=1, le=1000)
+    max_open_orders_per_symbol: int = Field(6, ge=1, le=1000)
+    max_gross_exposure: Money = Decimal("10000")
+    max_net_exposure: Money = Decimal("10000")
     max_orders_per_min: int = Field(600, ge=1, le=100_000)
+    max_cancels_per_min: int = Field(600, ge=1, le=100_000)
     price_band_bps: float = Field(200.0, gt=0, le=10_000)
+    # -- losses that act by themselves (latched until `bot4ctl reset`)
+    capital: Money = Decimal("1000")          # what the bot trades with: Kelly sizing base
+    daily_loss_limit: Money = Decimal("50")   # UTC day, realised + unrealised, fees included
+    daily_loss_action: LimitAction = "halted"
+    max_drawdown: Money = Decimal("100")      # from the equity peak
+    max_drawdown_action: LimitAction = "halted"
+    max_losing_streak: int = Field(25, ge=1, le=100_000)   # losing round trips in a row
+    losing_streak_action: LimitAction = "reducing"
+    # -- sizing
+    kelly_fraction: Annotated[Decimal, BeforeValidator(_to_decimal),
+                              _dec_range("0", "1", lo_open=True)] = Decimal("0.25")
+    # -- VaR / CVaR over a rolling window of marks
+    var_levels: list[float] = Field(default_factory=lambda: [0.95, 0.99], min_length=1,
+                                    max_length=4)
+    var_window: int = Field(1440, ge=30, le=100_000)          # samples (returns) kept
+    var_sample_interval_s: float = Field(60.0, ge=1, le=86_400)
+    max_var: MoneyOrOff = Decimal("0")                         # 0 = off
+    var_method: Literal["historical", "gaussian", "cornish_fisher"] = "historical"
+    var_limit_level: float = 0.99                              # one of var_levels
+    var_action: TripAction = "off"
+    # -- stress
+    stress_price_shocks: list[Shock] = Field(
+        default_factory=lambda: [Decimal("-0.10"), Decimal("-0.20"), Decimal("0.10")],
+        max_length=16)
+    stress_spread_mult: Annotated[Decimal, BeforeValidator(_to_decimal),
+                                  _dec_range("1", "1000")] = Decimal("5")
+    stress_default_spread_bps: float = Field(10.0, gt=0, le=10_000)
+    stress_fill_all: bool = True
+    max_stress_loss: MoneyOrOff = Decimal("0")                 # 0 = off
+    stress_action: TripAction = "off"
+
+    @field_validator("var_levels")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        for x in v:
+            if not 0.5 < x < 1:
+                raise ValueError(f"every level must lie strictly between 0.5 and 1 (got {x!r})")
+        if len(set(v)) != len(v):
+            raise ValueError("a level is listed twice")
+        return v
+
+    @field_validator("var_limit_level")
+    @classmethod
+    def _limit_level(cls, v: float) -> float:
+        if not 0.5 < v < 1:
+            raise ValueError("must lie strictly between 0.5 and 1")
+        return v
+
+    @field_validator("stress_price_shocks")
+    @classmethod
+    def _shocks(cls, v: list[Decimal]) -> list[Decimal]:
+        if any(x == 0 for x in v):
+            raise ValueError("a shock of 0 is no scenario")
+        if len(set(v)) != len(v):
+            raise ValueError("a shock is listed twice")
+        return v
 
 
 class BreakersCfg(_Section):
@@ -328,6 +400,7 @@ class InstrumentCfg(_Section):
     tick_size: Step
     lot_size: Step
     min_notional: MinNotional = Decimal("5")
+    max_position: Qty | None = None   # overrides [risk] max_position for this symbol
 
 
 _DEFAULT_INSTRUMENTS = {
@@ -721,8 +794,17 @@ def _meaning(cfg: Config) -> None:
         raise _Problem([("strategy", "quote_qty"), ("risk", "max_position")],
                        f"quote_qty = {s.quote_qty} is larger than max_position = "
                        f"{r.max_position}: risk would refuse every quote")
+    if s.quote_qty > r.max_order_qty:
+        raise _Problem([("strategy", "quote_qty"), ("risk", "max_order_qty")],
+                       f"quote_qty = {s.quote_qty} is larger than max_order_qty = "
+                       f"{r.max_order_qty}: risk would refuse every quote")
+    _risk_meaning(r)
     for sym in m.symbols:
         inst = cfg.instruments[sym]
+        if inst.max_position is not None and s.quote_qty > inst.max_position:
+            raise _Problem([("strategy", "quote_qty"), ("instruments", sym, "max_position")],
+                           f"quote_qty = {s.quote_qty} is larger than {sym} max_position = "
+                           f"{inst.max_position}: risk would refuse every quote")
         if s.quote_qty % inst.lot_size:
             raise _Problem([("strategy", "quote_qty"), ("instruments", sym, "lot_size")],
                            f"quote_qty = {s.quote_qty} is not a whole number of {sym} "
@@ -765,6 +847,38 @@ def _meaning(cfg: Config) -> None:
     for loc, v in _leaves(cfg):
         if isinstance(v, float) and not math.isfinite(v):
             raise _Problem([loc], f"must be a finite number (got {v!r})")
+
+
+def _risk_meaning(r: RiskCfg) -> None:
+    """[risk] keys against each other (daemon/risk/)."""
+    if r.max_open_orders_per_symbol > r.max_open_orders:
+        raise _Problem([("risk", "max_open_orders_per_symbol"), ("risk", "max_open_orders")],
+                       f"max_open_orders_per_symbol = {r.max_open_orders_per_symbol} is above "
+                       f"max_open_orders = {r.max_open_orders}: it could never apply")
+    for name in ("daily_loss_limit", "max_drawdown"):
+        if getattr(r, name) > r.capital:
+            raise _Problem([("risk", name), ("risk", "capital")],
+                           f"{name} = {getattr(r, name)} is above capital = {r.capital}: "
+                           f"the money would be gone before the limit acts")
+    if r.var_limit_level not in r.var_levels:
+        raise _Problem([("risk", "var_limit_level"), ("risk", "var_levels")],
+                       f"var_limit_level = {r.var_limit_level:g} is not one of var_levels = "
+                       f"{[float(x) for x in r.var_levels]}")
+    # At least 5 losses beyond the highest level in a full window, or the historical
+    # tail (and its CVaR) rests on one or two samples.
+    top = max(r.var_levels)
+    need = math.ceil(5 / (1 - top) - 1e-9)
+    if r.var_window < need:
+        raise _Problem([("risk", "var_window"), ("risk", "var_levels")],
+                       f"var_window = {r.var_window} keeps fewer than 5 samples beyond the "
+                       f"{top:g} level: at least {need}")
+    if r.var_action != "off" and r.max_var == 0:
+        raise _Problem([("risk", "var_action"), ("risk", "max_var")],
+                       f"var_action = \"{r.var_action}\" needs max_var > 0 (0 = off)")
+    if r.stress_action != "off" and r.max_stress_loss == 0:
+        raise _Problem([("risk", "stress_action"), ("risk", "max_stress_loss")],
+                       f"stress_action = \"{r.stress_action}\" needs max_stress_loss > 0 "
+                       f"(0 = off)")
 
 
 def _leaves(node: Any, loc: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

@@ -1,61 +1,187 @@
-"""Pre-trade risk limits, checked by the gateway after the safety checks.
+"""Pre-trade risk limits: pure checks on Decimal values, each returning the reason a limit
+is broken (naming the limit and the figures) or None.
 
-Pure checks on Decimal values: order notional, resulting position, open-order count, order
-rate and a price band around the mark (fat-finger guard; a limit order without a trusted
-mark is refused). Returns the reason a limit is broken, or None. It never sends, cancels or journals anything.
+Per order: quantity, notional, price band around the mark (fat-finger guard; a limit order
+without a trusted mark is refused). Per symbol: worst-case position, open orders. Global:
+open orders, gross and net exposure in quote currency, order and cancel rates over a 60 s
+window. `RiskLimits` is the gateway's original five-limit check, kept with its signature
+and messages until the gateway calls `daemon.risk.engine.RiskEngine` instead.
+
+Worst case everywhere means: every open order on the order's side fills, then this one.
+An order that does not make a measure worse is never refused by that measure, so an
+exposure-reducing order always passes even when a limit was lowered below the book.
+
+Nothing here sends, cancels, journals or reads a clock: time is the `now_ns` passed in.
 """
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from daemon.config import RiskCfg
 from daemon.execution.orders import Order, OrderType, Side
 
+WINDOW_NS = 60_000_000_000   # the rate limits are per minute
+
+
+def order_qty(order: Order, max_qty: Decimal) -> str | None:
+    if order.qty > max_qty:
+        return f"order quantity {order.qty} {order.symbol} above max_order_qty {max_qty}"
+    return None
+
+
+def order_notional(notional: Decimal, max_notional: Decimal) -> str | None:
+    if notional > max_notional:
+        return f"order notional {notional:f} above max_order_notional {max_notional}"
+    return None
+
+
+def price_band(order: Order, mark: Decimal | None, band_bps: float) -> str | None:
+    """Only limit orders have a price to check; a market order is priced at the mark."""
+    if order.type is not OrderType.LIMIT:
+        return None
+    if mark is None or mark <= 0:
+        # The mark is None while the book is not trusted (gap, suspect diff, no confirmed
+        # reference): without it the band cannot be checked, so no order.
+        return "no trusted reference price for the price band"
+    band = mark * Decimal(str(band_bps)) / Decimal(10_000)
+    price = order.price
+    if (order.side is Side.BUY and price > mark + band) or \
+       (order.side is Side.SELL and price < mark - band):
+        return f"limit price {price} outside the {band_bps} bps band around {mark}"
+    return None
+
+
+def open_orders(n_open: int, max_open: int) -> str | None:
+    if n_open >= max_open:
+        return f"{n_open} open orders, max_open_orders is {max_open}"
+    return None
+
+
+def symbol_open_orders(symbol: str, n_open: int, max_open: int) -> str | None:
+    if n_open >= max_open:
+        return f"{n_open} open {symbol} orders, max_open_orders_per_symbol is {max_open}"
+    return None
+
+
+def position(order: Order, position_qty: Decimal, same_side_open: Decimal,
+             max_position: Decimal) -> str | None:
+    """Worst case: every open order on this side fills, then this one. Refused only when
+    that is beyond the limit AND larger than the position now (reducing always passes)."""
+    worst = position_qty + order.side.sign * (same_side_open + order.qty)
+    if abs(worst) > max_position and abs(worst) > abs(position_qty):
+        return (f"position could reach {worst:f} {order.symbol}, "
+                f"max_position is {max_position}")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """One symbol's worst cases: `long` = position + every open buy filled, `short` =
+    position - every open sell filled (base currency)."""
+
+    long: Decimal
+    short: Decimal
+
+    def add(self, side: Side, qty: Decimal) -> Book:
+        if side is Side.BUY:
+            return Book(self.long + qty, self.short)
+        return Book(self.long, self.short - qty)
+
+    @property
+    def gross(self) -> Decimal:
+        return max(abs(self.long), abs(self.short))
+
+
+def books(positions: Mapping[str, Decimal], orders: Iterable[Order]) -> dict[str, Book]:
+    """Worst-case books per symbol from positions (symbol -> qty) and open orders."""
+    out = {s: Book(q, q) for s, q in positions.items()}
+    for o in orders:
+        out[o.symbol] = out.get(o.symbol, Book(Decimal(0), Decimal(0))).add(o.side, o.remaining)
+    return out
+
+
+def exposures(books_: Mapping[str, Book], marks: Mapping[str, Decimal]
+              ) -> tuple[Decimal, Decimal]:
+    """(gross, net) worst-case exposure in quote currency. Gross: sum over symbols of the
+    larger side at the mark. Net: the larger of |all longs filled| and |all shorts filled|.
+    A symbol without a price counts 0 (the caller supplies a fallback price)."""
+    gross = net_long = net_short = Decimal(0)
+    for sym, b in books_.items():
+        m = marks.get(sym)
+        if m is None:
+            continue
+        gross += b.gross * m
+        net_long += b.long * m
+        net_short += b.short * m
+    return gross, max(abs(net_long), abs(net_short))
+
+
+def exposure(before: tuple[Decimal, Decimal], after: tuple[Decimal, Decimal],
+             max_gross: Decimal, max_net: Decimal) -> str | None:
+    """Refused when the order takes a measure beyond its limit and makes it larger."""
+    if after[0] > max_gross and after[0] > before[0]:
+        return (f"gross exposure could reach {after[0]:f}, max_gross_exposure is "
+                f"{max_gross} (now {before[0]:f})")
+    if after[1] > max_net and after[1] > before[1]:
+        return (f"net exposure could reach {after[1]:f}, max_net_exposure is "
+                f"{max_net} (now {before[1]:f})")
+    return None
+
+
+class RateWindow:
+    """Events in the last 60 s (an event exactly 60 s old still counts)."""
+
+    def __init__(self) -> None:
+        self._ns: deque[int] = deque()
+
+    def count(self, now_ns: int) -> int:
+        while self._ns and now_ns - self._ns[0] > WINDOW_NS:
+            self._ns.popleft()
+        return len(self._ns)
+
+    def note(self, now_ns: int) -> None:
+        self._ns.append(now_ns)
+
+    def check(self, now_ns: int, limit: int, what: str, key: str) -> str | None:
+        n = self.count(now_ns)
+        if n >= limit:
+            return f"{what} rate: {n} in the last 60 s, {key} is {limit}"
+        return None
+
 
 class RiskLimits:
+    """The gateway's original pre-trade check (kept until it calls RiskEngine)."""
+
     def __init__(self, cfg: RiskCfg) -> None:
         self.cfg = cfg
-        self._sent_ns: deque[int] = deque()
+        self._sent = RateWindow()
 
-    def check(self, order: Order, position_qty: Decimal, open_orders: Iterable[Order],
+    def check(self, order: Order, position_qty: Decimal, open_orders_: Iterable[Order],
               mark: Decimal | None, now_ns: int) -> str | None:
         cfg = self.cfg
         price = order.price if order.price is not None else mark
         if price is None:
             return "no mark price for a market order"
-        notional = price * order.qty
-        if notional > cfg.max_order_notional:
-            return f"order notional {notional:f} above max_order_notional {cfg.max_order_notional}"
+        reason = order_notional(price * order.qty, cfg.max_order_notional)
+        if reason:
+            return reason
         same_side = Decimal(0)
         n_open = 0
-        for o in open_orders:
+        for o in open_orders_:
             n_open += 1
             if o.symbol == order.symbol and o.side is order.side:
                 same_side += o.remaining
-        if n_open >= cfg.max_open_orders:
-            return f"{n_open} open orders, max_open_orders is {cfg.max_open_orders}"
-        # Worst case: every open order on this side fills, then this one.
-        worst = position_qty + order.side.sign * (same_side + order.qty)
-        if abs(worst) > cfg.max_position and abs(worst) > abs(position_qty):
-            return (f"position could reach {worst:f} {order.symbol}, "
-                    f"max_position is {cfg.max_position}")
-        if order.type is OrderType.LIMIT:
-            if mark is None or mark <= 0:
-                # The mark is None while the book is not trusted (gap, suspect diff, no
-                # confirmed reference): without it the band cannot be checked, so no order.
-                return "no trusted reference price for the price band"
-            band = mark * Decimal(str(cfg.price_band_bps)) / Decimal(10_000)
-            if (order.side is Side.BUY and price > mark + band) or \
-               (order.side is Side.SELL and price < mark - band):
-                return f"limit price {price} outside the {cfg.price_band_bps} bps band around {mark}"
-        window = 60_000_000_000
-        while self._sent_ns and now_ns - self._sent_ns[0] > window:
-            self._sent_ns.popleft()
-        if len(self._sent_ns) >= cfg.max_orders_per_min:
+        reason = (open_orders(n_open, cfg.max_open_orders)
+                  or position(order, position_qty, same_side, cfg.max_position)
+                  or price_band(order, mark, cfg.price_band_bps))
+        if reason:
+            return reason
+        if self._sent.count(now_ns) >= cfg.max_orders_per_min:
             return f"order rate above max_orders_per_min {cfg.max_orders_per_min}"
         return None
 
     def note_sent(self, now_ns: int) -> None:
-        self._sent_ns.append(now_ns)
+        self._sent.note(now_ns)

@@ -1,0 +1,377 @@
+"""The risk engine: one facade over the pre-trade limits, the loss limits, sizing, VaR/CVaR
+and stress, for the gateway (pre-trade checks, rates, fills) and the supervisor
+(evaluate, status, reset, snapshot).
+
+Pre-trade `check()` order: latched trips (a "halted" trip refuses every order, a
+"reducing" one every order that could grow |position|), market order without a mark,
+order quantity, order notional, price band, open orders (global, then per symbol),
+position (worst case), gross and net exposure (worst case), order rate, VaR, stress. The
+first broken limit is the reason; every reason names the limit and the figures.
+"Reducing" here means: every open order on that side filled and this one, the position
+is no larger and on the same side (or flat).
+
+`evaluate()` is the continuous side: daily loss, drawdown, losing streak (counted from
+`on_fill`), and VaR/stress when their action is not "off". It returns only NEW trips;
+a trip stays until `reset()`. What to do with a trip (journal it, go `reducing` or
+`halted`) is the caller's: the engine never sends, cancels, journals or reads a clock
+(time is the `now_ns` passed in: event time in a replay).
+
+A symbol without a usable mark is priced at its last good mark seen by the engine, else
+at its position's average price (exposure, equity, VaR and stress alike).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Callable, Iterable, Mapping
+
+from daemon.config import InstrumentCfg, RiskCfg
+from daemon.execution.orders import Fill, Order, Position, Side, to_decimal
+from daemon.risk import limits, sizing, stress, var
+from daemon.risk.limits import Book, RateWindow
+from daemon.risk.losses import DAY_NS, LossLimits, RiskTrip, fmt
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION = 1
+_ZERO = Decimal(0)
+
+
+def _s(d: Decimal | None) -> str | None:
+    return None if d is None else fmt(d)
+
+
+class RiskEngine:
+    def __init__(self, cfg: RiskCfg, instruments: Mapping[str, InstrumentCfg]) -> None:
+        self.cfg = cfg
+        self.instruments = dict(instruments)
+        self.losses = LossLimits(cfg)
+        self.window = var.MarkWindow(cfg.var_window, int(cfg.var_sample_interval_s * 1e9))
+        self.scenarios = stress.scenarios(cfg.stress_price_shocks, cfg.stress_spread_mult,
+                                          cfg.stress_fill_all)
+        self._spread_bps = Decimal(str(cfg.stress_default_spread_bps))
+        self._sent = RateWindow()
+        self._cancels = RateWindow()
+        self._last_mark: dict[str, Decimal] = {}
+
+    # -- prices ----------------------------------------------------------------------------
+    def max_position(self, symbol: str) -> Decimal:
+        inst = self.instruments.get(symbol)
+        if inst is not None and inst.max_position is not None:
+            return inst.max_position
+        return self.cfg.max_position
+
+    def _prices(self, symbols: Iterable[str], mark: Callable[[str], Decimal | None],
+                positions: Mapping[str, Position]) -> dict[str, Decimal]:
+        out: dict[str, Decimal] = {}
+        for sym in symbols:
+            m = mark(sym)
+            if m is not None and m > 0:
+                self._last_mark[sym] = m
+            else:
+                m = self._last_mark.get(sym)
+                if m is None:
+                    pos = positions.get(sym)
+                    m = pos.avg_price if pos is not None and pos.avg_price > 0 else None
+            if m is not None:
+                out[sym] = m
+        return out
+
+    # -- trips -----------------------------------------------------------------------------
+    @property
+    def trips(self) -> list[RiskTrip]:
+        return list(self.losses.trips.values())
+
+    @property
+    def action(self) -> str | None:
+        """The strongest action of the standing trips: "halted", "reducing" or None."""
+        actions = {t.action for t in self.losses.trips.values()}
+        return "halted" if "halted" in actions else "reducing" if actions else None
+
+    def _tripped_reason(self, action: str) -> str:
+        return "; ".join(f"{t.limit}: {t.reason}" for t in self.losses.trips.values()
+                         if t.action == action)
+
+    # -- pre-trade -------------------------------------------------------------------------
+    def check(self, order: Order, *, positions: Mapping[str, Position],
+              open_orders: Iterable[Order], mark: Callable[[str], Decimal | None],
+              now_ns: int) -> str | None:
+        """The reason `order` breaks a limit, or None. Never raises on Decimal inputs."""
+        cfg = self.cfg
+        sym = order.symbol
+        opens = [o for o in open_orders]
+        pos_qty = positions[sym].qty if sym in positions else _ZERO
+        same_side = sum((o.remaining for o in opens if o.symbol == sym and o.side is order.side),
+                        _ZERO)
+        worst = pos_qty + order.side.sign * (same_side + order.qty)
+        action = self.action
+        if action == "halted":
+            return f"risk limit tripped (halted): {self._tripped_reason('halted')}"
+        if action == "reducing" and (abs(worst) > abs(pos_qty) or worst * pos_qty < 0):
+            return (f"risk limit tripped (reducing): position could reach {worst:f} {sym} "
+                    f"from {pos_qty:f}; {self._tripped_reason('reducing')}")
+        prices = self._prices({sym, *positions, *(o.symbol for o in opens)}, mark, positions)
+        m = mark(sym)
+        m = m if m is not None and m > 0 else None
+        price = order.price if order.price is not None else m
+        if price is None:
+            return "no mark price for a market order"
+        reason = (limits.order_qty(order, cfg.max_order_qty)
+                  or limits.order_notional(price * order.qty, cfg.max_order_notional)
+                  or limits.price_band(order, m, cfg.price_band_bps)
+                  or limits.open_orders(len(opens), cfg.max_open_orders)
+                  or limits.symbol_open_orders(sym, sum(1 for o in opens if o.symbol == sym),
+                                               cfg.max_open_orders_per_symbol)
+                  or limits.position(order, pos_qty, same_side, self.max_position(sym)))
+        if reason:
+            return reason
+        prices[sym] = price if m is None else m
+        bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
+        before = limits.exposures(bk, prices)
+        bk_after = dict(bk)
+        bk_after[sym] = bk.get(sym, Book(_ZERO, _ZERO)).add(order.side, order.qty)
+        reason = (limits.exposure(before, limits.exposures(bk_after, prices),
+                                  cfg.max_gross_exposure, cfg.max_net_exposure)
+                  or self._sent.check(now_ns, cfg.max_orders_per_min, "order",
+                                      "max_orders_per_min"))
+        if reason:
+            return reason
+        if cfg.max_var > 0:
+            reason = self._check_var(order, positions, same_side, prices)
+            if reason:
+                return reason
+        if cfg.max_stress_loss > 0:
+            reason = self._check_stress(order, positions, opens, prices)
+        return reason
+
+    def _var_of(self, qtys: Mapping[str, Decimal], prices: Mapping[str, Decimal]
+                ) -> Decimal | None:
+        cfg = self.cfg
+        syms = sorted(s for s in qtys if s in prices)
+        rets = self.window.returns(syms)
+        exp = [float(qtys[s] * prices[s]) for s in syms]
+        est = var.estimate(var.pnl(rets, exp), cfg.var_method, cfg.var_limit_level)
+        return None if est is None else est[0]
+
+    def _check_var(self, order: Order, positions: Mapping[str, Position], same_side: Decimal,
+                   prices: Mapping[str, Decimal]) -> str | None:
+        cfg = self.cfg
+        qtys = {s: p.qty for s, p in positions.items()}
+        base = qtys.get(order.symbol, _ZERO) + order.side.sign * same_side
+        before = self._var_of({**qtys, order.symbol: base}, prices)
+        after = self._var_of({**qtys, order.symbol: base + order.side.sign * order.qty},
+                             prices)
+        if after is None:
+            return None   # warming up: too few returns to estimate (shown in status)
+        if after > cfg.max_var and (before is None or after > before):
+            return (f"VaR ({cfg.var_method} {cfg.var_limit_level:g}) could reach {fmt(after)}, "
+                    f"max_var is {cfg.max_var} (now {_s(before)})")
+        return None
+
+    def _stress_worst(self, positions: Mapping[str, Position], orders: Iterable[Order],
+                      prices: Mapping[str, Decimal], spreads: Mapping[str, Decimal]
+                      ) -> tuple[list[tuple[str, Decimal]], str | None, Decimal]:
+        res = stress.run(self.scenarios, {s: p.qty for s, p in positions.items()}, orders,
+                         prices, spreads, self._spread_bps)
+        name, loss = stress.worst(res)
+        return res, name, loss
+
+    def _check_stress(self, order: Order, positions: Mapping[str, Position],
+                      opens: list[Order], prices: Mapping[str, Decimal]) -> str | None:
+        cfg = self.cfg
+        _, _, before = self._stress_worst(positions, opens, prices, {})
+        _, name, after = self._stress_worst(positions, [*opens, order], prices, {})
+        if after > cfg.max_stress_loss and after > before:
+            return (f"stress loss could reach {fmt(after)} ({name}), max_stress_loss is "
+                    f"{cfg.max_stress_loss} (now {fmt(before)})")
+        return None
+
+    def note_sent(self, order: Order, now_ns: int) -> None:
+        """An order left for the venue: counts toward max_orders_per_min."""
+        self._sent.note(now_ns)
+
+    def check_cancel(self, now_ns: int) -> str | None:
+        """For STRATEGY cancels only: cancels the safety chain decides (e-stop, halt,
+        fault, reducing, stop) are never subject to a rate."""
+        return self._cancels.check(now_ns, self.cfg.max_cancels_per_min, "cancel",
+                                   "max_cancels_per_min")
+
+    def note_cancel(self, now_ns: int) -> None:
+        self._cancels.note(now_ns)
+
+    # -- continuous ------------------------------------------------------------------------
+    def on_fill(self, fill: Fill, position_after: Position, now_ns: int) -> None:
+        """Count round trips. A losing-streak trip it causes is returned by the next
+        evaluate() (one path for every trip)."""
+        self.losses.on_fill(fill, position_after, now_ns)
+
+    def sample(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
+               now_ns: int) -> bool:
+        """Feed the VaR window (kept at most once per var_sample_interval_s)."""
+        prices = self._prices(marks, lambda s: marks.get(s), positions)
+        return self.window.sample(prices, now_ns)
+
+    def evaluate(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
+                 now_ns: int, *, open_orders: Iterable[Order] = (),
+                 spreads: Mapping[str, Decimal] | None = None) -> list[RiskTrip]:
+        """New trips only (each once). Call it periodically and after fills."""
+        cfg = self.cfg
+        prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
+        new = self.losses.evaluate(positions, prices, now_ns)
+        trips = self.losses.trips
+        if cfg.var_action != "off" and "var" not in trips:
+            v = self._var_of({s: p.qty for s, p in positions.items()}, prices)
+            if v is not None and v > cfg.max_var:
+                new.append(RiskTrip(
+                    "var", cfg.var_action,
+                    f"VaR ({cfg.var_method} {cfg.var_limit_level:g}) {fmt(v)} beyond max_var "
+                    f"{cfg.max_var}", {"var": fmt(v), "limit": str(cfg.max_var),
+                                       "method": cfg.var_method,
+                                       "level": f"{cfg.var_limit_level:g}"}, now_ns))
+        if cfg.stress_action != "off" and "stress" not in trips:
+            _, name, loss = self._stress_worst(positions, open_orders, prices, spreads or {})
+            if loss > cfg.max_stress_loss:
+                new.append(RiskTrip(
+                    "stress", cfg.stress_action,
+                    f"stress loss {fmt(loss)} ({name}) beyond max_stress_loss "
+                    f"{cfg.max_stress_loss}", {"loss": fmt(loss), "scenario": str(name),
+                                               "limit": str(cfg.max_stress_loss)}, now_ns))
+        for t in new:
+            trips[t.limit] = t
+            log.warning("risk limit %s tripped (%s): %s", t.limit, t.action, t.reason)
+        return new
+
+    # -- sizing ----------------------------------------------------------------------------
+    def size(self, symbol: str, side: Side, requested: Decimal, *, edge: Decimal | float,
+             variance: Decimal | float, positions: Mapping[str, Position],
+             open_orders: Iterable[Order], mark: Callable[[str], Decimal | None],
+             price: Decimal | None = None) -> Decimal:
+        """The quantity risk allows for a strategy's request: min(requested, fractional
+        Kelly, every limit's headroom), down to the lot; never more than `requested`,
+        0 when edge <= 0 or variance <= 0. `price`: the order's limit price, if any (for
+        the notional cap). VaR and stress are left to check()."""
+        cfg = self.cfg
+        inst = self.instruments.get(symbol)
+        opens = list(open_orders)
+        prices = self._prices({symbol, *positions, *(o.symbol for o in opens)}, mark,
+                              positions)
+        m = prices.get(symbol)
+        if inst is None or m is None or self.action == "halted":
+            return _ZERO
+        equity = self.losses.equity if self.losses.equity is not None else \
+            self.cfg.capital
+        kelly = sizing.kelly_qty(to_decimal(edge), to_decimal(variance), cfg.kelly_fraction,
+                                 equity, m)
+        pos_qty = positions[symbol].qty if symbol in positions else _ZERO
+        bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
+        mine = bk.get(symbol, Book(_ZERO, _ZERO))
+        pos_room = max(self.max_position(symbol), abs(pos_qty))
+        others = {s: b for s, b in bk.items() if s != symbol}
+        gross_others, _ = limits.exposures(others, prices)
+        net_long = net_short = _ZERO
+        for s, b in bk.items():
+            if s in prices:
+                net_long += b.long * prices[s]
+                net_short += b.short * prices[s]
+        caps = [cfg.max_order_qty,
+                cfg.max_order_notional / max(m, price or m),
+                sizing.side_headroom(side, mine, pos_room),
+                sizing.side_headroom(side, mine, max((cfg.max_gross_exposure - gross_others)
+                                                     / m, mine.gross)),
+                sizing.net_headroom(side, net_long, net_short, cfg.max_net_exposure, m)]
+        if self.action == "reducing":   # toward 0 only, never through it
+            caps.append(-mine.long if side is Side.BUY else mine.short)
+        return sizing.size(requested, kelly, caps, inst.lot_size)
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
+               now_ns: int, *, open_orders: Iterable[Order] = (),
+               spreads: Mapping[str, Decimal] | None = None) -> dict:
+        """Every limit as used / limit (Decimals as str, "0" limits shown as off), the
+        VaR/CVaR table, the stress table and the standing trips."""
+        cfg = self.cfg
+        opens = list(open_orders)
+        prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
+        bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
+        gross, net = limits.exposures(bk, prices)
+        lf = self.losses.figures()
+
+        def ul(used: object, limit: object) -> dict:
+            return {"used": None if used is None else str(used), "limit": str(limit)}
+
+        def off(limit: Decimal) -> str:
+            return "off" if limit == 0 else str(limit)
+
+        syms = sorted({*positions, *(o.symbol for o in opens)})
+        qtys = {s: p.qty for s, p in positions.items()}
+        v_now = self._var_of(qtys, prices)
+        res, name, loss = self._stress_worst(positions, opens, prices, spreads or {})
+        priced = sorted(s for s in qtys if s in prices)
+        p = var.pnl(self.window.returns(priced), [float(qtys[s] * prices[s]) for s in priced])
+        eq = self.losses.equity
+        day = self.losses.day
+        return {
+            "action": self.action,
+            "trips": [t.as_dict() for t in self.losses.trips.values()],
+            "limits": {
+                "max_order_qty": {"limit": str(cfg.max_order_qty)},
+                "max_order_notional": {"limit": str(cfg.max_order_notional)},
+                "price_band_bps": {"limit": f"{cfg.price_band_bps:g}"},
+                "open_orders": ul(len(opens), cfg.max_open_orders),
+                "open_orders_per_symbol": {
+                    s: ul(sum(1 for o in opens if o.symbol == s), cfg.max_open_orders_per_symbol)
+                    for s in syms},
+                "position": {s: ul(_s(abs(qtys.get(s, _ZERO))), self.max_position(s))
+                             for s in syms},
+                "gross_exposure": ul(_s(gross), cfg.max_gross_exposure),
+                "net_exposure": ul(_s(net), cfg.max_net_exposure),
+                "orders_per_min": ul(self._sent.count(now_ns), cfg.max_orders_per_min),
+                "cancels_per_min": ul(self._cancels.count(now_ns), cfg.max_cancels_per_min),
+                "daily_loss": ul(_s(lf["daily_loss"]), cfg.daily_loss_limit),
+                "drawdown": ul(_s(lf["drawdown"]), cfg.max_drawdown),
+                "losing_streak": ul(lf["losing_streak"], cfg.max_losing_streak),
+                "var": {"used": _s(v_now), "limit": off(cfg.max_var)},
+                "stress": {"used": _s(loss), "limit": off(cfg.max_stress_loss)},
+            },
+            "equity": _s(eq),
+            "day": None if day is None else
+            dt.datetime.fromtimestamp(day * DAY_NS / 1e9, dt.timezone.utc).date().isoformat(),
+            "day_start_equity": _s(self.losses.day_start),
+            "peak": _s(self.losses.peak),
+            "var": {"method": cfg.var_method, "level": f"{cfg.var_limit_level:g}",
+                    "returns": self.window.n_returns, "window": cfg.var_window,
+                    "min_returns": var.MIN_RETURNS, "interval_s": cfg.var_sample_interval_s,
+                    "table": var.table(p, cfg.var_levels)},
+            "stress": {"scenarios": {n: _s(x) for n, x in res},
+                       "worst": {"scenario": name, "loss": _s(loss)},
+                       "limit": off(cfg.max_stress_loss)},
+        }
+
+    # -- operator and restart ----------------------------------------------------------------
+    def reset(self) -> None:
+        """Operator reset: lift every trip; the loss limits start afresh from the equity
+        at the next evaluate()."""
+        self.losses.reset()
+
+    def snapshot(self) -> dict:
+        """JSON-able state to keep across a restart: the loss limits' state and trips,
+        and the VaR window (so a restart does not switch the VaR limit off while it warms
+        up again)."""
+        return {"version": SNAPSHOT_VERSION, "losses": self.losses.snapshot(),
+                "var_window": [[ts, marks] for ts, marks in self.window.samples]}
+
+    def restore(self, snap: Mapping) -> None:
+        """Back to the state `snapshot()` gave. Raises ValueError on anything else."""
+        if not isinstance(snap, Mapping) or snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"risk engine snapshot version "
+                             f"{snap.get('version') if isinstance(snap, Mapping) else snap!r}"
+                             f", expected {SNAPSHOT_VERSION}")
+        try:
+            samples = [(int(ts), {str(k): float(v) for k, v in marks.items()})
+                       for ts, marks in snap["var_window"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"risk engine snapshot unreadable: {e!r}") from None
+        self.losses.restore(snap["losses"])
+        self.window.samples.clear()
+        self.window.samples.extend(samples)
