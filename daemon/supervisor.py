@@ -40,8 +40,7 @@ from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
-from daemon.risk.limits import RiskLimits
-from daemon.safety.breakers import Breakers
+from daemon.protection import Action, Protection
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.safety.loop_monitor import LoopMonitor
 from daemon.safety.watchdog import Watchdog
@@ -100,7 +99,7 @@ class Supervisor:
         self.latch = KillLatch()
         self.watchdog = Watchdog()
         self.notifier = Notifier()
-        self.breakers = Breakers(cfg.breakers)
+        self.protection: Protection | None = None   # risk limits + circuit breakers
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
         self.statedir = StateDir(self.state_dir)
@@ -172,11 +171,19 @@ class Supervisor:
                                     heartbeat=self.watchdog.register(
                                         "market", cfg.watchdog.feed_deadline_s),
                                     on_error=self.fault, state_dir=self.state_dir)
+        # The engine's clock: event time in a replay, wall time live (a silent feed must
+        # not stop the time-based rules: stale books, cooldowns, rates).
+        self.clock = self.market.clock if self.market.source == "replay" else time.time_ns
+        self.protection = Protection(cfg, self.journal, [self.market.venue.name],
+                                     clock=self.clock)
+        for note in self.protection.restore():
+            log.warning("restored from the journal: %s", note)
         self.gateway = OrderGateway(latch=self.latch, state=lambda: self.state,
-                                    breakers=self.breakers, risk=RiskLimits(cfg.risk),
+                                    breakers=self.protection.board,
+                                    risk=self.protection.risk,
                                     instruments=instruments, journal=self.journal,
                                     venue=self.market.venue, session=f"r{self.run_number}",
-                                    clock=self.market.clock, mark=self.market.mark)
+                                    clock=self.clock, mark=self.market.mark)
         self.market.report_batch = self.gateway.batch
         stale = self.gateway.recover("venue session lost: daemon restarted")
         if stale:
@@ -187,6 +194,8 @@ class Supervisor:
                                heartbeat=self.watchdog.register(
                                    "strategy", cfg.watchdog.strategy_deadline_s))
         self.market.subscribe(self.strategy.on_market)
+        self.market.subscribe(self.protection.on_book)
+        self.market.subscribe_trades(self.protection.on_trade)
         self.control = ControlServer(self.socket_path, self.handle_command,
                                      group=cfg.daemon.socket_group)
         await self.control.start()
@@ -205,6 +214,9 @@ class Supervisor:
             self._set_state(State.ESTOP, f"latched before restart: {self.latch.reason}")
         elif self.latch.kind is LatchKind.HALT:
             self._set_state(State.HALTED, f"latched before restart: {self.latch.reason}")
+        elif self.protection.blocked():
+            self._set_state(State.READY, f"{self.protection.blocked()}; `bot4ctl reset` "
+                                         "lifts it")
         elif cfg.daemon.auto_start:
             self._set_state(State.TRADING, "auto_start")
         else:
@@ -270,13 +282,10 @@ class Supervisor:
         if new is not old:
             if log_now:
                 self._log_state(old, new, reason)
-            if new is State.TRADING:
-                self.breakers.reset()
         self._announce()
         return old
 
-    @staticmethod
-    def _log_state(old: State, new: State, reason: str) -> None:
+    def _log_state(self, old: State, new: State, reason: str) -> None:
         if new is not old:
             log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
                     else logging.INFO, "state %s -> %s: %s", old, new, reason)
@@ -469,8 +478,8 @@ class Supervisor:
                 self._step("journal file check", self.journal.check_file)
             if self.state in (State.TRADING, State.REDUCING):
                 self._check_degraded()
-            if self.state in (State.TRADING, State.READY, State.REDUCING):
-                self._check_breakers()
+            if self.state not in (State.BOOTING, State.FAULT):
+                self._check_protection()
             if ping_every and self._pings_blocked is None and now - last_ping >= ping_every:
                 if self.notifier.watchdog():
                     self.pings += 1
@@ -489,24 +498,46 @@ class Supervisor:
                 and self.state_reason.startswith("degraded"):
             self._set_state(State.TRADING, "market data healthy again")
 
-    def _check_breakers(self) -> None:
-        for sym, book_ok in self.market.book_validity().items():
-            self.breakers.book_state(sym, book_ok, time.time_ns())
+    def _check_protection(self) -> None:
+        """Risk limits and breakers on the engine's clock; what they decided was journalled
+        by `poll()` before it returns; here it is carried out."""
         marks = {s: self.market.mark(s) for s in self.market.symbols}
-        reason = self.breakers.check(self.gateway.positions, marks, time.time_ns())
-        if reason and self.state in (State.TRADING, State.REDUCING):
-            self.halt(f"breaker: {reason}")
+        actions = self.protection.poll(self.gateway.positions, marks,
+                                       self.market.book_validity(),
+                                       list(self.gateway.open.values()))
+        for a in actions:
+            self._protect(a)
+
+    def _protect(self, a: Action) -> None:
+        if a.kind == "halt":
+            if self.state not in (State.HALTED, State.ESTOP, State.FAULT):
+                self.halt(a.reason)
+        elif a.kind == "reducing":
+            if self.state in (State.TRADING, State.REDUCING):
+                self._set_state(State.REDUCING, a.reason)
+                n = len(self.gateway.cancel_increasing("reducing: " + a.reason))
+                log.warning("%s; %d exposure-increasing orders cancelled", a.reason, n)
+        elif self.gateway.open:   # cancel_increasing: a breaker opened
+            self._step("breaker: cancel increasing",
+                       lambda: self.gateway.cancel_increasing(a.reason))
 
     # -- operator commands ----------------------------------------------------------------
     async def handle_command(self, req: dict) -> dict:
         """One operator command. A reply means what it says is durable: if the journal
         failed on the way, the reply is an error (the daemon is then in fault). A command
-        that may change something is journalled (audit trail) before it acts."""
+        that may change something is journalled (audit trail) before it acts, except a
+        command that stops something: stopping is always allowed, so it acts first (its
+        trip records itself) and is journalled after, when the journal still works."""
         failed_before = self.journal_failed
+        cmd = req.get("cmd")
+        stops = cmd in ("halt", "sim") or (cmd == "breaker" and req.get("action") == "trip")
+        record = {k: str(v)[:200] for k, v in req.items()}
         try:
-            if req.get("cmd") not in _READ_ONLY_COMMANDS and self.journal_failed is None:
-                self.journal.audit("command", **{k: str(v)[:200] for k, v in req.items()})
+            if cmd not in _READ_ONLY_COMMANDS and not stops and self.journal_failed is None:
+                self.journal.audit("command", **record)
             result = await self._command(req)
+            if stops and self.journal_failed is None:
+                self.journal.audit("command", **record)
         except JournalError as e:
             self.journal_failed = self.journal_failed or str(e)
             self.fault(f"journal failed: {e}")
@@ -531,13 +562,37 @@ class Supervisor:
             if self.state is not State.READY:
                 raise CommandError(f"start needs state ready, state is {self.state}"
                                    + (" (reset first)" if self.latch.tripped else ""))
+            blocked = self.protection.blocked()
+            if blocked:
+                raise CommandError(f"{blocked}: `bot4ctl reset` first")
             self._set_state(State.TRADING, "operator start")
             return {"state": self.state.value}
         if cmd == "sim":
             return await self._sim(req)
         if cmd in ("orders", "fills"):
             return self._history(cmd, req)
+        if cmd == "breaker":
+            return self._breaker(req)
         raise CommandError(f"unknown command {cmd!r}")
+
+    def _breaker(self, req: dict) -> dict:
+        """`bot4ctl breaker trip|reset NAME`: a manual trip stays open until a manual reset.
+        (Tripping is always allowed; so is a reset: the breaker then probes nothing, it is
+        closed, and the risk checks and the other breakers still apply.)"""
+        action, name = req.get("action"), req.get("name")
+        names = [b["name"] for b in self.protection.board.status()]
+        if name not in names:
+            raise CommandError(f"breaker: unknown breaker {name!r} (breakers: "
+                               f"{', '.join(names)})")
+        if action == "trip":
+            reason = str(req.get("reason") or "operator")[:200]
+            self.protection.trip_breaker(name, reason)
+        elif action == "reset":
+            self.protection.reset_breaker(name)
+        else:
+            raise CommandError(f"breaker: expected trip or reset, got {action!r}")
+        b = next(b for b in self.protection.board.status() if b["name"] == name)
+        return {"breaker": name, "state": b["state"], "reason": b["reason"]}
 
     def _history(self, cmd: str, req: dict) -> dict:
         """`bot4ctl orders|fills`: the newest first, from the journal (the record)."""
@@ -553,7 +608,8 @@ class Supervisor:
         if self.state is State.FAULT:
             raise CommandError(f"fault ({self.state_reason}): fix the cause and restart the "
                                "service; reset cannot clear a fault")
-        if self.state not in (State.ESTOP, State.HALTED):
+        risk_only = self.state in (State.READY, State.REDUCING) and self.protection.blocked()
+        if self.state not in (State.ESTOP, State.HALTED) and not risk_only:
             raise CommandError(f"nothing to reset: state is {self.state}")
         if not self.panel.estop.circuit_closed():
             raise CommandError("e-stop circuit is open (button pressed or wire broken): "
@@ -566,10 +622,12 @@ class Supervisor:
             n = len(self.gateway.cancel_all("cancel retried at reset"))
             raise CommandError(f"{n} orders still awaiting cancel confirmation (cancels "
                                "sent again); try again")
-        self.journal.set_latch(False, "operator", "bot4ctl reset", was=self.latch.kind)
-        self.latch.reset()
-        self.breakers.reset()
-        self._set_state(State.READY, "reset by operator; `bot4ctl start` to trade")
+        lifted = self.protection.reset()   # journalled (limit_reset) before it acts
+        if not risk_only:
+            self.journal.set_latch(False, "operator", "bot4ctl reset", was=self.latch.kind)
+            self.latch.reset()
+        why = f" (risk limits lifted: {', '.join(lifted)})" if lifted else ""
+        self._set_state(State.READY, f"reset by operator{why}; `bot4ctl start` to trade")
         return {"state": self.state.value}
 
     async def _sim(self, req: dict) -> dict:
@@ -634,6 +692,10 @@ class Supervisor:
                                 for o in (self.gateway.open.values() if self.gateway else [])],
                        **(self.gateway.stats if self.gateway else {})},
             "positions": self._positions_status(),
+            **(self.protection.status(self.gateway.positions, {
+                s: self.market.mark(s) for s in self.market.symbols})
+               if self.protection and self.gateway and self.market else
+               {"risk": None, "breakers": []}),
             "market": self.market.status() if self.market else None,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "control": self.control.stats() if self.control else None,

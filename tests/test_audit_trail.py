@@ -41,7 +41,7 @@ def test_boot_journals_the_hash_of_the_config_file_and_of_the_effective_settings
     asyncio.run(main())
 
 
-def test_operator_commands_are_journalled_before_they_act_reads_are_not(tmp_path):
+def test_operator_commands_are_journalled_stops_after_their_trip_reads_never(tmp_path):
     async def main():
         sup, task = await _boot(tmp_path)
         booted = len(sup.journal.audit_rows())
@@ -52,10 +52,13 @@ def test_operator_commands_are_journalled_before_they_act_reads_are_not(tmp_path
             await sup.handle_command({"cmd": "start"})   # refused: still recorded as asked
         kinds = [(k, d) for _, k, d in sup.journal.audit_rows()[booted:]
                  if k in ("command", "state", "latch_trip")]
-        assert [k for k, _ in kinds] == ["command", "state", "command", "latch_trip",
+        # start: recorded before it acts; halt: stopping is always allowed, so it acts
+        # first and is recorded after its trip; a refused command is still recorded.
+        assert [k for k, _ in kinds] == ["command", "state", "latch_trip", "command",
                                          "command"]
         assert kinds[0][1] == {"cmd": "start"}
-        assert kinds[2][1] == {"cmd": "halt", "reason": "lunch"}
+        assert kinds[3][1] == {"cmd": "halt", "reason": "lunch"}
+        assert kinds[4][1] == {"cmd": "start"}
         assert all(d.get("cmd") != "status" for k, d in kinds)
         await _stop(sup, task)
     asyncio.run(main())

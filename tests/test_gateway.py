@@ -12,8 +12,8 @@ from daemon.execution.orders import Instrument, OrderStatus, Side
 from daemon.execution.paper import PaperVenue
 from daemon.market.book import OrderBook
 from daemon.market.events import DepthSnapshot
-from daemon.risk.limits import RiskLimits
-from daemon.safety.breakers import Breakers
+from daemon.risk.engine import RiskEngine
+from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.states import State
 from daemon.store.journal import Journal
@@ -28,9 +28,9 @@ class Env:
         self.journal = Journal(tmp_path / "j.sqlite3")
         self.run = self.journal.begin_run()
         self.venue = PaperVenue(entry_latency_ns=0, md_latency_ns=0)
-        self.breakers = Breakers(BreakersCfg())
+        self.breakers = BreakerBoard(BreakersCfg(), ["paper"])
         self.gw = OrderGateway(latch=self.latch, state=lambda: self.state,
-                               breakers=self.breakers, risk=RiskLimits(RiskCfg(**risk)),
+                               breakers=self.breakers, risk=RiskEngine(RiskCfg(**risk), {}),
                                instruments={"BTCUSDT": BTC}, journal=self.journal,
                                venue=self.venue, session=f"r{self.run}", clock=lambda: 1_000,
                                mark=lambda s: Decimal("60000"))
@@ -43,11 +43,11 @@ class Env:
         return self.gw.submit("BTCUSDT", Side.BUY, Decimal(qty), Decimal(price), **kw)
 
 
-def test_checks_run_in_order_latch_state_breaker_instrument_risk(tmp_path):
+def test_checks_run_in_order_latch_state_instrument_risk_breaker(tmp_path):
     e = Env(tmp_path)
     e.latch.trip(LatchKind.ESTOP, "pressed")
     e.state = State.READY
-    e.breakers.tripped = "loss"
+    e.breakers.trip("global", "manual: test", 0)
     with pytest.raises(Rejected) as r:
         e.buy(qty="0")
     assert r.value.stage == "latch"
@@ -57,15 +57,16 @@ def test_checks_run_in_order_latch_state_breaker_instrument_risk(tmp_path):
     assert r.value.stage == "state"
     e.state = State.TRADING
     with pytest.raises(Rejected) as r:
-        e.buy(qty="0")
-    assert r.value.stage == "breaker"
-    e.breakers.tripped = None
-    with pytest.raises(Rejected) as r:
         e.buy(qty="0.00000001")
     assert r.value.stage == "instrument" and "rounds to zero" in r.value.reason
     with pytest.raises(Rejected) as r:
         e.buy(qty="1")
     assert r.value.stage == "risk" and "max_order_notional" in r.value.reason
+    # The breaker last: a half-open breaker counts what it allows as a probe, so only an
+    # order that passed every other check may be counted.
+    with pytest.raises(Rejected) as r:
+        e.buy()
+    assert r.value.stage == "breaker" and "manual: test" in r.value.reason
     assert e.journal.count("orders") == 0, "a refused order reached the journal"
 
 

@@ -15,6 +15,8 @@ import pytest
 from daemon.execution import gateway as gwmod
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Fill, Liquidity, OrderStatus, OrderType, Side, TimeInForce
+from daemon.config import BreakersCfg
+from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import LatchKind
 from daemon.states import State
 from daemon.store.journal import JournalError
@@ -62,7 +64,7 @@ def test_build_refusals_name_stage_and_reason_and_count_for_the_breaker(tmp_path
     assert r.gw.stats["rejected"] == 1 and r.journal.count("orders") == 0
     with pytest.raises(Rejected):
         call(r.gw)
-    assert r.check() == "2 rejects in the last minute"
+    assert r.check() == "2 rejects in the last minute (max 1)"
 
 
 def test_refusals_before_building_say_why(tmp_path):
@@ -227,6 +229,7 @@ def test_remembered_orders_drop_the_oldest_first(tmp_path):
 def test_orders_name_the_venue_they_go_to(tmp_path):
     r = Rig(tmp_path)
     r.venue.name = "paper-b"
+    r.gw.breakers = r.breakers = BreakerBoard(BreakersCfg(), ["paper-b"])
     o = r.buy(price="59000")
     assert o.venue == "paper-b" and r.journal.open_orders()[0].venue == "paper-b"
 

@@ -217,7 +217,7 @@ def test_rejects_counted_by_the_breaker_only_for_risk_and_instrument(tmp_path):
         r.buy(price="70000")              # risk: outside the band
     with pytest.raises(Rejected):
         r.buy(qty="0")                    # instrument
-    assert r.check() == "2 rejects in the last minute"
+    assert r.check() == "2 rejects in the last minute (max 1)"
     assert r.gw.stats["rejected"] == 2
 
 
@@ -347,7 +347,7 @@ def test_venue_status_reports(tmp_path):
     r.gw.on_order_status(b.client_id, OrderStatus.REJECTED, "post-only would cross", 5_000)
     assert b.reason == "post-only would cross" and not r.gw.open
     r.gw.on_order_status(b.client_id, OrderStatus.REJECTED, "again", 5_000)
-    assert r.check() == "2 rejects in the last minute", "venue rejects count for the breaker"
+    assert r.check() == "2 rejects in the last minute (max 1)", "venue rejects count for the breaker"
     r.gw.on_order_status("ghost", OrderStatus.NEW, None, 6_000)
     (_, _, d), = r.journal.audit_rows("unknown_order_report")
     assert d == {"client_id": "ghost", "status": "new"}

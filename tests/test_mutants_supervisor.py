@@ -161,35 +161,52 @@ def test_fault_is_final_until_restart(tmp_path):
     asyncio.run(main())
 
 
-def test_reject_storm_breaker_halts_trading(tmp_path):
+def _breaker(sup, name):
+    return next(b for b in sup.status()["breakers"] if b["name"] == name)
+
+
+def test_reject_storm_opens_the_venue_breaker_which_probes_its_way_closed(tmp_path):
     async def main():
-        sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__MAX_REJECTS_PER_MIN": "1"})
+        # Two probes: the quoter's two quotes (it requotes only when the price moves).
+        sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__MAX_REJECTS_PER_MIN": "1",
+                                              "BOT4__BREAKERS__COOLDOWN_S": "1",
+                                              "BOT4__BREAKERS__PROBE_ORDERS": "2"})
         await start_trading(sup)
         for _ in range(2):
             with pytest.raises(Rejected):
                 sup.gateway.submit(SYM, Side.BUY, Decimal("0.0000001"), Decimal("50000"))
-        await until(lambda: sup.state is State.HALTED, what="breaker halt")
-        # At least our two (a quote the venue refused would count too).
-        assert re.fullmatch(r"breaker: \d+ rejects in the last minute", sup.state_reason)
-        assert sup.journal.latch().reason == sup.state_reason
-        await until(lambda: not sup.gateway.open, what="cancels confirmed")
-        await sup.handle_command({"cmd": "reset"})
-        await sup.handle_command({"cmd": "start"})   # reset cleared the breaker
+        b = _breaker(sup, "paper")
+        assert b["state"] == "open"
+        assert re.fullmatch(r"\d+ rejects in the last minute \(max 1\)", b["reason"])
+        assert _breaker(sup, "global")["state"] == "open"   # cascade (default)
+        assert sup.state is State.TRADING, "a breaker blocks orders; it does not halt"
+        with pytest.raises(Rejected) as e:
+            sup.gateway.submit(SYM, Side.BUY, Decimal("0.001"), Decimal("50000"))
+        assert e.value.stage == "breaker"
+        # After the cooldown the quoter's own orders are the probes; acked, they close it.
+        await until(lambda: _breaker(sup, "paper")["state"] == "closed", timeout=20,
+                    what="breaker closed by probes")
+        await until(lambda: _breaker(sup, "global")["state"] == "closed", what="global closed")
+        rows = [(d["name"], d["old"], d["new"]) for _, _, d in sup.journal.audit_rows("breaker")]
+        assert ("paper", "closed", "open") in rows and ("paper", "open", "half_open") in rows
+        assert ("paper", "half_open", "closed") in rows
+        assert rows.index(("paper", "closed", "open")) < rows.index(("paper", "open",
+                                                                      "half_open"))
         await until(lambda: len(sup.gateway.open) >= 2, what="quotes again")
-        assert sup.state is State.TRADING
         await stop(sup, task)
     asyncio.run(main())
 
 
-def test_stale_book_breaker_halts_a_reducing_daemon(tmp_path):
+def test_stale_book_opens_the_venue_breaker_of_a_reducing_daemon(tmp_path):
     async def main():
         sup, task = await boot(tmp_path, env={"BOT4__BREAKERS__BOOK_INVALID_S": "0.5"})
         await start_trading(sup)
         sup.market.synthetic.step()       # a lost message: the book goes invalid
         await until(lambda: sup.state is State.REDUCING, what="reducing")
         sup.market.stall(60)              # and no snapshot comes to repair it
-        await until(lambda: sup.state is State.HALTED, what="breaker halt")
-        assert sup.state_reason.startswith("breaker: BTCUSDT order book invalid for")
+        await until(lambda: _breaker(sup, "paper")["state"] == "open", what="breaker open")
+        assert _breaker(sup, "paper")["reason"].startswith("BTCUSDT order book invalid for")
+        assert sup.state is State.REDUCING
         await stop(sup, task)
     asyncio.run(main())
 

@@ -37,8 +37,8 @@ from daemon.execution.orders import (Fill, Instrument, Liquidity, OrderStatus, O
 from daemon.execution.paper import PaperVenue
 from daemon.market.book import OrderBook
 from daemon.market.events import DepthDiff, DepthSnapshot
-from daemon.risk.limits import RiskLimits
-from daemon.safety.breakers import Breakers
+from daemon.risk.engine import RiskEngine
+from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.states import State
 from daemon.store.journal import Journal
@@ -64,8 +64,8 @@ class Rig:
         self.latch = KillLatch()
         self.journal = Journal(tmp_path / name)
         self.venue = PaperVenue(entry_latency_ns=0, md_latency_ns=0)
-        self.breakers = Breakers(BreakersCfg(**(breakers or {})))
-        self.risk = RiskLimits(RiskCfg(**(risk or {})))
+        self.breakers = BreakerBoard(BreakersCfg(**(breakers or {})), ["paper"])
+        self.risk = RiskEngine(RiskCfg(**(risk or {})), {})
         self.gw = OrderGateway(latch=self.latch, state=lambda: self.state,
                                breakers=self.breakers, risk=self.risk,
                                instruments={SYM: instrument}, journal=self.journal,
@@ -87,7 +87,10 @@ class Rig:
         self.venue.advance(self.venue.now_ns + 10)
 
     def check(self) -> str | None:
-        return self.breakers.check(self.gw.positions, {SYM: self.mark_price}, self.now)
+        """The venue breaker's reason while it is open, else None."""
+        self.breakers.tick(self.now)
+        b = self.breakers.breakers[self.venue.name]
+        return b.reason if b.state.value == "open" else None
 
     def reject_one(self) -> None:
         """One order refused by the instrument filter (a reject the storm breaker counts)."""
@@ -109,7 +112,7 @@ def test_reject_storm_trips_one_past_the_limit(tmp_path):
     assert r.check() is None, "exactly max_rejects_per_min rejects is allowed"
     assert r.buy().status is OrderStatus.PENDING_NEW
     r.reject_one()
-    assert r.check() == "4 rejects in the last minute"
+    assert r.check() == "4 rejects in the last minute (max 3)"
     with pytest.raises(Rejected) as e:
         r.buy()
     assert e.value.stage == "breaker"
@@ -117,15 +120,17 @@ def test_reject_storm_trips_one_past_the_limit(tmp_path):
 
 def test_reject_storm_forgets_rejects_older_than_a_minute(tmp_path):
     r = Rig(tmp_path, breakers={"max_rejects_per_min": 3})
-    for _ in range(4):
+    for _ in range(3):
         r.reject_one()
-    r.now += 60 * S + 1   # the four rejects are now just over a minute old
+    r.now += 60 * S + 1   # the three rejects are now just over a minute old
+    r.reject_one()
     assert r.check() is None
     r2 = Rig(tmp_path, breakers={"max_rejects_per_min": 3}, name="j2.sqlite3")
-    for _ in range(4):
+    for _ in range(3):
         r2.reject_one()
     r2.now += 60 * S      # exactly a minute: still inside the window
-    assert r2.check() == "4 rejects in the last minute"
+    r2.reject_one()
+    assert r2.check() == "4 rejects in the last minute (max 3)"
 
 
 # -- risk limits ---------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def test_max_orders_per_min_caps_the_rate(tmp_path):
         r.now += S
     with pytest.raises(Rejected) as e:
         r.buy()
-    assert e.value.stage == "risk" and "max_orders_per_min 3" in e.value.reason
+    assert e.value.stage == "risk" and "max_orders_per_min is 3" in e.value.reason
     r.now = first + 60 * S   # the first order is exactly a minute old: still counted
     with pytest.raises(Rejected, match="max_orders_per_min"):
         r.buy()

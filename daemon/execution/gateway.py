@@ -1,8 +1,9 @@
 """The order gateway: the single door between strategies and every venue.
 
 Before any submit it checks, in this order: kill latch, trading state (and whether the
-daemon is stopping), circuit breakers,
-instrument filters (quantised Decimal tick/lot/min-notional), risk limits. Every order
+daemon is stopping), instrument filters (quantised Decimal tick/lot/min-notional), risk
+limits (daemon/risk/engine.py), circuit breakers last (a half-open breaker counts the order
+as a probe, so only an order that will leave may be counted). Every order
 state change and fill is journalled (synchronous=FULL) before anything acts on it, and the
 latch is checked again right before the order leaves, because the e-stop may trip from the
 GPIO thread while the journal commit runs. Venues are reached through here only.
@@ -32,8 +33,8 @@ from typing import Callable, Iterator
 from daemon.execution.orders import (Fill, Instrument, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
 from daemon.execution.venue import Venue
-from daemon.risk.limits import RiskLimits
-from daemon.safety.breakers import Breakers
+from daemon.risk.engine import RiskEngine
+from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch
 from daemon.states import State
 from daemon.store.journal import Journal, JournalError
@@ -54,8 +55,8 @@ _RECENT = 2048
 
 
 class OrderGateway:
-    def __init__(self, *, latch: KillLatch, state: Callable[[], State], breakers: Breakers,
-                 risk: RiskLimits, instruments: dict[str, Instrument], journal: Journal,
+    def __init__(self, *, latch: KillLatch, state: Callable[[], State], breakers: BreakerBoard,
+                 risk: RiskEngine, instruments: dict[str, Instrument], journal: Journal,
                  venue: Venue, session: str, clock: Callable[[], int] = time.time_ns,
                  mark: Callable[[str], Decimal | None] = lambda s: None) -> None:
         """`session`: this run's token from the journal (`journal.begin_run()`), so that
@@ -80,6 +81,7 @@ class OrderGateway:
         self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
         self._after: list[Callable[[], None]] | None = None   # actions waiting for a commit
         self._batch_new: list[Order] = []   # orders journalled in the open batch, not yet sent
+        self._sent_ns: dict[str, int] = {}   # client id -> when it left (ack latency)
         self.closed: str | None = None   # set for good by close(): the daemon is stopping
         venue.bind(self, session=session)
 
@@ -159,17 +161,23 @@ class OrderGateway:
         state = self._state()
         if state not in (State.TRADING, State.REDUCING):
             raise Rejected("state", f"state is {state}, orders need trading")
-        if self.breakers.tripped:
-            raise Rejected("breaker", self.breakers.tripped)
         order = self._build(symbol, side, qty, price, type, tif, reduce_only)
         pos = self.position(symbol).qty
-        if state is State.REDUCING or reduce_only:
+        reducing = state is State.REDUCING or reduce_only
+        if reducing:
             reason = self._reduce_check(order, pos)
             if reason:
                 raise self._reject("state" if state is State.REDUCING else "risk", reason)
-        reason = self.risk.check(order, pos, self.open.values(), self.mark(symbol), order.created_ns)
+        now = order.created_ns
+        reason = self.risk.check(order, positions=self.positions, open_orders=self.open.values(),
+                                 mark=self.mark, now_ns=now)
         if reason:
             raise self._reject("risk", reason)
+        ref = order.price if order.price is not None else self.mark(symbol)
+        reason = self.breakers.allow(self.venue.name, order.qty * (ref or Decimal(0)), reducing,
+                                     now, order.client_id)
+        if reason:
+            raise self._reject("breaker", reason)
         return self._send(order)
 
     def _build(self, symbol: str, side: Side, qty: Decimal, price: Decimal | None,
@@ -203,7 +211,10 @@ class OrderGateway:
     def _reject(self, stage: str, reason: str) -> Rejected:
         self.stats["rejected"] += 1
         if stage in ("risk", "instrument"):
-            self.breakers.record_reject(self.clock())
+            # A strategy that keeps sending orders the checks refuse is a reject storm of
+            # its own making: the venue's breaker counts it like the venue's rejects.
+            self.breakers.on_reject(self.venue.name, "(pre-trade)", f"{stage}: {reason}",
+                                    self.clock())
         log.warning("order rejected at %s: %s", stage, reason)
         return Rejected(stage, reason)
 
@@ -217,7 +228,7 @@ class OrderGateway:
         self.open[order.client_id] = order
         if self._after is not None:
             self._batch_new.append(order)
-        self.risk.note_sent(order.created_ns)
+        self.risk.note_sent(order, order.created_ns)
         self.stats["submitted"] += 1
         self._act(lambda: self._release(order, past_latch))
         return order
@@ -237,17 +248,34 @@ class OrderGateway:
             self._refuse_after_commit(order)
             self.open.pop(order.client_id, None)
             return
-        self.venue.submit(order)
+        now = self.clock()
+        self._sent_ns[order.client_id] = now
+        try:
+            self.venue.submit(order)
+        except Exception as e:
+            # The venue call itself failed (a live venue's connection): the breaker counts
+            # it; the caller's batch records the failure.
+            self.breakers.on_error(self.venue.name, f"submit {order.client_id}: {e!r}", now)
+            raise
 
     def _refuse_after_commit(self, order: Order) -> None:
         order.status, order.reason = OrderStatus.REJECTED, "kill latch tripped before send"
         self.journal.record_order(order, self.clock())
 
     # -- cancel --------------------------------------------------------------------------
-    def cancel(self, client_id: str, reason: str = "requested") -> bool:
+    def cancel(self, client_id: str, reason: str = "requested", *,
+               strategy: bool = False) -> bool:
+        """Cancel one order. `strategy`: a strategy's own cancel, subject to the cancel-rate
+        limit (raises Rejected); cancels the safety chain decides never are."""
         order = self.open.get(client_id)
         if order is None or order.status is OrderStatus.PENDING_CANCEL:
             return False
+        now = self.clock()
+        if strategy:
+            why = self.risk.check_cancel(now)
+            if why:
+                raise self._reject("risk", why)
+        self.risk.note_cancel(now)
         with self.batch():
             # Queued before the journal write: if that write fails, the batch still sends it.
             self._act(lambda: self.venue.cancel(client_id))
@@ -343,6 +371,8 @@ class OrderGateway:
             log.error("venue reported %s for unknown order %s", status, client_id)
             self.journal.audit("unknown_order_report", client_id=client_id, status=status.value)
             return
+        sent = self._sent_ns.pop(client_id, None) if status is not OrderStatus.PENDING_CANCEL \
+            else None
         if status is OrderStatus.NEW and order.status is not OrderStatus.PENDING_NEW:
             return  # ack after a cancel request or a fill: the later state stands
         order.status, order.updated_ns = status, ts_ns
@@ -350,7 +380,9 @@ class OrderGateway:
             order.reason = reason
         self.journal.record_order(order, ts_ns)
         if status is OrderStatus.REJECTED:
-            self.breakers.record_reject(ts_ns)
+            self.breakers.on_reject(self.venue.name, client_id, reason or "rejected", ts_ns)
+        elif status is OrderStatus.NEW and sent is not None:
+            self.breakers.on_ack(self.venue.name, client_id, ts_ns - sent, ts_ns)
         self._act(lambda: self._settle(order, None))
 
     def on_fill(self, fill: Fill) -> None:
@@ -380,9 +412,14 @@ class OrderGateway:
         pos.apply(fill)
         self.journal.record_fill(fill, order, pos)
         self.stats["fills"] += 1
+        self._sent_ns.pop(fill.client_id, None)
+        self.risk.on_fill(fill, pos, fill.ts_ns)
+        self.breakers.on_fill(self.venue.name, fill.client_id, fill.ts_ns)
         self._act(lambda: self._settle(order, fill))
 
     def _settle(self, order: Order, fill: Fill | None) -> None:
+        if order.status.is_terminal:
+            self._sent_ns.pop(order.client_id, None)
         if order.status.is_terminal and self.open.pop(order.client_id, None) is not None:
             self._recent[order.client_id] = order
             if len(self._recent) > _RECENT:

@@ -42,7 +42,7 @@ class Quoter:
         prev = self._quotes.get(symbol)
         if not book.valid:
             if prev:
-                self._pull(symbol, "book invalid")
+                self._pull(symbol, "book invalid", protective=True)
             return
         bb, ba = book.best_bid(), book.best_ask()
         if bb is None or ba is None:
@@ -58,7 +58,8 @@ class Quoter:
         ids = []
         qty = self.cfg.quote_qty
         with self.gateway.batch():   # the two cancels and two new quotes: one fsync
-            self._pull(symbol, "requote")
+            if not self._pull(symbol, "requote"):
+                return   # cancel rate limit: keep the quotes we have, place nothing new
             for side, px in ((Side.BUY, mid * (1 - self._hs)), (Side.SELL, mid * (1 + self._hs))):
                 try:
                     o = self.gateway.submit(symbol, side, qty, to_decimal(round(px, 8)),
@@ -71,11 +72,21 @@ class Quoter:
         self._quotes[symbol] = (mid, ts_ns, ids)
         self.stats["requotes"] += 1
 
-    def _pull(self, symbol: str, why: str) -> None:
+    def _pull(self, symbol: str, why: str, protective: bool = False) -> bool:
+        """Cancel this symbol's quotes. A requote's cancels count toward the cancel-rate
+        limit (False when refused: the quotes stay); pulling quotes off an invalid book is
+        protective and never refused."""
         prev = self._quotes.pop(symbol, None)
         if prev:
             for cid in prev[2]:
-                self.gateway.cancel(cid, why)
+                try:
+                    self.gateway.cancel(cid, why, strategy=not protective)
+                except Rejected as e:
+                    self.stats["refused"] += 1
+                    log.debug("requote cancel refused: %s", e)
+                    self._quotes[symbol] = prev
+                    return False
+        return True
 
     def stall(self, seconds: float) -> None:
         """Simulation hook: stop working (and beating) for a while, as a hung strategy would."""

@@ -1,0 +1,202 @@
+"""Risk limits and circuit breakers on the event loop: feeds them, keeps their state across
+restarts, journals every trip and breaker change, and tells the supervisor what to do.
+
+The gateway asks the risk engine and the breaker board directly before every order (the
+pre-trade side). This module is the continuous side: `poll()` runs on the supervisor's
+watchdog tick with the engine's clock (event time in a replay, wall time live) and returns
+`Action`s — halt, reducing, cancel the orders that increase exposure — which the supervisor
+carries out through its guarded steps. It never sends, cancels or changes the trading state
+itself, and it never reads a clock of its own.
+
+Durability: a risk trip and a breaker change are journalled (audit `limit_trip` /
+`breaker`, with the figures) and the snapshots of the risk engine and the breaker board are
+saved (`kv_state`) before `poll()` returns the action that acts on them. The risk
+snapshot's slowly moving parts (equity peak, VaR window) are saved at most every
+`_SAVE_EVERY_NS`; trips and round-trip counts are saved at once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Callable, Mapping
+
+from daemon.config import Config
+from daemon.execution.orders import Order, Position
+from daemon.market.events import Trade
+from daemon.risk.engine import RiskEngine
+from daemon.risk.losses import RiskTrip
+from daemon.safety.breakers import GLOBAL, BreakerBoard, BreakerChange
+from daemon.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+_SAVE_EVERY_NS = 10_000_000_000
+RISK_KEY = "risk"
+BREAKERS_KEY = "breakers"
+RISK_BREAKER_PREFIX = "risk: "
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the supervisor must do. kind: "halt", "reducing" or "cancel_increasing"."""
+    kind: str
+    reason: str
+
+
+class Protection:
+    def __init__(self, cfg: Config, journal: Journal, venues: list[str],
+                 clock: Callable[[], int]) -> None:
+        self.journal = journal
+        self.clock = clock
+        self.risk = RiskEngine(cfg.risk, cfg.instruments)
+        self.board = BreakerBoard(cfg.breakers, venues, on_change=self._changed)
+        self.venues = list(venues)
+        self._actions: list[Action] = []
+        self._saved_risk: dict | None = None
+        self._saved_at = 0
+        self._escalated: set[str] = set()
+
+    # -- restart ---------------------------------------------------------------------------
+    def restore(self) -> list[str]:
+        """Bring back the trips and open breakers of the previous run. Returns what was
+        restored, for the log. A snapshot that cannot be read is journalled and the limits
+        start afresh, never silently."""
+        notes: list[str] = []
+        now = self.clock()
+        snap = self.journal.load_state(RISK_KEY)
+        if snap is not None:
+            try:
+                self.risk.restore(snap)
+                self._saved_risk = snap
+                notes += [f"risk limit {t.limit} ({t.action}): {t.reason}"
+                          for t in self.risk.trips]
+            except ValueError as e:
+                log.error("risk state of the previous run unreadable, limits start afresh: "
+                          "%s", e)
+                self.journal.audit("state_unreadable", key=RISK_KEY, error=str(e))
+        snap = self.journal.load_state(BREAKERS_KEY)
+        if snap is not None:
+            try:
+                skipped = self.board.restore(snap, now)
+                notes += [f"breaker {b['name']} {b['state']}: {b['reason']}"
+                          for b in self.board.status() if b["state"] != "closed"]
+                if skipped:
+                    notes.append(f"breakers no longer configured: {', '.join(skipped)}")
+            except (ValueError, KeyError, TypeError) as e:
+                log.error("breaker state of the previous run unreadable: %s", e)
+                self.journal.audit("state_unreadable", key=BREAKERS_KEY, error=str(e))
+        return notes
+
+    # -- feeds -----------------------------------------------------------------------------
+    def on_book(self, symbol: str, book: Any, ts_ns: int) -> None:
+        """Market subscriber: the top of a valid book goes to the market detectors."""
+        if not book.valid:
+            return
+        bid, ask = book.best_bid(), book.best_ask()
+        if bid is None or ask is None:
+            return
+        venue = self.venues[0]
+        self.board.on_book(symbol, venue, bid[0], bid[1], ask[0], ask[1], ts_ns)
+
+    def on_trade(self, trade: Trade) -> None:
+        self.board.on_trade(trade.symbol, self.venues[0], trade.price, trade.qty, trade.ts_ns)
+
+    # -- the continuous side ---------------------------------------------------------------
+    def poll(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
+             books_valid: Mapping[str, bool], open_orders: list[Order]) -> list[Action]:
+        """Time-based breaker rules, the VaR window, the loss limits. Journals what changed,
+        then returns what the supervisor must do (oldest first)."""
+        now = self.clock()
+        for sym, ok in books_valid.items():
+            for venue in self.venues:
+                self.board.book_state(sym, venue, ok, now)
+        self.board.tick(now)
+        self.risk.sample(positions, marks, now)
+        trips = self.risk.evaluate(positions, marks, now, open_orders=open_orders)
+        for t in trips:
+            self._risk_tripped(t, now)
+        self._save_risk(now, force=bool(trips))
+        actions, self._actions = self._actions, []
+        return actions
+
+    def _risk_tripped(self, t: RiskTrip, now: int) -> None:
+        self.journal.audit("limit_trip", limit=t.limit, action=t.action, reason=t.reason,
+                           **{f"fig_{k}": v for k, v in t.figures.items()})
+        # The risk-limit reason of the global breaker: visible with the others, and it
+        # closes the door for every venue until the operator resets.
+        self.board.trip(GLOBAL, f"{RISK_BREAKER_PREFIX}{t.limit}: {t.reason}", now,
+                        manual=True, figures=dict(t.figures))
+        kind = "halt" if t.action == "halted" else "reducing"
+        self._actions.append(Action(kind, f"risk limit {t.limit}: {t.reason}"))
+
+    def _changed(self, ch: BreakerChange) -> None:
+        """Every breaker transition: journalled with its figures and the board's snapshot
+        in one commit (joins an open gateway batch), before anything acts on it."""
+        with self.journal.batch():
+            self.journal.audit("breaker", name=ch.name, old=ch.old, new=ch.new,
+                               reason=ch.reason, escalated=ch.escalated,
+                               **{f"fig_{k}": v for k, v in ch.figures.items()})
+            self.journal.save_state(BREAKERS_KEY, self.board.snapshot())
+        if ch.new == "open":
+            self._actions.append(Action("cancel_increasing", f"breaker {ch.name} open: "
+                                                             f"{ch.reason}"))
+        if ch.escalated and ch.name not in self._escalated:
+            self._escalated.add(ch.name)
+            self._actions.append(Action("halt", f"breaker {ch.name} keeps failing its "
+                                                f"probes: {ch.reason}"))
+
+    def _save_risk(self, now: int, force: bool) -> None:
+        snap = self.risk.snapshot()
+        if snap == self._saved_risk:
+            return
+        prev = self._saved_risk or {}
+        # Trips and round-trip counts at once; the equity peak and the VaR window may lag.
+        urgent = force or _without_peak(snap.get("losses")) != _without_peak(prev.get("losses"))
+        if urgent or now - self._saved_at >= _SAVE_EVERY_NS:
+            self.journal.save_state(RISK_KEY, snap)
+            self._saved_risk, self._saved_at = snap, now
+
+    # -- operator --------------------------------------------------------------------------
+    def blocked(self) -> str | None:
+        """Why trading may not start now (a standing risk trip), or None."""
+        trips = self.risk.trips
+        if not trips:
+            return None
+        return "; ".join(f"risk limit {t.limit} tripped ({t.action}): {t.reason}"
+                         for t in trips)
+
+    def reset(self) -> list[str]:
+        """Operator reset: lift the risk trips and the breakers they opened (manual and
+        venue trips stay: `bot4ctl breaker reset NAME`). Journalled before it acts."""
+        now = self.clock()
+        lifted = [t.limit for t in self.risk.trips]
+        if lifted:
+            self.journal.audit("limit_reset", limits=lifted)
+        self.risk.reset()
+        self.journal.save_state(RISK_KEY, self.risk.snapshot())
+        self._saved_risk, self._saved_at = self.risk.snapshot(), now
+        g = self.board.breakers[GLOBAL]
+        if g.reason and g.reason.startswith(RISK_BREAKER_PREFIX) and g.state.value != "closed":
+            self.board.reset(GLOBAL, now, by="operator reset")
+        self._escalated.clear()
+        return lifted
+
+    def trip_breaker(self, name: str, reason: str) -> None:
+        self.board.trip(name, f"manual: {reason}", self.clock(), manual=True)
+
+    def reset_breaker(self, name: str) -> bool:
+        ok = self.board.reset(name, self.clock(), by="operator")
+        self._escalated.discard(name)
+        return ok
+
+    def status(self, positions: Mapping[str, Position],
+               marks: Mapping[str, Decimal | None]) -> dict:
+        return {"risk": self.risk.status(positions, marks, self.clock()),
+                "breakers": self.board.status()}
+
+
+def _without_peak(losses: Any) -> Any:
+    if not isinstance(losses, dict):
+        return losses
+    return {k: v for k, v in losses.items() if "peak" not in k and "equity" not in k}
