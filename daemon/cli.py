@@ -5,6 +5,8 @@
     bot4d stop-post --config FILE           systemd ExecStopPost= helper (see below)
     bot4d journal-check --config FILE       integrity check and summary of the journal
     bot4d journal-reset --config FILE --yes keep a damaged journal aside, start a new one halted
+    bot4d import-config [--boot DIR]        first boot: import bot4.toml etc. from the FAT
+                                            partition (daemon/firstboot.py); 0, or 78
 
 Exit codes: 0 orderly stop, 65 (EX_DATAERR) the journal is damaged or missing where one
 existed, 69 (EX_UNAVAILABLE) no GPIO without --sim / state dir or journal unusable,
@@ -55,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     jr.add_argument("--config", required=True)
     jr.add_argument("--state-dir")
     jr.add_argument("--yes", action="store_true", help="really do it")
+    ic = sub.add_parser("import-config",
+                        help="first boot: import bot4.toml, bot4-credentials.toml and "
+                             "authorized_keys from the boot partition (run as root)")
+    ic.add_argument("--boot", default="/boot/firmware", help="the FAT boot partition")
+    # Where the files go; the defaults are the real system, tests use a scratch tree.
+    ic.add_argument("--etc", default="/etc/bot4", help=argparse.SUPPRESS)
+    ic.add_argument("--credstore", default="/etc/credstore", help=argparse.SUPPRESS)
+    ic.add_argument("--dropin-dir", default="/etc/systemd/system/bot4d.service.d",
+                    help=argparse.SUPPRESS)
+    ic.add_argument("--ssh-dir", default="/root/.ssh", help=argparse.SUPPRESS)
+    ic.add_argument("--group", default="bot4", help=argparse.SUPPRESS)
+    ic.add_argument("--no-reload", action="store_true", help=argparse.SUPPRESS)
     return ap
 
 
@@ -80,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: OK ({len(cfg.market.symbols)} symbol(s), source "
               f"{cfg.market.source})")
         return 0
+    if args.cmd == "import-config":
+        return _import_config(args)
     cfg = _load(args.config)
     target = logsetup.setup(cfg.daemon.log_level)
     if args.cmd == "stop-post":
@@ -91,6 +107,30 @@ def main(argv: list[str] | None = None) -> int:
             return recovery.check(state_dir)
         return recovery.reset(state_dir, confirmed=args.yes)
     return _run(cfg, args, target)
+
+
+def _import_config(args: argparse.Namespace) -> int:
+    """bot4-firstboot.service: import the operator's files or leave a .error beside them.
+    78 (EX_CONFIG) when a file is invalid: the unit fails and bot4d, which requires it,
+    is not started on settings the operator did not mean."""
+    import subprocess
+    from daemon import firstboot
+    logsetup.setup("info")
+    paths = firstboot.Paths(boot=Path(args.boot), etc=Path(args.etc),
+                            credstore=Path(args.credstore), dropin_dir=Path(args.dropin_dir),
+                            ssh_dir=Path(args.ssh_dir), group=args.group)
+    result = firstboot.import_boot_files(paths)
+    if not result.ok:
+        for name, problem in result.errors.items():
+            print(f"bot4d: import-config: {name}: {problem}", file=sys.stderr)
+        return configmod.EX_CONFIG
+    for line in result.imported:
+        print(f"bot4d: import-config: imported {line}")
+    if any(firstboot.CREDENTIALS_NAME in line for line in result.imported) and not args.no_reload:
+        # The LoadCredential= drop-in was just written; PID 1 must read it before it
+        # starts bot4d (queued after this unit, so it starts with the new definition).
+        subprocess.run(["systemctl", "daemon-reload"], check=True)
+    return 0
 
 
 def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> int:
@@ -184,6 +224,9 @@ def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
     finally:
         journal.close()
         sd.unlock()
+    if result != "success":   # operator's view: alert (apprise), after the journal work
+        from daemon.operator.alerts import notify_stop
+        notify_stop(cfg.alerts, result, exit_code, exit_status)
     return 0
 
 

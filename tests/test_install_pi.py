@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -27,8 +28,15 @@ INSTALLED = {
     "etc/udev/rules.d/60-bot4-gpio.rules": ("etc/udev/rules.d/60-bot4-gpio.rules", 0o644),
     "etc/systemd/system.conf.d/bot4-watchdog.conf":
         ("etc/systemd/system.conf.d/bot4-watchdog.conf", 0o644),
+    "etc/systemd/journald.conf.d/bot4-sdcard.conf":
+        ("etc/systemd/journald.conf.d/bot4-sdcard.conf", 0o644),
+    "etc/systemd/system/bot4-firstboot.service":
+        ("etc/systemd/system/bot4-firstboot.service", 0o644),
+    "etc/systemd/system/bot4d.service.d/10-firstboot.conf":
+        ("etc/systemd/system/bot4d.service.d/10-firstboot.conf", 0o644),
     "etc/bot4/bot4.toml": ("etc/bot4/bot4.toml", 0o640),
 }
+ENABLE = "systemctl enable bot4d.service bot4-firstboot.service"
 IS_ARM64 = platform.machine() == "aarch64" and (
     shutil.which("dpkg") is None
     or subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
@@ -90,7 +98,7 @@ def test_root_install_lands_files(tmp_path: Path, root: Path) -> None:
     assert set(tree(root)) == expected
     out = proc.stdout
     for host_step in ("apt-get update", "systemd-sysusers /etc/sysusers.d/bot4.conf",
-                      "systemctl daemon-reload", "systemctl enable bot4d.service",
+                      "systemctl daemon-reload", ENABLE,
                       "udevadm control --reload-rules"):
         assert f"skip (--root {root}): {host_step}" in out, host_step
     assert "not building /opt/bot4/venv" in out
@@ -174,9 +182,18 @@ def test_dry_run_on_host_lists_every_action_and_does_nothing(tmp_path: Path) -> 
         assert any(p.startswith("install ") and p.endswith(f"{REPO}/{src} /{dst}")
                    and f"-m 0{mode:o}" in p for p in planned), src
     assert "systemd-sysusers /etc/sysusers.d/bot4.conf" in planned
-    assert f"{tmp_path}/stubs/python3 -m venv --system-site-packages /opt/bot4/venv" in planned
-    assert f"/opt/bot4/venv/bin/python -m pip install {REPO}" in planned
-    assert planned[-1] == "systemctl enable bot4d.service"
+    # A new version beside the old one, checked, then switched (never in place).
+    venv = next(p for p in planned if " -m venv --system-site-packages " in p)
+    m = re.fullmatch(rf"{tmp_path}/stubs/python3 -m venv --system-site-packages "
+                     r"/opt/bot4/versions/(0\.\d+\.\d+-\d{8}T\d{6}Z)/venv", venv)
+    assert m, venv
+    new = f"/opt/bot4/versions/{m.group(1)}"
+    assert f"{new}/venv/bin/python -m pip install {REPO}" in planned
+    check = planned.index(f"{new}/venv/bin/bot4d check-config --config /etc/bot4/bot4.toml")
+    switch = planned.index(f"ln -sfn versions/{m.group(1)}/venv /opt/bot4/venv.new")
+    assert check < switch
+    assert planned[switch + 1] == "mv -T /opt/bot4/venv.new /opt/bot4/venv"
+    assert planned[-1] == ENABLE
     assert "systemctl daemon-reload" in planned
     assert not any("systemctl start" in p or "systemctl restart" in p for p in planned)
     # sysusers before the config (its group must exist), venv before enabling the unit.
@@ -195,7 +212,7 @@ def test_dry_run_with_root_changes_nothing(tmp_path: Path, root: Path) -> None:
     assert calls == [] and tree(root) == []
     assert f"would run: install -D -m 0644 {REPO}/units/bot4d.service " \
            f"{root}/etc/systemd/system/bot4d.service" in proc.stdout
-    assert f"skip (--root {root}): systemctl enable bot4d.service" in proc.stdout
+    assert f"skip (--root {root}): {ENABLE}" in proc.stdout
 
 
 # --------------------------------------------------------------------------- refusals
@@ -250,6 +267,7 @@ def test_venv_is_built_from_debians_python() -> None:
 def test_help(tmp_path: Path) -> None:
     proc, calls = run(["--help"], tmp_path)
     assert proc.returncode == 0
-    for option in ("--dry-run", "--force", "--root DIR", "--no-venv"):
+    for option in ("--dry-run", "--force", "--root DIR", "--no-venv", "--wheelhouse DIR",
+                   "--upgrade FROM", "--rollback", "--uninstall", "--purge"):
         assert option in proc.stdout
     assert calls == []
