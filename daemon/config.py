@@ -396,6 +396,92 @@ class SanityCfg(_Section):
     reference_trades: int = Field(15, ge=1, le=1000)           # trades in the median fallback
 
 
+class WebCfg(_Section):
+    """The operator's status page and /metrics (daemon/operator/web.py). Off by default;
+    bound to loopback unless `listen` says otherwise, and then only with a credential."""
+    enabled: bool = False
+    listen: str = "127.0.0.1"
+    port: int = Field(8484, ge=0, le=65535)   # 0: any free port (shown in status; tests)
+    # The access token: a systemd credential's name (LoadCredential=NAME:/etc/bot4/...,
+    # read from $CREDENTIALS_DIRECTORY/NAME) or an absolute file path. Required beyond
+    # loopback; on loopback it is used when set.
+    token_credential: str = ""
+    token_file: str = ""
+    # HTTPS with a certificate of the operator's (PEM files), or "" (plain HTTP: on
+    # loopback, or behind a reverse proxy that terminates TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    chart_points: int = Field(3600, ge=10, le=100_000)   # 1 s samples kept for the chart
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        import ipaddress
+        if v == "localhost":
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError("must be an IP address (127.0.0.1, ::1, 0.0.0.0, a LAN "
+                             "address) or \"localhost\"") from None
+        return v
+
+    @field_validator("token_credential")
+    @classmethod
+    def _credential(cls, v: str) -> str:
+        # systemd credential names: no "/" and printable (they are file names).
+        if v and not re.fullmatch(r"[A-Za-z0-9_.@-]{1,255}", v):
+            raise ValueError("not a systemd credential name (letters, digits, _ . @ -)")
+        return v
+
+    @field_validator("token_file", "tls_cert", "tls_key")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if v and (not v.startswith("/") or any(not c.isprintable() for c in v)):
+            raise ValueError("must be \"\" (none) or an absolute path")
+        return v
+
+    def loopback(self) -> bool:
+        """True when only this machine can reach the server."""
+        import ipaddress
+        return self.listen == "localhost" or ipaddress.ip_address(self.listen).is_loopback
+
+
+class AlertsCfg(_Section):
+    """Alerts through apprise (daemon/operator/alerts.py), sent from a worker thread."""
+    # apprise URLs (json://, ntfy://, tgram://, mailto://, ...). Secrets are better kept in
+    # a systemd credential: `url_credential` names one with one URL per line.
+    urls: list[str] = Field(default_factory=list, max_length=20)
+    url_credential: str = ""
+    # Which events alert: estop, estop_reset, halt, breaker, loss_limit, fault, feed,
+    # restart (the last from `bot4d stop-post`).
+    events: list[Literal["estop", "estop_reset", "halt", "breaker", "loss_limit", "fault",
+                         "feed", "restart"]] = Field(default_factory=lambda: [
+                             "estop", "estop_reset", "halt", "breaker", "loss_limit",
+                             "fault", "feed", "restart"])
+    dedupe_s: float = Field(300.0, ge=0, le=86_400)     # same alert again within: dropped
+    max_per_minute: int = Field(20, ge=1, le=1000)      # beyond: dropped, counted
+    retries: int = Field(5, ge=0, le=100)               # failed sends retried this often
+    retry_backoff_s: float = Field(2.0, gt=0, le=600)   # doubling, at most 300 s
+    timeout_s: float = Field(10.0, gt=0, le=120)        # per send (connect and read)
+    queue_max: int = Field(100, ge=1, le=10_000)        # pending alerts beyond: dropped
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for u in v:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*://\S+", u):
+                raise ValueError(f"{u[:40]!r} is not an apprise URL (scheme://...)")
+        return v
+
+    @field_validator("url_credential")
+    @classmethod
+    def _credential(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9_.@-]{1,255}", v):
+            raise ValueError("not a systemd credential name (letters, digits, _ . @ -)")
+        return v
+
+
 class InstrumentCfg(_Section):
     tick_size: Step
     lot_size: Step
@@ -420,6 +506,8 @@ class Config(_Section):
     breakers: BreakersCfg = BreakersCfg()
     strategy: StrategyCfg = StrategyCfg()
     sanity: SanityCfg = SanityCfg()
+    web: WebCfg = WebCfg()               # operator's view (daemon/operator)
+    alerts: AlertsCfg = AlertsCfg()
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 
@@ -815,6 +903,17 @@ def _meaning(cfg: Config) -> None:
                             ("instruments", sym, "min_notional")],
                            f"max_order_notional = {r.max_order_notional} is below {sym} "
                            f"min_notional = {inst.min_notional}: no order could pass both")
+
+    # Operator's view: beyond loopback, the page (and its halt button) needs a credential;
+    # TLS needs both halves.
+    web = cfg.web
+    if web.enabled and not web.loopback() and not (web.token_credential or web.token_file):
+        raise _Problem([("web", "listen"), ("web", "token_credential")],
+                       f"listen = \"{web.listen}\" is beyond loopback: set token_credential "
+                       f"(a systemd credential) or token_file, or listen on 127.0.0.1")
+    if bool(web.tls_cert) != bool(web.tls_key):
+        raise _Problem([("web", "tls_cert"), ("web", "tls_key")],
+                       "tls_cert and tls_key go together (both PEM files, or both \"\")")
 
     # Breakers: bounds that must agree with each other, and probes that can pass at all.
     b = cfg.breakers

@@ -14,17 +14,65 @@ Three targets, decided once at start by `setup()` (which returns the target's na
   which journald turns into the record's priority.
 - "stderr": anything else; lines carry their own timestamp and level.
 
+Structured fields (journal target only): every record carries `BOT4_STATE` (the trading
+state when it was logged, from the source registered with `set_state_source`), so
+`journalctl -u bot4d BOT4_STATE=estop` lists what happened while the e-stop was latched;
+a call may add more with `extra=fields(order_id=..., symbol=..., event=...)`, which become
+`BOT4_ORDER_ID`, `BOT4_SYMBOL`, `BOT4_EVENT`. The human-readable line is the same on every
+target; the stderr targets do not show the fields.
+
 What it must never do: raise because of the environment (no stderr, a missing socket, no
-systemd-python), or send records where nothing reads them. An unknown level name is a
-ValueError that names it.
+systemd-python), or send records where nothing reads them; let a failing state source lose
+a log line. An unknown level name is a ValueError that names it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from typing import Callable
 
 _JOURNAL_SOCKET = "/run/systemd/journal/socket"
+_state_source: Callable[[], str] | None = None
+
+
+def set_state_source(fn: Callable[[], str] | None) -> None:
+    """Register what `BOT4_STATE` is read from (the supervisor's state; None: no field)."""
+    global _state_source
+    _state_source = fn
+
+
+def fields(**kw: object) -> dict[str, str]:
+    """`extra=` for a log call: fields(order_id="b4-r3--7") -> {"BOT4_ORDER_ID": "..."}."""
+    out = {}
+    for k, v in kw.items():
+        if v is not None:
+            name = "BOT4_" + re.sub(r"[^A-Z0-9_]", "_", k.upper())
+            out[name] = str(v)
+    return out
+
+
+# The gateway's client order ids: "b4-" + run session + "-" + "-" + sequence (gateway.py).
+_ORDER_ID = re.compile(r"\bb4-[A-Za-z0-9]+--\d+\b")
+
+
+class StateFields(logging.Filter):
+    """Stamps every record with BOT4_STATE, and with BOT4_ORDER_ID when its message names
+    an order (unless the call set them itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        src = _state_source
+        try:
+            if src is not None and not hasattr(record, "BOT4_STATE"):
+                record.BOT4_STATE = str(src())
+            if not hasattr(record, "BOT4_ORDER_ID"):
+                m = _ORDER_ID.search(record.getMessage())
+                if m:
+                    record.BOT4_ORDER_ID = m.group(0)
+        except Exception:   # noqa: BLE001 - a log line is never lost to its fields
+            pass
+        return True
 
 
 def _stderr_is_journal_stream() -> bool:
@@ -61,6 +109,7 @@ def setup(level: str = "info") -> str:
         else:
             handler = JournalHandler(SYSLOG_IDENTIFIER="bot4d")
             handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+            handler.addFilter(StateFields())
             target = "journal"
     if handler is None and stream:
         handler = logging.StreamHandler(sys.stderr)

@@ -111,6 +111,9 @@ class Journal:
         quick_check`; a file that fails it raises JournalDamaged."""
         self.path = Path(path)
         self.commits = 0
+        # COMMIT latency (fsync included), for /metrics (daemon/operator/metrics.py)
+        self.commit_seconds_sum = 0.0
+        self.commit_seconds_max = 0.0
         self._depth = 0   # >0 inside batch(): inner writes join the outer transaction
         try:
             existed = self.path.exists() and self.path.stat().st_size > 0
@@ -250,7 +253,11 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                t0 = time.perf_counter()
                 self._db.execute("COMMIT")
+                took = time.perf_counter() - t0
+                self.commit_seconds_sum += took
+                self.commit_seconds_max = max(self.commit_seconds_max, took)
             except BaseException:
                 # After a failed write or COMMIT (disk full, I/O error) SQLite may or may not
                 # have rolled back already; an explicit ROLLBACK makes sure no transaction is
