@@ -100,6 +100,10 @@ def dependency_wheels() -> Path:
             (tmp / ".complete").touch()
             shutil.rmtree(d, ignore_errors=True)
             tmp.rename(d)
+        # Wheels for an older pyproject.toml are stale: drop them (never the one in use).
+        for old in CACHE.glob("hostwheels-*"):
+            if old != d and not old.name.endswith(".tmp"):
+                shutil.rmtree(old, ignore_errors=True)
     return d
 
 

@@ -218,3 +218,31 @@ def test_uninstall_keeps_the_journal_unless_purged(root: Path,
     assert purged.returncode == 0, purged.stdout + purged.stderr
     for p in ("etc/bot4", "var/lib/bot4", "etc/credstore/bot4-credentials.toml"):
         assert not (root / p).exists(), p
+
+
+def test_installed_bot4_refuses_a_journal_newer_than_it_understands(
+        root: Path, wheels: dict[str, Path]) -> None:
+    """After a rollback the older bot4 may meet a journal a newer bot4 migrated: it must
+    refuse it untouched with a clear error (daemon/store/journal.py JournalTooNew)."""
+    proc = install_pi(root, "--wheelhouse", str(wheels["current"]))
+    assert proc.returncode == 0, proc.stderr
+    make_state(root)
+    journal = root / "var/lib/bot4/journal.sqlite3"
+    # What a newer release's migration leaves behind: a schema version above ours.
+    bump = in_root(root, "/opt/bot4/venv/bin/python", "-c",
+                   "import sqlite3; from daemon.store import migrations as m; "
+                   "db = sqlite3.connect('/var/lib/bot4/journal.sqlite3'); "
+                   "db.execute(\"UPDATE meta SET value = ? WHERE key = 'schema'\", "
+                   "(str(m.LATEST + 1),)); db.commit(); db.close(); print(m.LATEST + 1)")
+    assert bump.returncode == 0, bump.stderr
+    newer = bump.stdout.strip()
+    before = digest([root / "var/lib/bot4"])
+    run = in_root(root, "timeout", "120", "/opt/bot4/venv/bin/bot4d", "run", "--sim",
+                  "--config", "/etc/bot4/bot4.toml", "--state-dir", "/var/lib/bot4",
+                  "--socket", "/tmp/bot4-test.sock")
+    assert run.returncode not in (0, 124), run.stdout + run.stderr   # refused, not running
+    assert f"journal schema version {newer} is newer than this bot4 supports" in run.stderr
+    assert {k: v for k, v in digest([root / "var/lib/bot4"]).items()
+            if not k.endswith(("bot4d.lock", "-wal", "-shm"))} == \
+        {k: v for k, v in before.items() if not k.endswith(("bot4d.lock", "-wal", "-shm"))}
+    assert journal.exists()
