@@ -176,9 +176,10 @@ def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
     """Runs after bot4d's main process has gone, however it went. On an abnormal end
     (watchdog kill, crash; not a refusal to start: exit 65/69/75/78) it journals the event and
     latches `halt`, so the restarted
-    daemon comes back halted with the reason instead of resuming; it closes the orders the
-    dead process left open (the paper venue died with it)."""
-    from daemon.execution.orders import OrderStatus
+    daemon comes back halted with the reason instead of resuming. It leaves the orders the
+    dead process had open as the journal has them: the next boot's reconciliation settles
+    each with the venue (a live venue may still be working them; daemon/execution/
+    reconcile.py)."""
     from daemon.store.journal import Journal, JournalError
     from daemon.store.statedir import StateDir, StateDirError
     result = os.environ.get("SERVICE_RESULT", "unknown")
@@ -212,13 +213,9 @@ def _stop_post(cfg: configmod.Config, state_dir: str | None) -> int:
             if not (latch and latch.tripped):
                 journal.set_latch(True, "halt", f"service ended abnormally: {result} "
                                   f"({exit_code} {exit_status})".strip())
-            stale = journal.open_orders()
-            for o in stale:
-                o.status, o.reason = OrderStatus.CANCELLED, f"daemon died ({result})"
-            if stale:
-                journal.record_orders(stale)
-            log.warning("bot4d ended abnormally (%s); latched halt, closed %d open orders",
-                        result, len(stale))
+            log.warning("bot4d ended abnormally (%s); latched halt; %d orders left open "
+                        "for the next boot's reconciliation", result,
+                        len(journal.open_orders()))
     except JournalError as e:
         log.error("stop-post: recording the end of bot4d (%s) failed: %s", result, e)
     finally:

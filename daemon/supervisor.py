@@ -38,6 +38,7 @@ from daemon import __version__
 from daemon.config import Config, fingerprint as config_fingerprint
 from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
+from daemon.execution.reconcile import reconcile
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
 from daemon.protection import Action, Protection
@@ -100,6 +101,7 @@ class Supervisor:
         self.watchdog = Watchdog()
         self.notifier = Notifier()
         self.protection: Protection | None = None   # risk limits + circuit breakers
+        self.reconciliation: dict | None = None   # this boot's crash-recovery result
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
         self.statedir = StateDir(self.state_dir)
@@ -185,10 +187,11 @@ class Supervisor:
                                     venue=self.market.venue, session=f"r{self.run_number}",
                                     clock=self.clock, mark=self.market.mark)
         self.market.report_batch = self.gateway.batch
-        stale = self.gateway.recover("venue session lost: daemon restarted")
-        if stale:
-            self.journal.audit("orders_recovered", count=len(stale),
-                               client_ids=[o.client_id for o in stale])
+        # Crash recovery: every order the journal has open or in flight settled with the
+        # venue (journalled with its result) before anything can trade.
+        res = reconcile(self.journal, self.market.venue, self.gateway, run=self.run_number,
+                        on_restart=cfg.paper.on_restart)
+        self.reconciliation = res.as_dict()
         self.strategy = Quoter(cfg.strategy, self.gateway, self.market,
                                can_trade=lambda: self.state is State.TRADING,
                                heartbeat=self.watchdog.register(
@@ -208,12 +211,19 @@ class Supervisor:
         for t in self._tasks:
             t.add_done_callback(self._task_done)
         # Initial state: the latch from the journal, then the circuit as it is now.
+        if not res.ok and not self.latch.tripped:
+            # Positions that do not add up to their fills: nobody trades on them.
+            reason = "reconciliation: " + "; ".join(res.mismatches or ["positions differ"])
+            self.latch.trip(LatchKind.HALT, reason)
+            self.journal.set_latch(True, LatchKind.HALT.value, reason)
         if not self.panel.estop.circuit_closed():
             self._latch_estop("e-stop circuit open at boot (pressed or wire broken)")
         elif self.latch.kind is LatchKind.ESTOP:
             self._set_state(State.ESTOP, f"latched before restart: {self.latch.reason}")
+            self._cancel_restored("e-stop latched at boot")
         elif self.latch.kind is LatchKind.HALT:
             self._set_state(State.HALTED, f"latched before restart: {self.latch.reason}")
+            self._cancel_restored("halted at boot")
         elif self.protection.blocked():
             self._set_state(State.READY, f"{self.protection.blocked()}; `bot4ctl reset` "
                                          "lifts it")
@@ -221,6 +231,13 @@ class Supervisor:
             self._set_state(State.TRADING, "auto_start")
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
+
+    def _cancel_restored(self, reason: str) -> None:
+        """Latched at boot means no working order: what reconciliation restored or adopted
+        is cancelled (journalled first, like every cancel)."""
+        if self.gateway.open:
+            n = len(self.gateway.cancel_all(reason))
+            log.warning("%s: cancels sent for %d orders restored by reconciliation", reason, n)
 
     def _open_state(self) -> None:
         """Lock the state dir, open and check the journal, count this run, set the run
@@ -692,6 +709,7 @@ class Supervisor:
                                 for o in (self.gateway.open.values() if self.gateway else [])],
                        **(self.gateway.stats if self.gateway else {})},
             "positions": self._positions_status(),
+            "reconciliation": self._reconciliation_status(),
             **(self.protection.status(self.gateway.positions, {
                 s: self.market.mark(s) for s in self.market.symbols})
                if self.protection and self.gateway and self.market else
@@ -702,6 +720,17 @@ class Supervisor:
             "notify": self.notifier.backend,
             "notify_failures": self.notifier.failures,
         }
+
+    def _reconciliation_status(self) -> dict | None:
+        """This boot's reconciliation: the client ids per outcome and their counts (the
+        whole result, with every order's before and after, is in the journal)."""
+        r = self.reconciliation
+        if r is None:
+            return None
+        return {"run": r["run"], "mode": r["mode"], "ts_ns": r["ts_ns"], "ok": r["ok"],
+                "positions_ok": r["positions_ok"], "mismatches": r["mismatches"],
+                "outcomes": r["outcomes"], **{k: len(v) for k, v in r["outcomes"].items()},
+                "fills_applied": len(r["fills_applied"])}
 
     def _positions_status(self) -> dict:
         """Per symbol: quantity, average price, realised and unrealised PnL (at the trusted

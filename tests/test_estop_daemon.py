@@ -1,6 +1,7 @@
 """The e-stop chain end to end, with bot4d as a real subprocess (mock GPIO)."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from tests.daemon_harness import wait_for
@@ -93,14 +94,22 @@ def test_orders_open_at_kill9_are_closed_on_restart(start_daemon):
     _trading_with_orders(d)
     d.kill9()
     d.close()
+    db = sqlite3.connect(d.state_dir / "journal.sqlite3")
+    left = {r[0] for r in db.execute("SELECT client_id FROM orders WHERE status NOT IN "
+                                     "('filled','cancelled','rejected','expired')")}
+    db.close()
+    assert left
     d2 = start_daemon()
     d2.wait_ready()
+    # Reconciled visibly: one journalled result naming every order the killed run left open.
     db = sqlite3.connect(d2.state_dir / "journal.sqlite3")
-    still_open = db.execute("SELECT COUNT(*) FROM orders WHERE status NOT IN "
-                            "('filled','cancelled','rejected','expired')").fetchone()[0]
-    assert still_open == 0 or d2.status()["orders"]["open"] == still_open
-    rec = db.execute("SELECT detail FROM audit WHERE kind='orders_recovered'").fetchall()
-    assert rec, "orders left open by the killed run were not closed visibly"
+    (result,) = db.execute("SELECT result FROM reconciliations ORDER BY id DESC").fetchone()
+    assert {o["client_id"] for o in json.loads(result)["orders"]} == left
+    # The unclean end comes back halted, and halted means nothing rests at the venue.
+    assert d2.status()["state"] == "halted"
+    wait_for(lambda: d2.status()["orders"]["open"] == 0, 20, what="restored orders cancelled")
+    assert db.execute("SELECT COUNT(*) FROM orders WHERE status NOT IN "
+                      "('filled','cancelled','rejected','expired')").fetchone()[0] == 0
     assert d2.terminate() == 0
 
 

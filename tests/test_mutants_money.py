@@ -384,8 +384,8 @@ def test_recover_closes_what_the_last_run_left_open(tmp_path):
 def test_client_ids_carry_the_session_and_count_up(tmp_path):
     r = Rig(tmp_path)
     a, b = r.buy(price="59000"), r.buy(price="58900")
-    prefix = a.client_id.rsplit("-", 1)[0]
-    assert a.client_id == f"{prefix}-1" and b.client_id == f"{prefix}-2"
+    # b4-<session>-<n> (the README's form; there was once a stray double dash here)
+    assert (a.client_id, b.client_id) == ("b4-1-1", "b4-1-2")
     assert a.venue == r.venue.name and a.created_ns == a.updated_ns == r.now
 
 

@@ -195,7 +195,7 @@ class OrderGateway:
         if reason:
             raise self._reject("instrument", f"{symbol}: {reason}")
         now = self.clock()
-        return Order(client_id=f"{self._prefix}-{next(self._ids)}", symbol=symbol, side=side,
+        return Order(client_id=f"{self._prefix}{next(self._ids)}", symbol=symbol, side=side,
                      type=type, qty=q, price=p, tif=tif, reduce_only=reduce_only,
                      venue=self.venue.name, created_ns=now, updated_ns=now)
 
