@@ -189,6 +189,13 @@ def test_reconciliation_check_catches_what_the_result_gets_wrong(tmp_path):
     assert "status shows None" in _found(path, run, before, {"reconciliation": None})
     assert "status shows {'run': 99" in _found(path, run, before,
                                                 {"reconciliation": {**res, "run": 99}})
+    # status may sum the outcomes up as counts (the supervisor does)
+    counts = {"run": run, "mode": "restore", "ts_ns": 1, "ok": True, "positions_ok": True,
+              "mismatches": [], **{k: len(v) for k, v in res["outcomes"].items()},
+              "fills_applied": 0}
+    assert _found(path, run, before, {"reconciliation": counts}) == ""
+    assert "'outcomes': {'restored': 1, 'cancelled': 1}" in _found(
+        path, run, before, {"reconciliation": {**counts, "cancelled": 1}})
     twice = {**res, "orders": res["orders"] * 2}
     p.journal.record_reconciliation(run + 2, twice)
     assert "listed twice ['b4-3']" in _found(path, run + 2, before)

@@ -74,6 +74,7 @@ IN_FLIGHT = (OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY_FIL
              OrderStatus.PENDING_CANCEL)
 _RESTING_TIF = frozenset({TimeInForce.GTC, TimeInForce.POST_ONLY})
 _POSITION_FIELDS = ("qty", "avg_price", "realized_pnl", "fees")
+_ZERO = Decimal(0)
 
 
 @dataclass(slots=True)
@@ -126,7 +127,7 @@ def restorable(order: Order) -> bool:
 
 
 def reconcile(journal: Journal, venue: Venue, gateway: OrderGateway, *, run: int,
-              on_restart: OnRestart = "restore") -> ReconcileResult:
+              on_restart: OnRestart) -> ReconcileResult:
     """Settle every order the journal has open or in flight; see the module docstring.
 
     Call once at boot, after the gateway is built and before anything can submit (the
@@ -145,6 +146,7 @@ def reconcile(journal: Journal, venue: Venue, gateway: OrderGateway, *, run: int
     ts = gateway.clock()
     mode = "venue" if venue.survives_restart else on_restart
     res = ReconcileResult(run=run, mode=mode, ts_ns=ts)
+    # The paper venue is not asked: what it knew died with the process.
     states = venue.query_orders([o.client_id for o in orders]) if venue.survives_restart else {}
     was = {o.client_id: o.status for o in orders}
     # Into memory first (as the journal has them), so the venue's fills find their orders.
@@ -232,9 +234,8 @@ def _with_venue(o: Order, st: VenueOrderState | None, gateway: OrderGateway,
         return CLOSED, applied, False   # the last fill closed it (journalled with the fill)
     if o.status is OrderStatus.PENDING_CANCEL:
         return CANCEL_RESENT, applied, False   # gateway.adopt sent the cancel again
-    if o.status is OrderStatus.PENDING_NEW:
-        o.status = OrderStatus.PARTIALLY_FILLED if o.filled_qty > 0 else OrderStatus.NEW
-        o.reason = None
+    if o.status is OrderStatus.PENDING_NEW:   # acknowledged while we were down (a fill
+        o.status = OrderStatus.NEW             # would have made it partially filled)
         return ADOPTED, applied, True
     return ADOPTED, applied, False   # as journalled (its fills, if any, with it)
 
@@ -254,9 +255,13 @@ def _diff(a_name: str, a: dict[str, Position], b_name: str, b: dict[str, Positio
           ) -> list[str]:
     out = []
     for sym in sorted(set(a) | set(b)):
-        pa, pb = a.get(sym) or Position(sym), b.get(sym) or Position(sym)
-        diffs = [f"{k} {getattr(pa, k)} != {getattr(pb, k)}" for k in _POSITION_FIELDS
-                 if Decimal(getattr(pa, k)) != Decimal(getattr(pb, k))]
+        pa, pb = a.get(sym), b.get(sym)   # a missing position is a flat one
+        diffs = []
+        for k in _POSITION_FIELDS:
+            va = _ZERO if pa is None else getattr(pa, k)
+            vb = _ZERO if pb is None else getattr(pb, k)
+            if va != vb:
+                diffs.append(f"{k} {va} != {vb}")
         if diffs:
             out.append(f"position {sym}: {a_name} vs {b_name}: {', '.join(diffs)}")
     return out
@@ -264,10 +269,10 @@ def _diff(a_name: str, a: dict[str, Position], b_name: str, b: dict[str, Positio
 
 def _log(res: ReconcileResult) -> None:
     counts = {k: len(res.ids(k)) for k in OUTCOMES if res.ids(k)}
-    if res.orders or res.fills_applied:
+    if res.orders:
         log.warning("reconciled %d order(s) left by the previous run (%s mode): %s; %d "
                     "fill(s) applied from the venue", len(res.orders), res.mode,
-                    ", ".join(f"{k} {n}" for k, n in counts.items()) or "none",
+                    ", ".join(f"{k} {n}" for k, n in counts.items()),
                     len(res.fills_applied))
     else:
         log.info("reconciled: nothing was open (%s mode)", res.mode)

@@ -22,8 +22,8 @@ from daemon.execution.paper import PaperVenue
 from daemon.execution.reconcile import ReconcileResult, reconcile
 from daemon.market.book import OrderBook
 from daemon.market.events import DepthDiff, DepthSnapshot, Trade
-from daemon.risk.limits import RiskLimits
-from daemon.safety.breakers import Breakers
+from daemon.risk.engine import RiskEngine
+from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch
 from daemon.states import State
 from daemon.store.journal import Journal
@@ -113,7 +113,8 @@ class Proc:
         self.run = self.journal.begin_run()
         self.latch = KillLatch()
         self.gw = OrderGateway(latch=self.latch, state=lambda: State.TRADING,
-                               breakers=Breakers(BreakersCfg()), risk=RiskLimits(RiskCfg()),
+                               breakers=BreakerBoard(BreakersCfg(), ["paper"]),
+                               risk=RiskEngine(RiskCfg(), {}),
                                instruments={SYM: INST}, journal=self.journal,
                                venue=world.venue, session=f"r{self.run}",
                                clock=lambda: world.t, mark=lambda s: D("100.5"))

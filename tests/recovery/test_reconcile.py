@@ -68,10 +68,19 @@ def test_journalled_but_never_sent_is_closed_and_never_resent(tmp_path, world, m
     world.venue.submit = lambda order: None   # the process died between commit and send
     o = p.order(BUY, "100")
     assert p.journal.order_status(o.client_id) is OrderStatus.PENDING_NEW
-    p2, at_kill = _restart(p, world, mode)
-    res = _recovered(p2, at_kill)
+    open_at_kill = p.kill()
+    world.restart_paper()
+
+    def not_asked(ids):
+        raise AssertionError("the paper venue's memory died with the process: never asked")
+    world.venue.query_orders = not_asked
+    p2 = Proc(p.path, world)
+    p2.reconcile(mode)
+    res = _recovered(p2, open_at_kill)
     assert res.ids(rc.REJECTED) == [o.client_id] and res.mode == mode
-    assert p2.journal.order(o.client_id).reason == rc.NOT_ACKED
+    got = p2.journal.order(o.client_id)
+    assert (got.reason, got.updated_ns) == (rc.NOT_ACKED, world.t)
+    assert res.orders[0].reason == rc.NOT_ACKED
     assert p2.journal.order_history(o.client_id) == ["pending_new", "rejected"]
     assert world.venue.stats["submitted"] == 0 and world.venue.open_orders() == []
 
@@ -259,6 +268,9 @@ def test_live_sent_not_acked_is_adopted_when_the_venue_has_it(tmp_path, live):
     _recovered(p2, open_at_kill)
     assert res.mode == "venue" and res.ids(rc.ADOPTED) == [o.client_id]
     assert p2.journal.order_history(o.client_id) == ["pending_new", "new"]
+    got = p2.journal.order(o.client_id)
+    assert got.updated_ns == res.ts_ns == live.t and p2.gw.open[o.client_id].updated_ns == live.t
+    assert got.reason is None and res.orders[0].reason is None
     live.trade(100.0, 6.0, sell=True)              # 5 ahead, then ours: reported to p2
     assert p2.journal.order_status(o.client_id) is OrderStatus.FILLED
     assert p2.journal.positions()[SYM].qty == D("0.01") and journal_problems(p2.path) == []
@@ -266,30 +278,44 @@ def test_live_sent_not_acked_is_adopted_when_the_venue_has_it(tmp_path, live):
 
 def test_live_fills_made_while_down_are_applied_once(tmp_path, live):
     p = Proc(tmp_path / "j.sqlite3", live)
-    a = p.order(BUY, "100", qty="0.02")
-    b = p.order(SELL, "101")
+    a = p.order(BUY, "100", qty="0.03")
+    b = p.order(SELL, "101", qty="0.02")
     live.tick()
     live.trade(100.0, 5.01, sell=True)            # a: 0.01 journalled before the kill
+    live.trade(101.0, 0.51, sell=False)           # b: 0.01 journalled before the kill
+    journalled = {f.fill_id for cid in (a.client_id, b.client_id)
+                  for f in p.journal.fills_of(cid)}
     open_at_kill = p.kill()
-    live.trade(100.0, 0.01, sell=True)            # a: the rest, while we are down
-    live.trade(101.0, 0.51, sell=False)           # b: all of it, while we are down
+    live.trade(100.0, 0.01, sell=True)            # a: 0.01 more while we are down
+    live.trade(100.0, 0.01, sell=True)            # a: and the rest
+    live.trade(101.0, 0.01, sell=False)           # b: the rest
     p2 = Proc(p.path, live)
     res = p2.reconcile()
     _recovered(p2, open_at_kill)
     assert sorted(res.ids(rc.CLOSED)) == sorted([a.client_id, b.client_id])
-    assert sorted(f["client_id"] for f in res.fills_applied) == sorted([a.client_id,
-                                                                         b.client_id])
-    assert res.fills_already_journalled == 1
-    assert p2.journal.count("fills") == 3
+    at_venue = [f for st in live.venue.query_orders([a.client_id, b.client_id]).values()
+                for f in st.fills]
+    assert len(at_venue) == 5 and len(journalled) == 2
+    assert res.fills_applied == [
+        {"fill_id": f.fill_id, "client_id": f.client_id, "qty": str(f.qty), "price": str(f.price)}
+        for f in at_venue if f.fill_id not in journalled]
+    assert [f["price"] for f in res.fills_applied] == ["100.00", "100.00", "101.00"]
+    assert {f["qty"] for f in res.fills_applied} == {"0.010"}
+    assert res.fills_already_journalled == 2
+    assert p2.journal.count("fills") == 5
     pos = p2.journal.positions()[SYM]
     assert pos.qty == D("0.01") and p2.gw.position(SYM).qty == D("0.01")
-    assert {o.outcome: o.fills_applied for o in res.orders} == {rc.CLOSED: 1}
+    assert {o.client_id: o.fills_applied for o in res.orders} == {a.client_id: 2,
+                                                                  b.client_id: 1}
+    # closed by their last fill: journalled with it, not once more
+    assert p2.journal.order_history(a.client_id)[-2:] == ["partially_filled", "filled"]
+    assert p2.journal.order_history(b.client_id).count("filled") == 1
     # the venue repeating itself at the next boot changes nothing
     open_at_kill = p2.kill()
     p3 = Proc(p.path, live)
     res3 = p3.reconcile()
     _recovered(p3, open_at_kill)
-    assert res3.orders == [] and p3.journal.count("fills") == 3
+    assert res3.orders == [] and p3.journal.count("fills") == 5
 
 
 def test_live_fill_then_cancel_while_down(tmp_path, live):
@@ -322,6 +348,7 @@ def test_live_pending_cancel_still_working_gets_its_cancel_sent_again(tmp_path, 
     _recovered(p2, open_at_kill)
     assert res.ids(rc.CANCEL_RESENT) == [o.client_id]
     assert live.venue.pending_requests == 1
+    assert p2.journal.order_history(o.client_id) == ["pending_new", "new", "pending_cancel"]
     live.tick()
     assert p2.journal.order_status(o.client_id) is OrderStatus.CANCELLED
     assert p2.gw.open == {} and live.venue.open_orders() == []
@@ -345,6 +372,13 @@ def test_live_unknown_orders(tmp_path, live):
     assert res.ids(rc.REJECTED) == [never.client_id]
     assert res.ids(rc.CANCELLED) == [cancelling.client_id]
     assert res.ids(rc.LOST) == [acked.client_id]
+    assert [o.fills_applied for o in res.orders] == [0, 0, 0]
+    assert p2.journal.order(never.client_id).status is OrderStatus.REJECTED
+    assert p2.journal.order(cancelling.client_id).status is OrderStatus.CANCELLED
+    assert p2.journal.order(acked.client_id).status is OrderStatus.CANCELLED
+    assert {o.client_id: o.reason for o in res.orders} == {
+        never.client_id: rc.NOT_ACKED, cancelling.client_id: rc.CANCEL_PENDING_UNKNOWN,
+        acked.client_id: rc.LOST_REASON}
     assert p2.journal.order(cancelling.client_id).reason == rc.CANCEL_PENDING_UNKNOWN
     assert p2.journal.order(acked.client_id).reason == rc.LOST_REASON
     assert not res.ok and res.positions_ok
@@ -368,6 +402,7 @@ def test_live_venue_reporting_a_fill_it_does_not_list_is_a_mismatch(tmp_path, li
                               f"0 after applying the venue's fills"]
     assert not res.ok and res.ids(rc.ADOPTED) == [o.client_id]
     assert p2.journal.count("fills") == 0, "a fill is never made up"
+    assert p2.journal.order_history(o.client_id) == ["pending_new", "new"]
 
 
 # ---------------------------------------------------------------- positions, result, atomicity
@@ -392,11 +427,32 @@ def test_a_position_that_does_not_match_its_fills_is_reported_never_fixed(tmp_pa
     assert p2.journal.last_reconciliation()["positions_ok"] is False
 
 
+def test_a_lost_positions_row_and_several_wrong_figures_are_all_reported(tmp_path, world):
+    p = Proc(tmp_path / "j.sqlite3", world)
+    p.order(SELL, "101")
+    world.tick()
+    world.trade(101.0, 0.51, sell=False)
+    p.kill()
+    db = sqlite3.connect(p.path)
+    with db:
+        db.execute("DELETE FROM positions")
+    db.close()
+    world.restart_paper()
+    p2 = Proc(p.path, world)
+    p2.gw.position(SYM).qty = D("-0.01")           # memory says short, the table has no row
+    res = p2.reconcile()
+    assert res.mismatches == [
+        f"position {SYM}: positions table vs fills replayed: qty 0 != -0.010, avg_price 0 != "
+        f"101.00, fees 0 != 0.00010100",
+        f"position {SYM}: gateway memory vs positions table: qty -0.01 != 0"]
+
+
 def test_memory_that_differs_from_the_positions_table_is_reported(tmp_path, world):
     p = Proc(tmp_path / "j.sqlite3", world)
     p.gw.position(SYM).fees = D("1")               # memory only: never journalled
     res = p.reconcile()
     assert res.mismatches == [f"position {SYM}: gateway memory vs positions table: fees 1 != 0"]
+    assert not res.positions_ok
 
 
 def test_every_boot_journals_a_result_even_with_nothing_open(tmp_path, world, caplog):
@@ -478,14 +534,16 @@ def test_result_dict_is_json_and_lists_every_outcome(tmp_path, world):
 def test_refuses_a_foreign_journal_a_busy_gateway_and_an_unknown_mode(tmp_path, world):
     p = Proc(tmp_path / "j.sqlite3", world)
     other = Proc(tmp_path / "other.sqlite3", world)
-    with pytest.raises(ValueError, match="own journal and venue"):
-        rc.reconcile(other.journal, world.venue, p.gw, run=p.run)
-    with pytest.raises(ValueError, match="own journal and venue"):
-        rc.reconcile(p.journal, World().venue, p.gw, run=p.run)
-    with pytest.raises(ValueError, match="'restore' or 'cancel'"):
+    own = "^reconcile needs the gateway's own journal and venue$"
+    with pytest.raises(ValueError, match=own):
+        rc.reconcile(other.journal, world.venue, p.gw, run=p.run, on_restart="restore")
+    with pytest.raises(ValueError, match=own):
+        rc.reconcile(p.journal, World().venue, p.gw, run=p.run, on_restart="restore")
+    with pytest.raises(ValueError, match="^on_restart must be 'restore' or 'cancel', got 'keep'$"):
         rc.reconcile(p.journal, world.venue, p.gw, run=p.run, on_restart="keep")
     p.order(BUY, "100")
-    with pytest.raises(ValueError, match="already has 1 open"):
+    with pytest.raises(ValueError, match="^reconcile runs at boot, before any order: the "
+                                         "gateway already has 1 open$"):
         p.reconcile()
     assert p.journal.last_reconciliation() is None
 
