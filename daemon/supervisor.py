@@ -47,7 +47,7 @@ from daemon.safety.loop_monitor import LoopMonitor
 from daemon.safety.watchdog import Watchdog
 from daemon.sdnotify import Notifier
 from daemon.states import DEGRADED_PATTERN, LED_PATTERN, State, allowed
-from daemon.store.journal import Journal, JournalDamaged, JournalError
+from daemon.store.journal import Journal, JournalDamaged, JournalError, JournalTooNew
 from daemon.store.statedir import AlreadyRunning, StateDir, StateDirError
 from daemon.strategy.quoter import Quoter
 from hw import board
@@ -265,6 +265,9 @@ class Supervisor:
             if unclean is not None and not (rec and rec.tripped):
                 self.journal.set_latch(True, LatchKind.HALT.value,
                                        f"previous run ended uncleanly ({unclean})")
+        except JournalTooNew as e:   # written by a newer bot4 (a rollback): upgrade again
+            raise StartupError(f"journal too new for bot4 {__version__}: {e}",
+                               EX_DATAERR) from e
         except JournalDamaged as e:
             raise StartupError(f"journal damaged: {e}", EX_DATAERR) from e
         except (JournalError, OSError) as e:

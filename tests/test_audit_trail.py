@@ -62,3 +62,34 @@ def test_operator_commands_are_journalled_stops_after_their_trip_reads_never(tmp
         assert all(d.get("cmd") != "status" for k, d in kinds)
         await _stop(sup, task)
     asyncio.run(main())
+
+
+def test_a_journal_newer_than_this_bot4_is_refused_untouched_exit_65(tmp_path):
+    import sqlite3
+
+    from daemon.store import migrations
+    from daemon.supervisor import EX_DATAERR, StartupError
+
+    async def first():
+        sup, task = await _boot(tmp_path)
+        await _stop(sup, task)
+    asyncio.run(first())
+    path = tmp_path / "state" / "journal.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(migrations.LATEST + 1),))
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+
+    async def second():
+        cfg = config.load(CONFIG, environ={})
+        sup = Supervisor(cfg, RunOptions(sim=True, state_dir=str(tmp_path / "state"),
+                                         socket=str(tmp_path / "c.sock")))
+        with pytest.raises(StartupError) as e:
+            await sup.run()
+        return e.value
+    err = asyncio.run(second())
+    assert err.exit_code == EX_DATAERR
+    assert str(err).startswith("journal too new for bot4 ")
+    assert f"journal schema version {migrations.LATEST + 1} is newer" in str(err)
+    assert path.read_bytes() == before

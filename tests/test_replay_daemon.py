@@ -2,6 +2,7 @@
 paper venue, with fills journalled like a live venue's."""
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from decimal import Decimal
@@ -82,3 +83,40 @@ def test_missing_replay_file_is_a_clear_error(start_daemon, tmp_path):
     d = start_daemon("--replay", str(tmp_path / "nope.gz"))
     assert d.proc.wait(30) == 78
     assert "nope.gz: no such file" in d.log
+
+
+@pytest.mark.skipif(not SPOT[0].is_file(), reason=f"shared captures not found under {DATA}")
+@pytest.mark.parametrize("action,state", [("halted", "halted"), ("reducing", "reducing")])
+def test_daily_loss_limit_acts_on_a_replay_where_the_strategy_loses(start_daemon, action,
+                                                                    state):
+    """Made to lose: a 1 % maker fee on every fill of the quoter (12 USDT of BTC per fill
+    costs 0.12), against a daily loss limit of 0.2 USDT: the second or third fill breaks
+    it, and the limit acts by itself with the figures that tripped it."""
+    d = start_daemon("--replay", str(SPOT[0]), "--replay-speed", "0",
+                     env={"BOT4__DAEMON__AUTO_START": "true",
+                          "BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
+                          "BOT4__STRATEGY__REQUOTE_BPS": "0.5",
+                          "BOT4__PAPER__MAKER_FEE_BPS": "100",
+                          "BOT4__RISK__MAX_POSITION": "1",
+                          "BOT4__RISK__DAILY_LOSS_LIMIT": "0.2",
+                          "BOT4__RISK__DAILY_LOSS_ACTION": action})
+    d.wait_ready()
+    st = wait_for(lambda: (s := d.status())["state"] == state and s, 120, interval=0.2,
+                  what=f"the loss limit to switch the state to {state}")
+    assert st["reason"].startswith("risk limit daily_loss: "), st["reason"]
+    (trip,) = st["risk"]["trips"]
+    assert trip["limit"] == "daily_loss" and trip["action"] == action
+    g = next(b for b in st["breakers"] if b["name"] == "global")
+    assert g["state"] == "open" and g["reason"].startswith("risk: daily_loss: ")
+    # No order that could grow the position leaves while the trip stands.
+    assert d.ctl("start").returncode == 1
+    assert d.terminate() == 0
+    db = sqlite3.connect(d.state_dir / "journal.sqlite3")
+    rows = [json.loads(r[0]) for r in db.execute(
+        "SELECT detail FROM audit WHERE kind = 'limit_trip'")]
+    assert len(rows) == 1 and rows[0]["limit"] == "daily_loss"
+    assert Decimal(rows[0]["fig_loss"]) > Decimal("0.2")
+    fees = sum(Decimal(r[0]) for r in db.execute("SELECT fee FROM fills"))
+    assert fees > Decimal("0.2")
+    if action == "halted":
+        assert db.execute("SELECT tripped, source FROM latch").fetchone() == (1, "halt")

@@ -40,6 +40,9 @@ def test_a_fresh_breaker_is_closed_and_lets_everything_through():
     assert (b.state, b.reason, b.since_ns, b.cooldown_ns, b.reopens) == \
         (BState.CLOSED, "", 0, 10 * S, 0)
     assert b.allow(D("1e9"), False, 0) is None and b.half_open_at_ns is None
+    assert b.probes_used == 0 and b.oldest_probe_ns() is None, "closed: nothing is a probe"
+    b.count_probe(0, "x")
+    assert b.probes_used == 0
     assert not b.escalated and b.oldest_probe_ns() is None and seen == []
 
 

@@ -68,9 +68,9 @@ def test_effective_threshold_adapts_to_the_number_of_orders():
     assert err(floor=0.3, rate_max=0.3, ceiling=0.3).effective_threshold(1000) == 0.3
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(floor=st.floats(0.01, 0.9), span=st.floats(0, 1), top=st.floats(0, 1),
-       confidence=st.floats(0.5, 0.9999), n=st.integers(1, 400), errors=st.integers(0, 400))
+       confidence=st.floats(0.5, 0.9999), n=st.integers(1, 250), errors=st.integers(0, 250))
 def test_adaptive_threshold_stays_within_the_configured_bounds(floor, span, top, confidence,
                                                               n, errors):
     rate_max = floor + (0.99 - floor) * span
@@ -298,3 +298,87 @@ def test_stale_book_boundary_and_episodes():
     d.state("ETHUSDT", False, 0)
     d.clear()
     assert d.check(100 * S) is None
+
+
+# -- boundaries the mutation check asked for ------------------------------------------------
+def test_posterior_tail_is_capped_at_one_against_rounding():
+    # Summed in floats, P(Binomial(11, 0.01) <= 10) comes out a hair above 1.
+    assert prob_rate_above(10, 10, 0.01) == 1.0
+
+
+def test_effective_threshold_can_be_zero_when_the_posterior_alone_decides():
+    """With no floor, one outcome and a tiny rate_max, even no failure is evidence enough
+    (P(p > 0.01 | Beta(1, 2)) = 0.98): the bisection starts at zero failures."""
+    e = err(floor=0.0, rate_max=0.01, ceiling=0.5, min_orders=1)
+    assert e.decide(0, 1) and e.effective_threshold(1) == 0.0
+
+
+def test_error_rate_window_subtracts_each_expired_failure():
+    e = err(min_orders=1000)
+    for t in (0, 1, 2):
+        e.record(True, t)
+    e.record(False, 60 * S + 1)               # expires the first failure only
+    assert e.errors == 2
+    e.record(False, 60 * S + 3)               # and now the other two
+    assert e.errors == 0
+
+
+def test_latency_the_first_spike_after_warm_up_starts_a_run_of_one():
+    d = lat(floor_ns=1)
+    for _ in range(4):
+        d.ack(10 * MS)
+    assert d.run == 0
+    assert d.ack(1000 * MS) is None and d.run == 1
+
+
+def test_latency_zero_is_a_real_ack_time():
+    d = lat(warmup=3, floor_ns=1)
+    for _ in range(3):
+        d.ack(0)
+    assert d.threshold_ns() == 1, "three samples of 0 ns: warm, median 0, the floor rules"
+
+
+def test_latency_is_spike_is_strictly_above_the_threshold():
+    d = lat(floor_ns=100 * MS)
+    for _ in range(4):
+        d.ack(10 * MS)
+    assert not d.is_spike(100 * MS) and d.is_spike(100 * MS + 1)
+
+
+def test_latency_figures_are_milliseconds_to_the_tenth():
+    d = lat(factor=4.0, floor_ns=200_050_100, warmup=4, spikes=1)
+    for _ in range(4):
+        d.ack(40_050_100)
+    trip = d.ack(250_050_100)
+    assert trip == Trip("ack latency 250.1 ms above 200.1 ms (4 x median 40.1 ms, floor "
+                        "200.05 ms), 1 in a row",
+                        {"latency_ms": "250.1", "median_ms": "40.05", "threshold_ms": "200.1",
+                         "in_a_row": "1"})
+
+
+def test_market_warm_up_counts_from_the_first_sample_and_includes_its_end():
+    sp = SpreadBlowout(factor=10, floor_bps=5, hold_ns=0, warmup_ns=2 * S)
+    assert sp.observe(book(11, spread=50, first=10), "X") is None
+    assert sp.observe(book(11.5, spread=50, first=10), "X") is None, "not warm before 12 s"
+    sp = SpreadBlowout(factor=10, floor_bps=5, hold_ns=0, warmup_ns=2 * S)
+    sp.observe(book(12, spread=50, first=10), "X")          # exactly warm: counts
+    assert sp.observe(book(12.5, spread=50, first=10), "X") is not None
+    tf = ToxicFlow(max_abs=10, hold_ns=0, warmup_ns=2 * S, window_ns=S)
+    assert tf.observe(book(11, ofi=50, first=10), "X") is None
+    assert tf.observe(book(11.5, ofi=50, first=10), "X") is None
+    tf = ToxicFlow(max_abs=10, hold_ns=0, warmup_ns=2 * S, window_ns=S)
+    tf.observe(book(12, ofi=50, first=10), "X")
+    assert tf.observe(book(12.5, ofi=50, first=10), "X") is not None
+
+
+def test_toxic_flow_exactly_minus_max_is_not_over():
+    d = ToxicFlow(max_abs=10, hold_ns=0, warmup_ns=0, window_ns=S)
+    for t in range(5):
+        assert d.observe(book(t, ofi=-10.0), "X") is None
+
+
+def test_volume_no_scale_counts_every_skipped_interval():
+    d = VolumeAnomaly(z_max=20, warmup=5, interval_ns=S)
+    d.observe(vol(None), "X")
+    d.observe(vol(None), "X")
+    assert d.no_scale == 2

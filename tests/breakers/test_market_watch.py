@@ -87,6 +87,10 @@ def test_spread_median_over_its_own_window():
     ((math.nan, 1.0, 101.0, 1.0), "not_finite"),
     ((100.0, math.inf, 101.0, 1.0), "not_finite"),
     ((100.0, 1.0, -math.inf, 1.0), "not_finite"),
+    ((100.0, 1.0, 101.0, math.nan), "not_finite"),
+    ((100.0, 1.0, 101.0, math.inf), "not_finite"),
+    ((100.0, 1.0, 0.0, 1.0), "price_not_positive"),
+    ((100.0, 1.0, 101.0, 0.0), "zero_depth"),
     ((0.0, 1.0, 101.0, 1.0), "price_not_positive"),
     ((100.0, 1.0, -1.0, 1.0), "price_not_positive"),
     ((100.0, 0.0, 101.0, 1.0), "zero_depth"),
@@ -99,8 +103,17 @@ def test_degenerate_tops_are_ignored_and_counted(top, why):
     w.on_book(100.0, 1.0, 101.0, 1.0, 0)
     assert w.on_book(*top, 1) is None
     assert dict(w.ignored) == {why: 1}
+    assert w.on_book(*top, 1) is None
+    assert dict(w.ignored) == {why: 2}, "each one is counted"
     f = w.on_book(100.0, 1.0, 101.0, 1.0, 2)
     assert f.ofi == 0.0 and len(w.spread_median) == 2, "the bad sample left no trace"
+
+
+def test_prices_below_one_are_real_prices():
+    w = watch()
+    assert w.on_book(0.5, 1.0, 0.9, 1.0, 0) is not None
+    assert w.on_trade(0.5, 1.0, 0) == [] and w._bucket == 1.0
+    assert not w.ignored
 
 
 def test_a_degenerate_first_sample_does_not_start_the_warm_up():
@@ -115,7 +128,8 @@ def test_a_degenerate_first_sample_does_not_start_the_warm_up():
 def test_degenerate_trades_are_ignored_and_counted(price, qty):
     w = watch()
     assert w.on_trade(price, qty, 0) is None
-    assert dict(w.ignored) == {"bad_trade": 1} and w._bucket == 0.0
+    assert w.on_trade(price, qty, 0) is None
+    assert dict(w.ignored) == {"bad_trade": 2} and w._bucket == 0.0
 
 
 def test_volume_intervals_close_with_figures_against_the_history():
@@ -147,6 +161,14 @@ def test_a_long_silence_closes_at_most_one_window_of_empty_intervals():
     assert [x.start_ns for x in out[1:]] == [996 * S, 997 * S, 998 * S, 999 * S]
     assert list(w.volumes) == [0.0] * 4
     assert w.tick(1000 * S + 2) == [] and w.tick(1001 * S)[0].start_ns == 1000 * S
+
+
+def test_a_silence_of_exactly_one_window_closes_every_interval():
+    w = watch(volume_interval_ns=1 * S, volume_window=4)
+    w.on_trade(100.0, 7.0, 0)
+    out = w.tick(5 * S)
+    assert [x.start_ns for x in out] == [0, 1 * S, 2 * S, 3 * S, 4 * S]
+    assert w.tick(6 * S)[0].start_ns == 5 * S
 
 
 def test_the_first_interval_is_aligned_to_the_interval():

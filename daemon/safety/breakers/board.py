@@ -100,7 +100,7 @@ class BreakerBoard:
             raise ValueError(f"venues must be distinct names other than {GLOBAL!r}, "
                              f"got {venues!r}")
         self.cfg = cfg
-        self.on_change = on_change or (lambda change: None)
+        self.on_change = on_change
         self.policy = Policy(cooldown_ns=_ns(cfg.cooldown_s),
                              cooldown_max_ns=_ns(cfg.cooldown_max_s),
                              growth=cfg.cooldown_growth, probe_orders=cfg.probe_orders,
@@ -159,7 +159,8 @@ class BreakerBoard:
             self.outcomes[name].clear()
         (log.warning if change.new == BState.OPEN.value else log.info)(
             "breaker %s: %s -> %s: %s", name, change.old, change.new, change.reason)
-        self.on_change(change)
+        if self.on_change is not None:
+            self.on_change(change)
         if name == GLOBAL:
             return
         g = self.breakers[GLOBAL]
@@ -247,15 +248,19 @@ class BreakerBoard:
             return None
         v = self._venue(venue)
         g = self.breakers[GLOBAL]
-        if g.state is BState.OPEN and not (g.kind is Kind.HELD and set(self.holds) <= {venue}):
-            return f"breaker global open: {g.reason}"
-        if v.state is BState.CLOSED and g.state is BState.HALF_OPEN:
-            return g.allow(notional, reduce_only, now_ns, client_id)
-        why = v.allow(notional, reduce_only, now_ns, client_id)
-        if why is None and g.state is BState.HALF_OPEN:
-            # Both probing: the order is a probe of each (counted in both budgets).
-            why = g.allow(notional, reduce_only, now_ns, client_id)
-        return why
+        if g.state is BState.OPEN and g.kind is Kind.HELD and set(self.holds) <= {venue}:
+            checks = [v]         # held open by this venue alone: the venue's probes decide
+        else:
+            checks = [g, v]
+        for b in checks:
+            why = b.refusal(notional)
+            if why is not None:
+                return why
+        # Both may be probing: then the order is a probe of each (counted in both budgets,
+        # and only once both said yes).
+        for b in checks:
+            b.count_probe(now_ns, client_id)
+        return None
 
     def on_ack(self, venue: str, client_id: str, latency_ns: int, now_ns: int) -> None:
         out = self.outcomes[self._venue(venue).name]
@@ -269,7 +274,7 @@ class BreakerBoard:
             self._detected(venue, trip, now_ns)
             return
         out.consecutive.success()
-        self._detected(venue, out.error_rate.record(False, now_ns), now_ns)
+        out.error_rate.record(False, now_ns)     # a success never trips
         self._ok(venue, client_id, now_ns)
 
     def on_fill(self, venue: str, client_id: str, now_ns: int) -> None:
@@ -342,10 +347,7 @@ class BreakerBoard:
         if not isinstance(snap, dict) or snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"not a breaker snapshot of version {SNAPSHOT_VERSION}")
         skipped = []
-        entries = snap["breakers"]
-        # Venues first, so that a cascade re-creates the global hold before the global entry.
-        for name in sorted(entries, key=lambda n: n == GLOBAL):
-            e = entries[name]
+        for name, e in snap["breakers"].items():
             b = self.breakers.get(name)
             if b is None:
                 skipped.append(name)

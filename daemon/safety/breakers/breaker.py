@@ -188,10 +188,10 @@ class CircuitBreaker:
         return True
 
     # -- orders ----------------------------------------------------------------------------
-    def allow(self, notional: Decimal, reduce_only: bool, now_ns: int,
-              client_id: str | None = None) -> str | None:
-        """None if the order may go (a half-open breaker counts it as a probe), else why not."""
-        if reduce_only or self.state is BState.CLOSED:
+    def refusal(self, notional: Decimal) -> str | None:
+        """Why an exposure-adding order of `notional` may not go now, else None. Counts
+        nothing (see `allow`)."""
+        if self.state is BState.CLOSED:
             return None
         if self.state is BState.OPEN:
             return f"breaker {self.name} open: {self.reason}"
@@ -202,9 +202,23 @@ class CircuitBreaker:
         if self.probes_used >= p.probe_orders:
             return (f"breaker {self.name} half-open: probe budget used "
                     f"({self.probes_used}/{p.probe_orders})")
-        self.probes_used += 1
-        self._probes.append(_Probe(client_id, now_ns))
         return None
+
+    def count_probe(self, now_ns: int, client_id: str | None = None) -> None:
+        """An order allowed while half-open is about to leave: one probe of the budget."""
+        if self.state is BState.HALF_OPEN:
+            self.probes_used += 1
+            self._probes.append(_Probe(client_id, now_ns))
+
+    def allow(self, notional: Decimal, reduce_only: bool, now_ns: int,
+              client_id: str | None = None) -> str | None:
+        """None if the order may go (a half-open breaker counts it as a probe), else why not."""
+        if reduce_only:
+            return None
+        why = self.refusal(notional)
+        if why is None:
+            self.count_probe(now_ns, client_id)
+        return why
 
     def probe_ok(self, now_ns: int, client_id: str | None = None) -> None:
         """An ack or fill. With a client id only that probe's counts; without one, the

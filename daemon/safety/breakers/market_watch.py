@@ -142,15 +142,8 @@ class MarketWatch:
         prev = self._prev
         if prev is not None:
             pb, pbq, pa, paq = prev
-            e = 0.0
-            if bid >= pb:
-                e += bid_qty
-            if bid <= pb:
-                e -= pbq
-            if ask <= pa:
-                e -= ask_qty
-            if ask >= pa:
-                e += paq
+            e = ((bid_qty if bid >= pb else 0.0) - (pbq if bid <= pb else 0.0)
+                 - (ask_qty if ask <= pa else 0.0) + (paq if ask >= pa else 0.0))
             self._ofi.append((ts_ns, e))
             self._ofi_sum += e
         self._prev = (bid, bid_qty, ask, ask_qty)
@@ -187,11 +180,11 @@ class MarketWatch:
         out.append(self._close(self._bucket))
         self._bucket = 0.0
         empty = (now_ns - self._bucket_start) // step
-        if empty > self.volumes.maxlen:
-            # A long silence: older empty intervals would be pushed out of the history
-            # by the later ones anyway.
-            self._bucket_start += (empty - self.volumes.maxlen) * step
-            empty = self.volumes.maxlen
+        # A long silence: empty intervals older than the history would be pushed out of it
+        # by the later ones anyway.
+        skip = max(0, empty - self.volumes.maxlen)
+        self._bucket_start += skip * step
+        empty -= skip
         for _ in range(empty):
             out.append(self._close(0.0))
         return out
