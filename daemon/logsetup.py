@@ -53,8 +53,9 @@ def fields(**kw: object) -> dict[str, str]:
     return out
 
 
-# The gateway's client order ids: "b4-" + run session + "-" + "-" + sequence (gateway.py).
-_ORDER_ID = re.compile(r"\bb4-[A-Za-z0-9]+--\d+\b")
+# The gateway's client order ids: "b4-" + run session + "-" + sequence (gateway.py; older
+# runs wrote two dashes before the sequence).
+_ORDER_ID = re.compile(r"\bb4-[A-Za-z0-9]+-+\d+\b")
 
 
 class StateFields(logging.Filter):

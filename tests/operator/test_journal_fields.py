@@ -121,9 +121,9 @@ def test_every_record_has_bot4_state_and_orders_have_their_id(start_daemon, tmp_
     assert all("BOT4_STATE" in r for r in records[first:])
     states = {r["BOT4_STATE"] for r in records[first:]}
     assert {"booting", "trading", "estop"} <= states
-    ids = re.compile(r"\bb4-[A-Za-z0-9]+--\d+\b")
+    ids = re.compile(r"\bb4-[A-Za-z0-9]+-+\d+\b")
     named = [r for r in records if ids.search(r["MESSAGE"])]
-    assert named, "no record named an order"
+    assert named, "\n".join(r["MESSAGE"] for r in records)
     for r in named:
         assert r["BOT4_ORDER_ID"] == ids.search(r["MESSAGE"]).group(0)
     fill = next(r for r in records if r.get("BOT4_EVENT") == "fill")
