@@ -502,10 +502,12 @@ def test_manual_and_risk_trips_survive_a_restart():
     assert b2.restore(snap, 1000 * S) == []
     g, v = b2.breakers[GLOBAL], b2.breakers[V]
     assert (g.state, g.kind.value, g.reason, g.figures, g.since_ns) == \
-        (BState.OPEN, "manual", "restored after restart: risk: daily loss", {"loss": "51"},
-         1000 * S)
-    assert v.kind.value == "manual" and v.reason == "restored after restart: operator: " \
-        "maintenance"
+        (BState.OPEN, "manual", "risk: daily loss", {"loss": "51"}, 5)
+    assert (v.kind.value, v.reason, v.since_ns) == ("manual", "operator: maintenance", 6)
+    assert [(c.name, c.old, c.new, c.reason, c.ts_ns) for c in rec.changes] == [
+        (GLOBAL, "closed", "open", "risk: daily loss", 1000 * S),
+        (V, "closed", "open", "operator: maintenance", 1000 * S)]
+    assert b2.snapshot() == snap, "a second restart sees the same breakers"
     b2.tick(10**9 * S)
     assert b2.tripped is not None
     assert b2.reset(GLOBAL, 2000 * S) and b2.reset(V, 2000 * S)
@@ -758,7 +760,7 @@ def test_restore_goes_past_skipped_entries():
     snap = {"version": 1, "breakers": {"kraken": entry, GLOBAL: held, V: entry}}
     with _Capture() as logs:
         assert b.restore(snap, 5) == ["kraken"]
-    assert state(b, V) == "open" and b.breakers[V].reason == "restored after restart: r"
+    assert state(b, V) == "open" and b.breakers[V].reason == "r"
     assert (logging.WARNING,
             "breaker snapshot names 'kraken', which this board does not have") in logs
 
@@ -793,3 +795,18 @@ def test_probe_window_from_the_config_reaches_the_breakers():
     assert state(b, V) == "half_open", "a window: successes alone do not close it"
     b.tick(t + 5 * S)
     assert state(b, V) == "closed"
+
+
+def test_a_pre_trade_reject_counts_but_fails_no_probe():
+    b, rec = board(max_rejects_per_min=1, error_min_orders=10_000)
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_reject(V, "(pre-trade)", "risk: price band", t + 1, pre_trade=True)
+    assert state(b, V) == "half_open" and b.breakers[V].reopens == 0
+    b.on_reject(V, "(pre-trade)", "risk: price band", t + 2, pre_trade=True)
+    assert state(b, V) == "open", "the second is a storm: the round fails on it"
+    assert rec.changes[-1].reason == "probe failed: 2 rejects in the last minute (max 1)"
+    b2, _ = board(max_rejects_per_min=1, error_min_orders=10_000, cascade=False)
+    b2.on_reject(V, "(pre-trade)", "x", 1, pre_trade=True)
+    b2.on_reject(V, "(pre-trade)", "x", 2, pre_trade=True)
+    assert state(b2, V) == "open"

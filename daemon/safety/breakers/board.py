@@ -287,10 +287,14 @@ class BreakerBoard:
         for b in (self.breakers[venue], self.breakers[GLOBAL]):
             b.probe_ok(now_ns, client_id)
 
-    def on_reject(self, venue: str, client_id: str, reason: str, now_ns: int) -> None:
-        """The venue refused an order."""
+    def on_reject(self, venue: str, client_id: str, reason: str, now_ns: int, *,
+                  pre_trade: bool = False) -> None:
+        """The venue refused an order; or (`pre_trade`) the gateway's own checks did: that
+        counts for the error rate and the reject storm like a venue's reject, but is no
+        failed probe (nothing reached the venue)."""
         out = self.outcomes[self._venue(venue).name]
-        self._failed(venue, f"{client_id} rejected: {reason}", now_ns)
+        if not pre_trade:
+            self._failed(venue, f"{client_id} rejected: {reason}", now_ns)
         self._detected(venue, out.error_rate.record(True, now_ns), now_ns)
         self._detected(venue, out.storm.record(now_ns), now_ns)
 
@@ -340,10 +344,12 @@ class BreakerBoard:
             for b in self.breakers.values() if b.state is not BState.CLOSED}}
 
     def restore(self, snap: dict[str, Any], now_ns: int) -> list[str]:
-        """Open again what `snapshot` saw open. Manual and escalated trips stay manual;
-        an automatic trip (or a half-open round) starts a fresh cooldown at `now_ns` (its
-        cooldown growth and reopen count kept); venue-held global trips follow their venue.
-        Breakers the board does not have are skipped and named in the result."""
+        """Open again what `snapshot` saw open, with the same reason and figures (the
+        change is told to `on_change` at `now_ns`). Manual and escalated trips stay manual
+        and keep their since-time; an automatic trip (or a half-open round) starts a fresh
+        cooldown at `now_ns` (its cooldown growth and reopen count kept); venue-held global
+        trips follow their venue. Breakers the board does not have are skipped and named in
+        the result."""
         if not isinstance(snap, dict) or snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"not a breaker snapshot of version {SNAPSHOT_VERSION}")
         skipped = []
@@ -359,6 +365,10 @@ class BreakerBoard:
             b.cooldown_ns = min(int(e["cooldown_ns"]), self.policy.cooldown_max_ns)
             b.reopens = int(e["reopens"])
             b.escalated = bool(e["escalated"])
-            b.trip(f"restored after restart: {e['reason']}", now_ns,
+            # The reason stays as it was: the operator (and the risk engine's reset, which
+            # recognises its own trips by their reason) sees the same breaker as before.
+            b.trip(str(e["reason"]), now_ns,
                    figures={str(k): str(v) for k, v in e["figures"].items()}, kind=kind)
+            if kind is Kind.MANUAL:
+                b.since_ns = int(e["since_ns"])   # open since then; only a reset closes it
         return skipped
