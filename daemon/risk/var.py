@@ -48,6 +48,8 @@ class MarkWindow:
     def __init__(self, window: int, interval_ns: int) -> None:
         self.interval_ns = interval_ns
         self.samples: deque[tuple[int, dict[str, float]]] = deque(maxlen=window + 1)
+        self._version = 0   # bumped by every change: the returns cache's key
+        self._cache: tuple[tuple, np.ndarray] | None = None
 
     def sample(self, marks: Mapping[str, Decimal | None], now_ns: int) -> bool:
         """Keep `marks` if an interval has passed since the last sample; True if kept."""
@@ -55,14 +57,36 @@ class MarkWindow:
             return False
         self.samples.append((now_ns, {s: float(m) for s, m in marks.items()
                                       if m is not None and m > 0}))
+        self._version += 1
         return True
+
+    def replace(self, samples: Iterable[tuple[int, dict[str, float]]]) -> None:
+        """Put back the samples of a snapshot (restart). The only other way to change the
+        window besides `sample`: both keep the returns cache honest."""
+        self.samples.clear()
+        self.samples.extend(samples)
+        self._version += 1
 
     @property
     def n_returns(self) -> int:
         return max(0, len(self.samples) - 1)
 
     def returns(self, symbols: list[str]) -> np.ndarray:
-        """Simple returns, one row per step, one column per symbol (0 where unpriced)."""
+        """Simple returns, one row per step, one column per symbol (0 where unpriced).
+
+        Cached until the window changes: the pre-trade VaR check asks for the same matrix
+        on every order, and building it walks every sample (1,440 by default) in Python.
+        The key is the window's version (`sample` and `replace` bump it) and the symbols.
+        Callers must not modify the array (it is read-only)."""
+        key = (self._version, tuple(symbols))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        out = self._build(symbols)
+        out.flags.writeable = False
+        self._cache = (key, out)
+        return out
+
+    def _build(self, symbols: list[str]) -> np.ndarray:
         out = np.zeros((self.n_returns, len(symbols)))
         prev = None
         for i, (_, marks) in enumerate(self.samples):
