@@ -431,3 +431,113 @@ def test_a_failing_checkpoint_is_logged_not_raised(tmp_path, caplog):
         j.checkpoint()
     assert [r.getMessage() for r in caplog.records] == [
         "journal checkpoint failed: Cannot operate on a closed database."]
+
+
+@pytest.mark.parametrize("dirname", ["a#b", "c?d", "e%41", "f g"])
+def test_a_state_dir_with_uri_characters_in_its_name_reopens(tmp_path, dirname):
+    """The read-only check opens the file through an SQLite URI. Unquoted, '#' or '?' in the
+    path cut it short: mode=ro was lost, an empty database was CREATED at the truncated
+    path, and the healthy journal was refused as "not a bot4 journal" (exit 65, with a hint
+    to reset it); '%41' opened another name. The path is percent-encoded now."""
+    path = tmp_path / dirname / "journal.sqlite3"
+    j = Journal(path)
+    j.set_latch(True, "estop", "pressed")
+    j.close()
+    j = Journal(path, must_exist=True)
+    try:
+        assert j.latch().source == "estop"
+    finally:
+        j.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dirname]
+    assert sorted(p.name for p in (tmp_path / dirname).iterdir()) == ["journal.sqlite3"]
+
+
+def test_a_locked_journal_is_a_journal_error_not_damage(tmp_path):
+    """Another process holds the file exclusively (e.g. an operator's sqlite3 shell in
+    exclusive locking mode): the read-only check cannot read it. That is not proven damage:
+    JournalError (the daemon retries under systemd), never JournalDamaged (exit 65 and a
+    hint to reset a healthy journal)."""
+    path = tmp_path / "j.sqlite3"
+    Journal(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(JournalError) as e:
+            Journal(path)   # waits out SQLite's busy timeout (5 s), then gives up
+        assert type(e.value) is JournalError
+        assert str(e.value) == f"{path}: database is locked"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_refused_file_keeps_its_wal_untouched(tmp_path):
+    """A foreign database whose last commits are only in its -wal (its writer was
+    killed) is refused without being checkpointed: the read-only connection cannot fold
+    the WAL into the file, as a read-write one would when it closes."""
+    import subprocess
+    import sys
+    from tests.daemon_harness import REPO
+    path = tmp_path / "foreign.sqlite3"
+    code = ("import os, sqlite3\n"
+            f"db = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "db.execute('PRAGMA journal_mode=WAL')\n"
+            "db.execute('CREATE TABLE t (x)')\n"
+            "db.execute('INSERT INTO t VALUES (1)')\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+    wal = tmp_path / "foreign.sqlite3-wal"
+    before = (path.read_bytes(), wal.read_bytes())
+    assert before[1], "the commit is not in the WAL"
+    with pytest.raises(JournalDamaged, match="not a bot4 journal"):
+        Journal(path)
+    assert (path.read_bytes(), wal.read_bytes()) == before
+
+
+def test_a_failed_open_closes_its_connection_at_once(tmp_path, monkeypatch):
+    """A migration that fails after the read-write connection is open: the connection is
+    closed before the error leaves __init__ (while the error still holds the half-built
+    journal), so the -wal and -shm files are gone, as after any last close."""
+    from daemon.store import migrations
+    from tests.store.test_migrations import build
+    path = build(tmp_path / "journal.sqlite3", 1)
+
+    def fail(db: sqlite3.Connection) -> None:
+        raise RuntimeError("no")
+    monkeypatch.setattr(migrations, "MIGRATIONS", (migrations.Migration(2, "x", apply=fail),))
+    with pytest.raises(JournalError, match="no; the copy taken") as refused:
+        Journal(path)
+    assert not (tmp_path / "journal.sqlite3-wal").exists()
+    assert not (tmp_path / "journal.sqlite3-shm").exists()
+    del refused
+
+
+def test_commit_time_accounting(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    Journal(path).close()
+    j = Journal(path)   # already the newest schema: opening commits nothing
+    try:
+        assert (j.commits, j.commit_seconds_sum, j.commit_seconds_max) == (0, 0.0, 0.0)
+        j.audit("x")
+        j.audit("y")
+        assert j.commits == 2
+        assert 0 < j.commit_seconds_max <= j.commit_seconds_sum
+    finally:
+        j.close()
+
+
+def test_recent_orders_and_fills_default_to_fifty(j):
+    o = _order()
+    with j.batch():
+        for i in range(51):
+            j.record_order(_order(f"o{i:02d}"), 1)
+            j.record_fill(_fill(f"f{i:02d}"), o, Position("BTCUSDT"))
+    orders, fills = j.recent_orders(), j.recent_fills()
+    assert len(orders) == 50 and orders[0]["client_id"] == "o50"
+    assert len(fills) == 50 and fills[-1]["fill_id"] == "f01"
+
+
+def test_state_type_error_names_the_type(j):
+    with pytest.raises(TypeError, match=r"^state 'k' must be a dict, got list$"):
+        j.save_state("k", [])

@@ -28,6 +28,7 @@ import logging
 import os
 import sqlite3
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -179,7 +180,7 @@ class Journal:
         try:
             found = migrations.read_version(db)
             if found is not None:
-                migrations.check_supported(found, SCHEMA_VERSION)
+                migrations.check_supported(found)   # against LATEST == SCHEMA_VERSION
         except migrations.SchemaTooNew as e:
             raise JournalTooNew(f"{self.path}: {e}") from e
         except migrations.SchemaInvalid as e:
@@ -193,8 +194,11 @@ class Journal:
 
     def _check_readonly(self) -> None:
         """quick_check on a read-only connection: a damaged file is refused untouched."""
+        # Percent-encoded: a '#', '?' or '%' in the path would otherwise end or change the
+        # URI's file name (and drop mode=ro with it).
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
         try:
-            ro = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            ro = sqlite3.connect(uri, uri=True)
         except sqlite3.Error as e:
             raise JournalError(f"{self.path}: {e}") from e
         try:
@@ -311,10 +315,12 @@ class Journal:
         if since_ns is not None:
             where.append("ts_ns >= ?")
             args.append(since_ns)
+        if limit is not None:
+            args.append(_limit(limit))
         q = ("SELECT ts_ns, kind, detail FROM audit" + (" WHERE " + " AND ".join(where)
                                                           if where else "")
-             + " ORDER BY id DESC LIMIT ?")
-        rows = self._db.execute(q, (*args, -1 if limit is None else _limit(limit))).fetchall()
+             + " ORDER BY id DESC LIMIT " + ("?" if limit is not None else "-1"))
+        rows = self._db.execute(q, args).fetchall()
         return [(ts, k, orjson.loads(d)) for ts, k, d in reversed(rows)]
 
     def record_config(self, path: str | None, file_sha256: str | None,

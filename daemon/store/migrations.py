@@ -106,25 +106,29 @@ class MigrationFailed(SchemaError):
 
 @dataclass(frozen=True)
 class Migration:
+    """One step forward. Both parts run inside the migration's one transaction: first the
+    `ddl` statements, then `apply` (data changes, when a version needs any)."""
+
     version: int                                    # the version it produces
     summary: str
-    apply: Callable[[sqlite3.Connection], None]     # runs inside the migration's transaction
+    ddl: str = ""
+    apply: Callable[[sqlite3.Connection], None] | None = None
 
 
 def _statements(ddl: str) -> list[str]:
     return [s for s in ddl.split(";") if s.strip()]
 
 
-def _run(ddl: str) -> Callable[[sqlite3.Connection], None]:
-    def apply(db: sqlite3.Connection) -> None:
-        for stmt in _statements(ddl):
-            db.execute(stmt)
-    return apply
+def _apply(db: sqlite3.Connection, m: Migration) -> None:
+    for stmt in _statements(m.ddl):
+        db.execute(stmt)
+    if m.apply is not None:
+        m.apply(db)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "kv_state, reconciliations, indexes on fills(client_id) and audit(kind)",
-              _run(V2_SCHEMA)),
+              V2_SCHEMA),
 )
 
 
@@ -161,11 +165,10 @@ def read_version(db: sqlite3.Connection) -> int | None:
     return int(text)
 
 
-def check_supported(version: int, supported: int | None = None) -> None:
-    """Raise SchemaTooNew for a journal written by a newer bot4."""
-    top = LATEST if supported is None else supported
-    if version > top:
-        raise SchemaTooNew(version, top)
+def check_supported(version: int) -> None:
+    """Raise SchemaTooNew for a journal written by a newer bot4 (above LATEST)."""
+    if version > LATEST:
+        raise SchemaTooNew(version, LATEST)
 
 
 def _set_version(db: sqlite3.Connection, version: int) -> None:
@@ -179,7 +182,7 @@ def create(db: sqlite3.Connection, migrations: tuple[Migration, ...] | None = No
     for stmt in _statements(BASE_SCHEMA):
         db.execute(stmt)
     for m in steps:
-        m.apply(db)
+        _apply(db, m)
     version = latest(steps)
     _set_version(db, version)
     return version
@@ -220,7 +223,7 @@ def backup(db: sqlite3.Connection, dest: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, dest)
-    fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+    fd = os.open(dest.parent, os.O_RDONLY)   # the rename is durable once the directory is
     try:
         os.fsync(fd)
     finally:
@@ -247,7 +250,7 @@ def upgrade(db: sqlite3.Connection, path: Path, version: int,
     for m in pending:
         try:
             with _transaction(db):
-                m.apply(db)
+                _apply(db, m)
                 _set_version(db, m.version)
         except Exception as e:
             raise MigrationFailed(version, m.version, e, bak) from e

@@ -109,7 +109,7 @@ def test_migrations_are_numbered_in_order():
     assert migrations.latest(()) == migrations.BASE_VERSION
     m2 = migrations.MIGRATIONS[0]
     migrations.check_order((m2,))
-    for bad in ((), (m2, m2), (migrations.Migration(3, "gap", m2.apply),)):
+    for bad in ((), (m2, m2), (migrations.Migration(3, "gap", m2.ddl),)):
         if bad == ():
             migrations.check_order(bad)   # no migration at all is a valid list
             continue
@@ -240,13 +240,11 @@ def test_a_backup_that_cannot_be_written_stops_before_migrating(tmp_path):
 
 # -- failures in the middle ----------------------------------------------------------------------
 def _broken(real: migrations.Migration, when: str) -> migrations.Migration:
-    def apply(db: sqlite3.Connection) -> None:
-        if when == "after":
-            real.apply(db)
-        else:   # half of it
-            db.execute(migrations._statements(migrations.V2_SCHEMA)[0])
+    """The real migration failing after all of its statements ran, or after the first."""
+    def fail(db: sqlite3.Connection) -> None:
         raise RuntimeError("power cut in the middle of the migration")
-    return migrations.Migration(real.version, real.summary, apply)
+    ddl = real.ddl if when == "after" else migrations._statements(real.ddl)[0]
+    return migrations.Migration(real.version, real.summary, ddl, fail)
 
 
 @pytest.mark.parametrize("when", ["midway", "after"])
@@ -277,7 +275,7 @@ def test_each_migration_commits_on_its_own(tmp_path):
     def v3(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE v3_table (x)")
         raise sqlite3.OperationalError("database or disk is full")
-    steps = (migrations.MIGRATIONS[0], migrations.Migration(3, "fails", v3))
+    steps = (migrations.MIGRATIONS[0], migrations.Migration(3, "fails", apply=v3))
     with pytest.raises(migrations.MigrationFailed) as e:
         migrations.upgrade(db, path, 1, steps)
     assert (e.value.version, e.value.target, e.value.backup) == (
@@ -300,9 +298,8 @@ def test_a_process_killed_in_the_middle_of_a_migration_leaves_the_old_version(tm
         "from daemon.store import migrations as m\n"
         "real = m.MIGRATIONS[0]\n"
         "def crash(db):\n"
-        "    real.apply(db)\n"
-        "    os._exit(9)\n"
-        "m.MIGRATIONS = (m.Migration(real.version, real.summary, crash),)\n"
+        "    os._exit(9)\n"   # after every statement of the real migration ran
+        "m.MIGRATIONS = (m.Migration(real.version, real.summary, real.ddl, crash),)\n"
         "from daemon.store.journal import Journal\n"
         f"Journal({str(path)!r})\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60)
@@ -335,14 +332,48 @@ def test_a_journal_newer_than_this_code_is_refused_untouched(tmp_path):
     assert not list(tmp_path.glob("*.bak"))
 
 
-def test_too_new_is_checked_against_the_version_given():
-    migrations.check_supported(2, 2)
-    migrations.check_supported(migrations.LATEST)
+def test_too_new_is_anything_above_latest():
+    for v in VERSIONS:
+        migrations.check_supported(v)
     with pytest.raises(migrations.SchemaTooNew) as e:
-        migrations.check_supported(3, 2)
-    assert (e.value.found, e.value.supported) == (3, 2)
-    with pytest.raises(migrations.SchemaTooNew):
         migrations.check_supported(migrations.LATEST + 1)
+    assert (e.value.found, e.value.supported) == (migrations.LATEST + 1, migrations.LATEST)
+
+
+def test_a_migration_runs_its_statements_then_its_data_step(tmp_path):
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    seen: list[list[str]] = []
+    m = migrations.Migration(2, "t", "CREATE TABLE a (x); CREATE TABLE b (y);",
+                             lambda conn: seen.append(tables(conn)))
+    migrations.create(db, (m,))
+    assert seen == [["a", "audit", "b", "fills", "latch", "meta", "order_events", "orders",
+                     "positions"]]
+    assert migrations.read_version(db) == 2
+
+
+def test_migrating_logs_the_backup_and_each_step(tmp_path, caplog):
+    import logging
+    path = build(tmp_path / "journal.sqlite3", 1)
+    with caplog.at_level(logging.INFO, logger="daemon.store.migrations"):
+        Journal(path).close()
+    assert [(r.levelname, r.getMessage()) for r in caplog.records
+            if r.name == "daemon.store.migrations"] == [
+        ("WARNING", f"journal {path}: schema version 1, migrating to {SCHEMA_VERSION} (backup "
+                    f"{tmp_path / 'journal.sqlite3.v1.bak'})"),
+        *[("INFO", f"journal {path}: migrated to schema version {m.version}: {m.summary}")
+          for m in migrations.MIGRATIONS]]
+
+
+def test_read_version_messages():
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with pytest.raises(migrations.SchemaInvalid) as e:
+        migrations.read_version(db)
+    assert str(e.value) == "the journal has no schema version (no 'schema' row in meta)"
+    db.execute("INSERT INTO meta VALUES ('schema', '1x')")
+    with pytest.raises(migrations.SchemaInvalid) as e:
+        migrations.read_version(db)
+    assert str(e.value) == "the journal's schema version '1x' is not a version"
 
 
 @pytest.mark.parametrize("value, words", [
