@@ -39,6 +39,10 @@ _STOPS = (State.HALTED, State.ESTOP, State.FAULT)
 def classify(old: State, new: State, reason: str) -> tuple[str, str] | None:
     """The alert kind and title of a state change, or None when it is not alert-worthy."""
     low = reason.lower()
+    # Loss limits (daemon/protection.py words them "risk limit daily_loss: ...", also
+    # drawdown and losing_streak; the old breaker said "loss ... beyond max_loss").
+    loss = any(w in low for w in ("loss", "drawdown", "losing")) and (
+        "limit" in low or "breaker" in low)
     if new is State.ESTOP:
         return "estop", "E-STOP latched"
     if old is State.ESTOP and new is State.READY:
@@ -46,11 +50,13 @@ def classify(old: State, new: State, reason: str) -> tuple[str, str] | None:
     if new is State.FAULT:
         return "fault", "FAULT"
     if new is State.HALTED:
-        if "loss" in low and ("breaker" in low or "limit" in low or "max_loss" in low):
+        if loss:
             return "loss_limit", "loss limit: halted"
         if low.startswith("breaker"):
             return "breaker", "breaker tripped: halted"
         return "halt", "halted"
+    if new is State.REDUCING and loss:
+        return "loss_limit", "loss limit: reducing only"
     return None
 
 
