@@ -113,3 +113,47 @@ def test_web_off_by_default_serves_nothing(start_daemon):
     assert "status page on" not in d.log
     wait_for(lambda: d.status()["state"] == "ready", 5)
     assert d.terminate() == 0
+
+
+def _self_signed(tmp_path):
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        import pytest
+        pytest.skip("openssl not installed (makes the test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_https_with_the_configured_certificate(start_daemon, tmp_path):
+    import ssl
+    import urllib.request
+    cert, key = _self_signed(tmp_path)
+    d = start_daemon(env={**WEB_ON, "BOT4__WEB__TLS_CERT": str(cert),
+                          "BOT4__WEB__TLS_KEY": str(key)})
+    d.wait_ready()
+    base = page_url(d)
+    assert base.startswith("https://127.0.0.1:")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    ctx.check_hostname = False   # the test certificate names localhost, we dial 127.0.0.1
+    with urllib.request.urlopen(base + "api/status", context=ctx, timeout=10) as r:
+        assert r.status == 200 and json.loads(r.read())["status"]["state"] == "ready"
+    # Plain HTTP on the TLS port gets no page.
+    code = None
+    try:
+        code, _, _ = http(base.replace("https://", "http://") + "api/status")
+    except OSError:
+        pass
+    assert code != 200
+    assert d.status()["operator"]["web"]["tls"] is True
+    assert d.terminate() == 0
+
+
+def test_unreadable_certificate_refuses_to_start(start_daemon, tmp_path):
+    d = start_daemon(env={**WEB_ON, "BOT4__WEB__TLS_CERT": str(tmp_path / "missing.pem"),
+                          "BOT4__WEB__TLS_KEY": str(tmp_path / "missing.key")})
+    assert d.proc.wait(30) == 78, d.log
+    assert "tls_cert" in d.log
