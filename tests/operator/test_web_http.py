@@ -157,3 +157,21 @@ def test_unreadable_certificate_refuses_to_start(start_daemon, tmp_path):
                           "BOT4__WEB__TLS_KEY": str(tmp_path / "missing.key")})
     assert d.proc.wait(30) == 78, d.log
     assert "tls_cert" in d.log
+
+
+def test_port_in_use_is_a_failed_step_not_a_failed_boot(start_daemon):
+    import socket
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        d = start_daemon(env={"BOT4__WEB__ENABLED": "true", "BOT4__WEB__PORT": str(port)})
+        d.wait_ready()   # the safety chain is up without its page
+        st = d.status()
+        assert st["state"] == "ready"
+        assert any(f.startswith("boot: operator's view failed") for f in st["failures"]), st
+        assert st["operator"]["web"]["url"] is None
+        assert d.terminate() == 0
+    finally:
+        blocker.close()
