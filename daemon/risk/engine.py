@@ -126,7 +126,7 @@ class RiskEngine:
                   or limits.position(order, pos_qty, same_side, self.max_position(sym)))
         if reason:
             return reason
-        prices[sym] = m   # set: a market order needs the mark, a limit order its band
+        prices[sym] = price if m is None else m
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
         before = limits.exposures(bk, prices)
         bk_after = dict(bk)
@@ -218,9 +218,8 @@ class RiskEngine:
         """New trips only (each once). Call it periodically and after fills."""
         cfg = self.cfg
         prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
-        new = self.losses.evaluate(positions, prices, now_ns)   # (records its own)
+        new = self.losses.evaluate(positions, prices, now_ns)
         trips = self.losses.trips
-        n_losses = len(new)
         if cfg.var_action != "off" and "var" not in trips:
             v = self._var_of({s: p.qty for s, p in positions.items()}, prices)
             if v is not None and v > cfg.max_var:
@@ -238,9 +237,8 @@ class RiskEngine:
                     f"stress loss {fmt(loss)} ({name}) beyond max_stress_loss "
                     f"{cfg.max_stress_loss}", {"loss": fmt(loss), "scenario": str(name),
                                                "limit": str(cfg.max_stress_loss)}, now_ns))
-        for t in new[n_losses:]:
-            trips[t.limit] = t
         for t in new:
+            trips[t.limit] = t
             log.warning("risk limit %s tripped (%s): %s", t.limit, t.action, t.reason)
         return new
 
@@ -356,31 +354,24 @@ class RiskEngine:
         at the next evaluate()."""
         self.losses.reset()
 
-    def snapshot(self, window: bool = True) -> dict:
-        """JSON-able state to keep across a restart: the loss limits' state and trips
-        (small: store it with every trip, reset and fill if you like), and with `window`
-        the VaR window too (up to var_window samples: store it now and then, so that a
-        restart does not leave the VaR limit warming up again)."""
-        snap = {"version": SNAPSHOT_VERSION, "losses": self.losses.snapshot()}
-        if window:
-            snap["var_window"] = [[ts, marks] for ts, marks in self.window.samples]
-        return snap
+    def snapshot(self) -> dict:
+        """JSON-able state to keep across a restart: the loss limits' state and trips,
+        and the VaR window (so a restart does not switch the VaR limit off while it warms
+        up again)."""
+        return {"version": SNAPSHOT_VERSION, "losses": self.losses.snapshot(),
+                "var_window": [[ts, marks] for ts, marks in self.window.samples]}
 
     def restore(self, snap: Mapping) -> None:
-        """Back to the state `snapshot()` gave (a snapshot without the window leaves the
-        window as it is). Raises ValueError on anything else, changing nothing."""
+        """Back to the state `snapshot()` gave. Raises ValueError on anything else."""
         if not isinstance(snap, Mapping) or snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"risk engine snapshot version "
                              f"{snap.get('version') if isinstance(snap, Mapping) else snap!r}"
                              f", expected {SNAPSHOT_VERSION}")
         try:
-            samples = None if "var_window" not in snap else \
-                [(int(ts), {str(k): float(v) for k, v in marks.items()})
-                 for ts, marks in snap["var_window"]]
-        except (TypeError, ValueError, AttributeError) as e:
+            samples = [(int(ts), {str(k): float(v) for k, v in marks.items()})
+                       for ts, marks in snap["var_window"]]
+        except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"risk engine snapshot unreadable: {e!r}") from None
-        if "losses" not in snap:
-            raise ValueError("risk engine snapshot unreadable: no loss-limit state")
         self.losses.restore(snap["losses"])
-        if samples is not None:
-            self.window.replace(samples)
+        self.window.samples.clear()
+        self.window.samples.extend(samples)

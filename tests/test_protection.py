@@ -1,0 +1,189 @@
+"""daemon/protection.py on a real journal: every risk trip and breaker change is journalled
+with its figures and the snapshots saved before the supervisor is told what to do; the
+trips come back after a restart; an operator reset lifts what risk opened, nothing else."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from daemon.config import BreakersCfg, Config, RiskCfg
+from daemon.execution.orders import Position
+from daemon.protection import BREAKERS_KEY, RISK_KEY, Action, Protection
+from daemon.store.journal import Journal
+
+S = 1_000_000_000
+D = Decimal
+SYM = "BTCUSDT"
+DAY0 = 1_767_225_600 * S   # 2026-01-01 00:00 UTC
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = DAY0 + 3600 * S
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make(tmp_path, risk: dict | None = None, breakers: dict | None = None,
+         clock: Clock | None = None, journal: Journal | None = None):
+    cfg = Config(risk=RiskCfg(**(risk or {})),
+                 breakers=BreakersCfg(**{"cooldown_s": 10, **(breakers or {})}))
+    j = journal or Journal(tmp_path / "j.sqlite3")
+    c = clock or Clock()
+    p = Protection(cfg, j, ["paper"], clock=c)
+    return p, j, c
+
+
+def flat() -> dict[str, Position]:
+    return {SYM: Position(SYM)}
+
+
+def long_at(avg: str, qty: str = "1") -> dict[str, Position]:
+    return {SYM: Position(SYM, D(qty), D(avg))}
+
+
+def audits(j: Journal, kind: str) -> list[dict]:
+    return [d for _, _, d in j.audit_rows(kind)]
+
+
+@pytest.mark.parametrize("action,kind", [("halted", "halt"), ("reducing", "reducing")])
+def test_daily_loss_trip_is_journalled_with_figures_then_acted_on(tmp_path, action, kind):
+    p, j, c = make(tmp_path, risk={"daily_loss_limit": D("50"), "daily_loss_action": action,
+                                   "max_drawdown": D("100000")})
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []   # day start: 1000
+    c.now += S
+    pos = long_at("60000")
+    assert p.poll(pos, {SYM: D("59951")}, {SYM: True}, []) == []      # loss 49: not yet
+    c.now += S
+    actions = p.poll(pos, {SYM: D("59940")}, {SYM: True}, [])        # loss 60
+    assert [a.kind for a in actions] == ["cancel_increasing", kind]
+    assert actions[1].reason.startswith("risk limit daily_loss: daily loss 60")
+    (row,) = audits(j, "limit_trip")
+    assert (row["limit"], row["action"], row["fig_loss"], row["fig_limit"]) == \
+        ("daily_loss", action, "60", "50")
+    (br,) = audits(j, "breaker")
+    assert (br["name"], br["old"], br["new"]) == ("global", "closed", "open")
+    assert br["reason"].startswith("risk: daily_loss: daily loss 60")
+    # Durable before the action: the snapshots are in the journal already.
+    assert j.load_state(RISK_KEY)["losses"]["trips"][0]["limit"] == "daily_loss"
+    assert j.load_state(BREAKERS_KEY)["breakers"]["global"]["state"] == "open"
+    assert p.blocked().startswith("risk limit daily_loss tripped")
+    st = p.status(pos, {SYM: D("59940")})
+    assert [t["limit"] for t in st["risk"]["trips"]] == ["daily_loss"]
+    assert next(b for b in st["breakers"] if b["name"] == "global")["state"] == "open"
+    # Each trip once: the next poll acts on nothing new.
+    c.now += S
+    assert p.poll(pos, {SYM: D("59000")}, {SYM: True}, []) == []
+    assert len(audits(j, "limit_trip")) == 1
+
+
+def test_a_trip_and_an_open_breaker_survive_a_restart_and_a_new_utc_day(tmp_path):
+    p, j, c = make(tmp_path, risk={"max_drawdown": D("20"), "daily_loss_limit": D("1000")})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    c.now += S
+    p.poll(long_at("60000"), {SYM: D("59970")}, {SYM: True}, [])      # drawdown 30
+    p.trip_breaker("paper", "maintenance")
+    j.close()
+    c.now += 86_400 * S                                               # the next UTC day
+    p2, j2, _ = make(tmp_path, risk={"max_drawdown": D("20"), "daily_loss_limit": D("1000")},
+                     clock=c, journal=Journal(tmp_path / "j.sqlite3"))
+    notes = p2.restore()
+    assert any(n.startswith("risk limit drawdown (halted)") for n in notes)
+    assert any(n.startswith("breaker paper open: manual: maintenance") for n in notes)
+    assert p2.blocked() is not None
+    # Restored breakers re-open on the new board (journalled again, cancels re-asked for),
+    # but a restored risk trip is not new: no second halt.
+    assert {a.kind for a in p2.poll(long_at("60000"), {SYM: D("60000")}, {SYM: True}, [])} \
+        <= {"cancel_increasing"}
+    assert p2.board.allow("paper", D("10"), False, c.now, "x") is not None
+    # The operator's reset lifts the risk trip and the global breaker it opened; the
+    # manual trip of the venue stays until its own reset.
+    assert p2.reset() == ["drawdown"]
+    assert p2.blocked() is None
+    g = next(b for b in p2.board.status() if b["name"] == "global")
+    # Global now only holds for the venue (cascade): the risk reason is gone.
+    assert g["state"] == "open" and g["reason"].startswith("cascade from paper: manual")
+    assert audits(j2, "limit_reset") == [{"limits": ["drawdown"]}]
+    assert p2.reset_breaker("paper")
+    assert {b["name"]: b["state"] for b in p2.board.status()} == {"global": "closed",
+                                                                  "paper": "closed"}
+
+
+def test_stress_trips_at_once_with_its_scenario(tmp_path):
+    p, j, c = make(tmp_path, risk={"max_stress_loss": D("5"), "stress_action": "halted"})
+    actions = p.poll(long_at("60000", "0.01"), {SYM: D("60000")}, {SYM: True}, [])
+    assert [a.kind for a in actions] == ["cancel_increasing", "halt"]
+    (row,) = audits(j, "limit_trip")
+    assert (row["limit"], row["fig_loss"], row["fig_limit"]) == ("stress", "120", "5")
+
+
+def test_var_trips_once_its_window_has_warmed_up(tmp_path):
+    p, j, c = make(tmp_path, risk={"max_var": D("1"), "var_action": "reducing",
+                                   "var_window": 30, "var_sample_interval_s": 1,
+                                   "daily_loss_limit": D("100000"),
+                                   "max_drawdown": D("100000")})
+    pos = long_at("60000", "0.01")
+    seen = []
+    for i in range(40):                       # marks that swing 0.5 % each second
+        c.now += S
+        seen.append(p.poll(pos, {SYM: D(60000 + (300 if i % 2 else -300))}, {SYM: True}, []))
+    first = next(i for i, a in enumerate(seen) if a)
+    assert first >= 30, "no VaR before MIN_RETURNS returns"
+    assert [a.kind for a in seen[first]] == ["cancel_increasing", "reducing"]
+    (row,) = audits(j, "limit_trip")
+    assert row["limit"] == "var" and D(row["fig_var"]) > 1
+
+
+def test_losing_streak_counts_round_trips_from_the_gateway_fills(tmp_path):
+    from daemon.execution.orders import Fill, Liquidity, Side
+    p, j, c = make(tmp_path, risk={"max_losing_streak": 2, "losing_streak_action": "reducing",
+                                   "daily_loss_limit": D("100000"),
+                                   "max_drawdown": D("100000")})
+    pos = Position(SYM)
+    n = 0
+    for _ in range(2):                        # two losing round trips: buy, sell lower
+        for side, px in ((Side.BUY, "60000"), (Side.SELL, "59990")):
+            n += 1
+            f = Fill(f"f{n}", f"c{n}", SYM, side, D(px), D("0.001"), D("0.01"),
+                     Liquidity.TAKER, c.now)
+            pos.apply(f)
+            p.risk.on_fill(f, pos, c.now)     # what the gateway does on every fill
+    actions = p.poll({SYM: pos}, {SYM: D("59990")}, {SYM: True}, [])
+    assert [a.kind for a in actions] == ["cancel_increasing", "reducing"]
+    (row,) = audits(j, "limit_trip")
+    assert row["limit"] == "losing_streak"
+
+
+def test_breaker_changes_are_journalled_with_a_snapshot_and_acted_on(tmp_path):
+    p, j, c = make(tmp_path, breakers={"max_consecutive_errors": 2, "max_reopens": 1,
+                                       "cascade": False})
+    p.board.on_error("paper", "timeout", c.now)
+    p.board.on_error("paper", "timeout", c.now)
+    (row,) = audits(j, "breaker")
+    assert (row["name"], row["new"]) == ("paper", "open")
+    assert row["reason"].startswith("2 venue errors in a row (max 2)")
+    assert j.load_state(BREAKERS_KEY)["breakers"]["paper"]["state"] == "open"
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == \
+        [Action("cancel_increasing", f"breaker paper open: {row['reason']}")]
+    # Cooldown over: half-open; a probe fails: open again and, past max_reopens, halt.
+    c.now += 11 * S
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
+    assert p.board.allow("paper", D("10"), False, c.now, "probe-1") is None
+    p.board.on_reject("paper", "probe-1", "insufficient balance", c.now)
+    actions = p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    assert [a.kind for a in actions] == ["cancel_increasing", "halt"]
+    assert "keeps failing its probes" in actions[1].reason
+    news = [(r["old"], r["new"]) for r in audits(j, "breaker")]
+    assert news == [("closed", "open"), ("open", "half_open"), ("half_open", "open")]
+
+
+def test_a_snapshot_that_cannot_be_read_is_journalled_and_the_limits_start_afresh(tmp_path):
+    p, j, c = make(tmp_path)
+    j.save_state(RISK_KEY, {"version": 999})
+    j.save_state(BREAKERS_KEY, {"version": 999})
+    assert p.restore() == []
+    rows = audits(j, "state_unreadable")
+    assert [r["key"] for r in rows] == [RISK_KEY, BREAKERS_KEY]
+    assert p.blocked() is None
