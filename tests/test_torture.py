@@ -218,6 +218,41 @@ def test_reconciliation_check_needs_the_table(tmp_path):
         ("reconciled", "the journal has no reconciliations table (schema < 2)")]
 
 
+def test_protection_check_catches_a_breaker_or_a_trip_a_restart_lost(tmp_path):
+    path = _journal(tmp_path)
+    j = Journal(path)
+    j.audit("breaker", name="paper", old="closed", new="open", reason="storm")
+    j.audit("breaker", name="global", old="closed", new="open", reason="cascade")
+    j.audit("breaker", name="global", old="open", new="closed", reason="reset")
+    j.audit("limit_trip", limit="drawdown", action="halted", reason="x")
+    j.audit("limit_trip", limit="daily_loss", action="halted", reason="y")
+    j.audit("limit_reset", limits=["drawdown"])
+    j.close()
+    snap = tl.read_journal(path)
+    ok = {"breakers": [{"name": "paper", "state": "half_open"},
+                       {"name": "global", "state": "closed"}],
+          "risk": {"trips": [{"limit": "daily_loss"}]}}
+    assert tl.check_protection(snap, ok) == []
+    lost = {"breakers": [{"name": "paper", "state": "closed"},
+                         {"name": "global", "state": "closed"}], "risk": {"trips": []}}
+    assert tl.check_protection(snap, lost) == [
+        ("breaker_restored", "1 breaker(s) closed by the restart: ['paper journalled open, "
+                             "status closed']"),
+        ("trip_restored", "risk-limit trip(s) journalled and never reset, not standing after "
+                          "the restart: ['daily_loss'] (status trips [])")]
+    assert tl.check_protection(snap, {"state": "ready"}) == [], "no breaker board: not checked"
+
+
+def test_several_injection_targets_at_once():
+    from tests.torture_inject import parse_specs
+    assert parse_specs("venue_reject:3, kill_half_open:1") == [("venue_reject", 3),
+                                                              ("kill_half_open", 1)]
+    with pytest.raises(InjectionSpecError, match="named twice"):
+        parse_specs("kill_probe:1,kill_probe:2")
+    with pytest.raises(InjectionSpecError, match="TARGET"):
+        parse_specs("kill_probe:1,")
+
+
 def test_injection_spec_is_checked():
     assert parse_spec("gateway_submit:3") == ("gateway_submit", 3)
     for bad, words in (("submit:3", "TARGET"), ("gateway_submit", "TARGET"),
@@ -234,8 +269,10 @@ def test_injection_spec_is_checked():
 @pytest.mark.skipif(not tl.CAPTURE[0].is_file(), reason=f"shared captures not found: {tl.CAPTURE[0]}")
 def test_fast_torture_subset_holds_every_invariant(tmp_path):
     """7 seeded kills on one state dir while trading (boot, fills, time, e-stop moments),
-    one full disk, one exception inside a journal batch: every check must hold."""
+    one full disk, one exception inside a journal batch, a kill inside a risk-limit trip and
+    one inside a breaker's move to half-open: every check must hold."""
     t = tl.Torture(tl.Options(seed=5, kills=7, kills_per_run=7, disk_full=1, batch_faults=1,
+                              protection=2, protection_kinds=("limit_trip", "half_open"),
                               workdir=tmp_path / "torture"))
     res = t.run()
     c, inv = res["counts"], res["invariants"]
@@ -244,6 +281,10 @@ def test_fast_torture_subset_holds_every_invariant(tmp_path):
     assert c.get("estop_acked_before_kill", 0) >= 1   # seed 5: three acknowledged presses
     for name in ("integrity", "unique_ids", "order_filled_qty", "position_sums",
                  "status_eq_journal", "open_shown", "not_trading", "estop_latched"):
+        assert inv[name]["checked"] > 0, name
+    # a kill inside a risk-limit trip and one inside a breaker's half-open transition
+    assert (c.get("kills_limit_trip"), c.get("kills_half_open")) == (1, 1), res["skipped"]
+    for name in ("breaker_restored", "trip_restored", "risk_reset"):
         assert inv[name]["checked"] > 0, name
     if t.wired:   # every restart's reconciliation result checked
         assert inv["reconciled"]["checked"] > 0 and c["runs_on_restart_restore"] == 1

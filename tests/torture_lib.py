@@ -4,7 +4,9 @@ It runs real `bot4d --sim --replay <shared capture>` subprocesses on a real stat
 makes them trade (`start`: the built-in quoter fills on the paper venue), and at seeded
 moments SIGKILLs them (during boot, after the N-th fill, N ms in, half-way through an
 orderly stop, some right after an e-stop press, recording whether the press was
-acknowledged first), fills the state dir's disk (a small tmpfs mounted for the purpose) or
+acknowledged first; and, in the protection cases, at exact places of a risk-limit trip, a
+breaker opening, going half-open or letting a probe through, and right after a manual
+breaker trip, via tests/torture_inject.py), fills the state dir's disk (a small tmpfs mounted for the purpose) or
 injects an exception inside a journal batch (tests/torture_inject.py). After every kill or
 fault it restarts the daemon on the same state dir and checks, from the SQLite journal read
 directly and from the daemon's own status:
@@ -29,6 +31,12 @@ directly and from the daemon's own status:
                      error or comes up latched; the boot after space is freed is latched
                      (not ready); neither accepts `start`
   clean_stop         the last daemon of a run stops on SIGTERM with exit code 0
+  breaker_restored   after every restart, a breaker whose last journalled change left it
+                     open or half-open is not closed (a restart never closes a breaker)
+  trip_restored      after every restart, a risk-limit trip journalled and not reset
+                     before the kill is standing again (status lists it)
+  risk_reset         protection cases: after the restart and the operator's reset, no
+                     breaker is held open for a risk limit unless a risk trip stands
   reconciled         after every restart the journal holds exactly one reconciliation
                      result for the new run, listing exactly the orders the journal had
                      open or in flight when the previous process died (each once, with
@@ -83,7 +91,8 @@ TRADING_ENV = {"BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
 INVARIANTS = ("integrity", "unique_ids", "fill_has_order", "order_filled_qty",
               "position_sums", "position_pnl", "open_shown", "status_eq_journal",
               "not_trading", "estop_latched", "boot", "fault_cancels", "disk_full_stops",
-              "disk_full_latched", "clean_stop", "reconciled")
+              "disk_full_latched", "clean_stop", "breaker_restored", "trip_restored",
+              "risk_reset", "reconciled")
 UNIQUE_FILL_FAILURE = "UNIQUE constraint failed: fills.fill_id"
 UNIQUE_FAILURE = "UNIQUE constraint failed"
 # The launcher puts the code under test first on sys.path (it may be an export of an
@@ -112,6 +121,8 @@ class JournalSnapshot:
     readable: bool = True
     # run -> the reconciliation results journalled for it; None: no such table (schema < 2)
     reconciliations: dict[int, list[dict[str, Any]]] | None = None
+    # audit rows of kind breaker / limit_trip / limit_reset, oldest first: (kind, detail)
+    protection: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
 
     def open_orders(self) -> dict[str, str]:
         return {cid: o["status"] for cid, o in self.orders.items()
@@ -163,9 +174,12 @@ def _read_tables(db: sqlite3.Connection, integrity: str) -> JournalSnapshot:
         recs = {}
         for run, result in db.execute("SELECT run, result FROM reconciliations ORDER BY id"):
             recs.setdefault(run, []).append(orjson.loads(result))
+    protection = [(k, orjson.loads(d)) for k, d in db.execute(
+        "SELECT kind, detail FROM audit WHERE kind IN ('breaker', 'limit_trip', 'limit_reset') "
+        "ORDER BY id")]
     db.execute("COMMIT")
     return JournalSnapshot(integrity, orders, new_events, fills, positions, latch,
-                           reconciliations=recs)
+                           reconciliations=recs, protection=protection)
 
 
 def _replay_position(symbol: str, fills: list[dict[str, Any]]) -> Any:
@@ -310,6 +324,37 @@ def check_reconciliation(snap: JournalSnapshot, run: int, open_before: dict[str,
         if shown != journalled:
             out.append(f"status shows {shown}, the journal has {journalled}")
     return [("reconciled", f"run {run}: {x}") for x in out]
+
+
+def check_protection(snap: JournalSnapshot, status: dict) -> list[tuple[str, str]]:
+    """Violations of 'a restart restores what the journal says is tripped': every breaker
+    last journalled open or half-open is not closed in status, and every risk-limit trip
+    journalled since the last reset is listed in status."""
+    if not snap.readable or "breakers" not in status:
+        return []
+    last: dict[str, str] = {}
+    standing: set[str] = set()
+    for kind, d in snap.protection:
+        if kind == "breaker":
+            last[d["name"]] = d["new"]
+        elif kind == "limit_trip":
+            standing.add(d["limit"])
+        else:
+            standing -= set(d.get("limits") or [])
+    shown = {b["name"]: b["state"] for b in status.get("breakers") or []}
+    out = []
+    closed = sorted(f"{n} journalled {s}, status {shown.get(n)}" for n, s in last.items()
+                    if s in ("open", "half_open") and shown.get(n) not in ("open", "half_open"))
+    if closed:
+        out.append(("breaker_restored", f"{len(closed)} breaker(s) closed by the restart: "
+                                        f"{closed}"))
+    trips = {t.get("limit") for t in ((status.get("risk") or {}).get("trips") or [])}
+    lost = sorted(standing - trips)
+    if lost:
+        out.append(("trip_restored", f"risk-limit trip(s) journalled and never reset, not "
+                                     f"standing after the restart: {lost} (status trips "
+                                     f"{sorted(t for t in trips if t)})"))
+    return out
 
 
 def _shown_reconciliation(r: dict | None) -> dict | None:
@@ -487,6 +532,8 @@ class Options:
     kills_per_run: int = 9
     disk_full: int = 2
     batch_faults: int = 4
+    protection: int = 6   # kills at risk-limit trips and breaker transitions
+    protection_kinds: tuple[str, ...] = ()   # case c is kinds[c % len]; () = PROTECTION_KINDS
     speed: float = 20.0
     code: Path = REPO
     workdir: Path | None = None
@@ -555,6 +602,14 @@ class Tally:
 
 # -- the torture session ---------------------------------------------------------------------
 MOMENT_KINDS = ("boot", "fills", "time", "stop", "estop_ack", "estop_inflight")
+PROTECTION_KINDS = ("limit_journalled", "limit_trip", "breaker_open", "half_open", "probe",
+                    "manual_trip")
+# A daily loss limit below one fill's fee: the first fill trips it (action: halted).
+LIMIT_ENV = {"BOT4__RISK__DAILY_LOSS_LIMIT": "0.001"}
+# Three venue rejects within a minute (a reject storm) open the venue breaker; it probes
+# again after 1 s of market time (the injected run of rejects is one longer, so the first
+# probe round fails and the breaker reopens before it closes).
+BREAKER_ENV = {"BOT4__BREAKERS__COOLDOWN_S": "1", "BOT4__BREAKERS__MAX_REJECTS_PER_MIN": "3"}
 JOURNAL_INVARIANTS = ("integrity", "unique_ids", "fill_has_order", "order_filled_qty",
                       "position_sums", "position_pnl")
 STATUS_INVARIANTS = ("open_shown", "status_eq_journal")
@@ -569,6 +624,10 @@ class Torture:
             raise TortureError(f"--code {opts.code}: no daemon/cli.py there")
         if opts.kills < 1 or opts.kills_per_run < 1:
             raise TortureError("--kills and --kills-per-run must be >= 1")
+        bad_kinds = set(opts.protection_kinds) - set(PROTECTION_KINDS)
+        if bad_kinds or opts.protection < 0:
+            raise TortureError(f"protection cases: unknown kind(s) {sorted(bad_kinds)} or a "
+                               f"negative count {opts.protection}")
         bad = set(opts.moments) - set(MOMENT_KINDS)
         if bad:
             raise TortureError(f"unknown moment kind(s) {sorted(bad)}: expected some of "
@@ -590,10 +649,12 @@ class Torture:
                 "supervisor does not import daemon.execution.reconcile)")
 
     # .. plumbing ..
-    def _spawn(self, run_dir: Path, state_dir: Path, inject: str | None = None) -> Bot4d:
+    def _spawn(self, run_dir: Path, state_dir: Path, inject: str | None = None,
+               env: dict[str, str] | None = None) -> Bot4d:
         self._n_proc += 1
         self.tally.counts["daemon_starts"] += 1
-        env = {"BOT4__PAPER__ON_RESTART": self.on_restart} if self.wired else {}
+        env = {**(env or {}),
+               **({"BOT4__PAPER__ON_RESTART": self.on_restart} if self.wired else {})}
         return Bot4d(self.opts.code, run_dir, state_dir, run_dir / f"bot4d-{self._n_proc:03d}.log",
                      speed=self.opts.speed, inject=inject, env_extra=env)
 
@@ -718,6 +779,10 @@ class Torture:
                              f"{state} ({st['reason']}), latch {latch}", where,
                              evidence=tail(d.log, 3))
         self._check_reconciled(d, journal, st, where)
+        if "breakers" in st:   # a daemon with the breaker board and the risk engine
+            self.tally.checks(("breaker_restored", "trip_restored"),
+                              check_protection(read_journal(journal), st), where,
+                              evidence=tail(d.log, 3))
         if after_disk_full:
             ok = state in ("halted", "estop") and latch["tripped"]
             r = d.request({"cmd": "start"})
@@ -914,8 +979,9 @@ class Torture:
                 d.close()
 
     def _trading_daemon(self, run_dir: Path, state_dir: Path, where: dict[str, Any],
-                        inject: str | None = None) -> Bot4d | None:
-        d = self._spawn(run_dir, state_dir, inject)
+                        inject: str | None = None, env: dict[str, str] | None = None
+                        ) -> Bot4d | None:
+        d = self._spawn(run_dir, state_dir, inject, env)
         why = d.wait_ready(self.opts.boot_timeout)
         self.tally.check("boot", why, where)
         if why:
@@ -1062,6 +1128,78 @@ class Torture:
         finally:
             d.close()
 
+    def protection_case(self, case: int) -> None:
+        """A kill at an exact place of a risk-limit trip or a breaker transition (the
+        daemon kills itself there, tests/torture_inject.py), or right after an acknowledged
+        manual breaker trip; then a restart with every check, then trading again and an
+        orderly stop."""
+        kinds = self.opts.protection_kinds or PROTECTION_KINDS
+        kind = kinds[case % len(kinds)]
+        run_dir = self.work / f"protection{case:02d}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        state_dir = run_dir / "state"
+        journal = state_dir / "journal.sqlite3"
+        env = LIMIT_ENV if kind.startswith("limit") else BREAKER_ENV
+        nth = self.rng.randint(1, 6)
+        spec = {"limit_journalled": "kill_limit_journalled:1",
+                "limit_trip": "kill_limit_trip:1",
+                "breaker_open": f"venue_reject:{nth},kill_breaker_open:1",
+                "half_open": f"venue_reject:{nth},kill_half_open:1",
+                "probe": f"venue_reject:{nth},kill_probe:1",
+                "manual_trip": None}[kind]
+        where: dict[str, Any] = {"seed": self.opts.seed, "case": f"protection{case}",
+                                 "moment": {"kind": kind, "inject": spec}}
+        self.tally.counts["protection_cases"] += 1
+        d = self._trading_daemon(run_dir, state_dir, where, inject=spec, env=env)
+        if d is None:
+            return
+        try:
+            if kind == "manual_trip":
+                delay = self.rng.choice([0, 1, 3, 10, 50])
+                self._wait_fills(d, self.rng.randint(0, 2), d.status()["orders"].get("fills", 0))
+                r = d.request({"cmd": "breaker", "action": "trip", "name": "paper",
+                               "reason": "torture"})
+                time.sleep(delay / 1000)
+                d.kill9()
+                outcome = f"trip {'acknowledged' if r.get('ok') else r}, SIGKILL {delay} ms later"
+            else:
+                died = wait_until(lambda: not d.alive(), 45.0, 0.1)
+                if not died or "TORTURE-KILL" not in d.log:
+                    why = ("never fired" if not died else
+                           f"died otherwise: exit {d.proc.returncode}: {tail(d.log, 2)}")
+                    self.tally.event(**where, outcome=f"kill point {why} (not counted)")
+                    self.tally.skipped.append(f"protection {kind} ({spec}): {why}")
+                    d.kill9()
+                    self._end_process(d, where)
+                    return
+                outcome = "killed itself at the point"
+            self.tally.counts["kills"] += 1
+            self.tally.counts[f"kills_{kind}"] += 1
+            self.tally.event(**where, outcome=outcome)
+            self._end_process(d, where)
+            d = self._spawn(run_dir, state_dir, env=env)
+            st = self._after_boot(d, journal, {**where, "after": "restart"}, after_kill=True,
+                                  estop_acked=False)
+            if st is None:
+                return
+            self._make_trade(d, where)
+            st = d.status()
+            held = [f"{b['name']}: {b['reason'][:120]}" for b in st.get("breakers") or []
+                    if b["state"] != "closed" and "risk: " in (b["reason"] or "")]
+            standing = (st.get("risk") or {}).get("trips")
+            self.tally.check("risk_reset", None if not held or standing else
+                             f"after the operator's reset no risk trip stands, yet breakers "
+                             f"stay open for risk: {held}", where, evidence=tail(d.log, 3))
+            self._wait_fills(d, 1, d.status()["orders"].get("fills", 0))
+            rc = d.terminate()
+            self.tally.check("clean_stop", None if rc == 0 else f"SIGTERM exit code {rc}",
+                             where, evidence=tail(d.log, 3))
+            self.tally.checks(JOURNAL_INVARIANTS, check_journal(read_journal(journal)),
+                              {**where, "after": "orderly stop"})
+            self._end_process(d, where)
+        finally:
+            d.close()
+
     def run(self) -> dict[str, Any]:
         t0 = time.monotonic()
         o = self.opts
@@ -1078,6 +1216,8 @@ class Torture:
                 self.disk_full_case(c)
             for c in range(o.batch_faults):
                 self.batch_fault_case(c)
+            for c in range(o.protection):
+                self.protection_case(c)
         except Exception:   # a harness failure still reports what it found so far
             error = traceback.format_exc()
             log.error("torture stopped by a harness error:\n%s", error)
@@ -1141,6 +1281,9 @@ def format_summary(res: dict[str, Any]) -> str:
              f"{c.get('faults_seen', 0)}, moments pre-empted {c.get('moments_preempted', 0)}, "
              f"stops with cancels sent but unconfirmed "
              f"{c.get('fault_cancels_sent_unconfirmed', 0)}",
+             f"protection kills: " + ", ".join(f"{k} {c.get('kills_' + k, 0)}"
+                                               for k in PROTECTION_KINDS)
+             + f" of {c.get('protection_cases', 0)} case(s)",
              f"reconciliation: {c.get('reconciled_orders', 0)} order(s) open at a kill "
              f"reconciled at the next boot (" + ", ".join(
                  f"{k[len('reconciled_'):]} {v}" for k, v in sorted(c.items())
