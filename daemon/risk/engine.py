@@ -30,12 +30,13 @@ from daemon.config import InstrumentCfg, RiskCfg
 from daemon.execution.orders import Fill, Order, Position, Side, to_decimal
 from daemon.risk import limits, sizing, stress, var
 from daemon.risk.limits import Book, RateWindow
-from daemon.risk.losses import DAY_NS, LossLimits, RiskTrip, fmt
+from daemon.risk.losses import LossLimits, RiskTrip, fmt
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
 _ZERO = Decimal(0)
+_EPOCH = dt.date(1970, 1, 1)   # UTC day numbers count from here
 
 
 def _s(d: Decimal | None) -> str | None:
@@ -126,7 +127,7 @@ class RiskEngine:
                   or limits.position(order, pos_qty, same_side, self.max_position(sym)))
         if reason:
             return reason
-        prices[sym] = price if m is None else m
+        prices[sym] = m   # set: a market order needs the mark, a limit order its band
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
         before = limits.exposures(bk, prices)
         bk_after = dict(bk)
@@ -209,8 +210,9 @@ class RiskEngine:
     def sample(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
                now_ns: int) -> bool:
         """Feed the VaR window (kept at most once per var_sample_interval_s)."""
-        prices = self._prices(marks, lambda s: marks.get(s), positions)
-        return self.window.sample(prices, now_ns)
+        # Only real marks: a stand-in price (last mark, average price) would put a return
+        # into the window that the market never made.
+        return self.window.sample(marks, now_ns)
 
     def evaluate(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
                  now_ns: int, *, open_orders: Iterable[Order] = (),
@@ -218,12 +220,13 @@ class RiskEngine:
         """New trips only (each once). Call it periodically and after fills."""
         cfg = self.cfg
         prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
-        new = self.losses.evaluate(positions, prices, now_ns)
+        new = self.losses.evaluate(positions, prices, now_ns)   # (records its own)
         trips = self.losses.trips
+        more: list[RiskTrip] = []
         if cfg.var_action != "off" and "var" not in trips:
             v = self._var_of({s: p.qty for s, p in positions.items()}, prices)
             if v is not None and v > cfg.max_var:
-                new.append(RiskTrip(
+                more.append(RiskTrip(
                     "var", cfg.var_action,
                     f"VaR ({cfg.var_method} {cfg.var_limit_level:g}) {fmt(v)} beyond max_var "
                     f"{cfg.max_var}", {"var": fmt(v), "limit": str(cfg.max_var),
@@ -232,13 +235,15 @@ class RiskEngine:
         if cfg.stress_action != "off" and "stress" not in trips:
             _, name, loss = self._stress_worst(positions, open_orders, prices, spreads or {})
             if loss > cfg.max_stress_loss:
-                new.append(RiskTrip(
+                more.append(RiskTrip(
                     "stress", cfg.stress_action,
                     f"stress loss {fmt(loss)} ({name}) beyond max_stress_loss "
                     f"{cfg.max_stress_loss}", {"loss": fmt(loss), "scenario": str(name),
                                                "limit": str(cfg.max_stress_loss)}, now_ns))
-        for t in new:
+        for t in more:
             trips[t.limit] = t
+        new += more
+        for t in new:
             log.warning("risk limit %s tripped (%s): %s", t.limit, t.action, t.reason)
         return new
 
@@ -335,8 +340,7 @@ class RiskEngine:
                 "stress": {"used": _s(loss), "limit": off(cfg.max_stress_loss)},
             },
             "equity": _s(eq),
-            "day": None if day is None else
-            dt.datetime.fromtimestamp(day * DAY_NS / 1e9, dt.timezone.utc).date().isoformat(),
+            "day": None if day is None else (_EPOCH + dt.timedelta(days=day)).isoformat(),
             "day_start_equity": _s(self.losses.day_start),
             "peak": _s(self.losses.peak),
             "var": {"method": cfg.var_method, "level": f"{cfg.var_limit_level:g}",
@@ -354,24 +358,31 @@ class RiskEngine:
         at the next evaluate()."""
         self.losses.reset()
 
-    def snapshot(self) -> dict:
-        """JSON-able state to keep across a restart: the loss limits' state and trips,
-        and the VaR window (so a restart does not switch the VaR limit off while it warms
-        up again)."""
-        return {"version": SNAPSHOT_VERSION, "losses": self.losses.snapshot(),
-                "var_window": [[ts, marks] for ts, marks in self.window.samples]}
+    def snapshot(self, window: bool = True) -> dict:
+        """JSON-able state to keep across a restart: the loss limits' state and trips
+        (small: store it with every trip, reset and fill if you like), and with `window`
+        the VaR window too (up to var_window samples: store it now and then, so that a
+        restart does not leave the VaR limit warming up again)."""
+        snap = {"version": SNAPSHOT_VERSION, "losses": self.losses.snapshot()}
+        if window:
+            snap["var_window"] = [[ts, marks] for ts, marks in self.window.samples]
+        return snap
 
     def restore(self, snap: Mapping) -> None:
-        """Back to the state `snapshot()` gave. Raises ValueError on anything else."""
+        """Back to the state `snapshot()` gave (a snapshot without the window leaves the
+        window as it is). Raises ValueError on anything else, changing nothing."""
         if not isinstance(snap, Mapping) or snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"risk engine snapshot version "
                              f"{snap.get('version') if isinstance(snap, Mapping) else snap!r}"
                              f", expected {SNAPSHOT_VERSION}")
         try:
-            samples = [(int(ts), {str(k): float(v) for k, v in marks.items()})
-                       for ts, marks in snap["var_window"]]
-        except (KeyError, TypeError, ValueError) as e:
+            samples = None if "var_window" not in snap else \
+                [(int(ts), {str(k): float(v) for k, v in marks.items()})
+                 for ts, marks in snap["var_window"]]
+        except (TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"risk engine snapshot unreadable: {e!r}") from None
+        if "losses" not in snap:
+            raise ValueError("risk engine snapshot unreadable: no loss-limit state")
         self.losses.restore(snap["losses"])
-        self.window.samples.clear()
-        self.window.samples.extend(samples)
+        if samples is not None:
+            self.window.replace(samples)

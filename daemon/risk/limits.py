@@ -46,8 +46,10 @@ def price_band(order: Order, mark: Decimal | None, band_bps: float) -> str | Non
         # The mark is None while the book is not trusted (gap, suspect diff, no confirmed
         # reference): without it the band cannot be checked, so no order.
         return "no trusted reference price for the price band"
-    band = mark * Decimal(str(band_bps)) / Decimal(10_000)
     price = order.price
+    if price is None:
+        return "limit order without a price"
+    band = mark * Decimal(str(band_bps)) / Decimal(10_000)
     if (order.side is Side.BUY and price > mark + band) or \
        (order.side is Side.SELL and price < mark - band):
         return f"limit price {price} outside the {band_bps} bps band around {mark}"

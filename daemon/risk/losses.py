@@ -95,8 +95,7 @@ class LossLimits:
             if after.qty != 0:
                 self._open[sym] = _Open(after.realized_pnl, after.fees - fill.fee)
             return
-        closed = after.qty == 0 or (after.qty > 0) != (before > 0)
-        if not closed:
+        if after.qty * before > 0:   # same side as before: not closed (0 or a flip closes)
             return
         # Fee share of the closing part: all of it, unless the fill flipped the position.
         closing_fee = fill.fee * abs(before) / fill.qty
@@ -135,7 +134,7 @@ class LossLimits:
         eq = equity(cfg.capital, positions, marks)
         self.equity = eq
         day = utc_day(now_ns)
-        if self._rebase or self.day_start is None or self.peak is None:
+        if self._rebase or self.day_start is None:   # (day_start and peak go together)
             self.day, self.day_start, self.peak, self._rebase = day, eq, eq, False
         elif day != self.day:
             # A new UTC day: a new budget. Trips stay (only an operator reset lifts them).
@@ -192,23 +191,26 @@ class LossLimits:
         }
 
     def restore(self, snap: Mapping) -> None:
-        """The state `snapshot()` gave, exactly. Raises ValueError on anything else (a
-        half-read snapshot must not pass for a clean one)."""
-        if snap.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"risk snapshot version {snap.get('version')!r}, expected "
-                             f"{SNAPSHOT_VERSION}")
+        """The state `snapshot()` gave, exactly. Raises ValueError on anything else and then
+        changes nothing (a half-read snapshot must not pass for a clean one)."""
+        if not isinstance(snap, Mapping) or snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"risk snapshot version "
+                             f"{snap.get('version') if isinstance(snap, Mapping) else snap!r}, "
+                             f"expected {SNAPSHOT_VERSION}")
 
         def d(v: object) -> Decimal | None:
             return None if v is None else Decimal(str(v))
         try:
-            self.day = snap["day"]
-            self.day_start, self.peak = d(snap["day_start_equity"]), d(snap["peak"])
-            self.streak, self._rebase = int(snap["streak"]), bool(snap["rebase"])
-            self.last_round_trip = d(snap["last_round_trip"])
-            self._open = {k: _Open(Decimal(v["realized"]), Decimal(v["fees"]))
-                          for k, v in snap["round_trips"].items()}
-            self.trips = {t["limit"]: RiskTrip(t["limit"], t["action"], t["reason"],
-                                               dict(t["figures"]), int(t["since_ns"]))
-                          for t in snap["trips"]}
-        except (KeyError, TypeError, ArithmeticError) as e:
+            day = None if snap["day"] is None else int(snap["day"])
+            state = (day, d(snap["day_start_equity"]), d(snap["peak"]), int(snap["streak"]),
+                     bool(snap["rebase"]), d(snap["last_round_trip"]),
+                     {str(k): _Open(Decimal(v["realized"]), Decimal(v["fees"]))
+                      for k, v in snap["round_trips"].items()},
+                     {t["limit"]: RiskTrip(t["limit"], t["action"], t["reason"],
+                                           dict(t["figures"]), int(t["since_ns"]))
+                      for t in snap["trips"]})
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as e:
             raise ValueError(f"risk snapshot unreadable: {e!r}") from None
+        (self.day, self.day_start, self.peak, self.streak, self._rebase,
+         self.last_round_trip, self._open, self.trips) = state
+        self._unreported.clear()

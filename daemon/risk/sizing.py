@@ -23,18 +23,17 @@ from daemon.risk.limits import Book
 
 def kelly_qty(edge: Decimal, variance: Decimal, kelly_fraction: Decimal, equity: Decimal,
               price: Decimal) -> Decimal:
-    """Fractional-Kelly quantity in base currency; 0 when there is no edge to size."""
-    if edge <= 0 or variance <= 0 or equity <= 0 or price <= 0:
+    """Fractional-Kelly quantity in base currency; 0 when there is no edge to size (edge,
+    variance, equity or price not positive)."""
+    if variance <= 0 or price <= 0:
         return Decimal(0)
-    return kelly_fraction * (edge / variance) * equity / price
+    return max(Decimal(0), kelly_fraction * (edge / variance) * equity / price)
 
 
 def floor_lot(qty: Decimal, lot: Decimal) -> Decimal:
     """Down to a whole number of lots, never below 0."""
-    if qty <= 0:
-        return Decimal(0)
     steps = (qty / lot).quantize(Decimal(1), rounding=ROUND_DOWN)
-    return (steps * lot).quantize(lot)
+    return (max(steps, Decimal(0)) * lot).quantize(lot)
 
 
 def side_headroom(side: Side, book: Book, room: Decimal) -> Decimal:

@@ -57,6 +57,14 @@ def test_limit_order_without_a_trusted_mark_is_refused(mark):
         "no trusted reference price for the price band"
 
 
+def test_limit_order_without_a_price_is_refused_not_raised():
+    e = engine(**BIG)
+    o = order()
+    o.price = None
+    o.type = order().type
+    assert check(e, o) == "limit order without a price"
+
+
 def test_price_band_boundary_both_sides():
     e = engine(**{**BIG, "price_band_bps": 200.0})     # 1200 around 60000
     assert check(e, order(price="61200")) is None
@@ -174,6 +182,15 @@ def test_net_exposure_boundary():
         "net exposure could reach 600.1000, max_net_exposure is 600 (now 200.00)"
 
 
+def test_net_exposure_reducing_order_passes_when_over():
+    e = engine(**{**BIG, "max_net_exposure": D("100")})
+    pos = {BTC: position(qty="-0.01", avg="50000")}                 # net -500, over 100
+    m = marks(BTCUSDT="50000")
+    assert check(e, order(qty="0.02", price="50000"), pos, (), m) is None
+    assert check(e, order(qty="0.02001", price="50000"), pos, (), m) == \
+        "net exposure could reach 500.50000, max_net_exposure is 100 (now 500.00)"
+
+
 def test_exposure_prices_a_symbol_without_mark_at_last_mark_then_avg_price():
     e = engine(**{**BIG, "max_gross_exposure": D("1000")})
     pos = {BTC: position(qty="0.01", avg="50000"), ETH: position(ETH, qty="0.1", avg="2000")}
@@ -186,6 +203,10 @@ def test_exposure_prices_a_symbol_without_mark_at_last_mark_then_avg_price():
     check(e, order(qty="0", price="50000"), pos, (), marks(BTCUSDT="50000", ETHUSDT="3000"))
     assert check(e, order(qty="0.00401", price="50000"), pos, (), marks(BTCUSDT="50000")) \
         == "gross exposure could reach 1000.50000, max_gross_exposure is 1000 (now 800.00)"
+    # A mark of 0 is no mark either.
+    assert check(e, order(qty="0.00401", price="50000"), pos, (),
+                 marks(BTCUSDT="50000", ETHUSDT="0")) == \
+        "gross exposure could reach 1000.50000, max_gross_exposure is 1000 (now 800.00)"
 
 
 def test_order_rate_window_edges():
@@ -263,6 +284,8 @@ def test_books_and_exposures_by_hand():
     # longs filled: 600 - 3000 + 300 = -2100; shorts filled: 250 - 3000 + 0 = -2750
     assert net == D("2750")
     assert limits.exposures(bk, {BTC: D("50000")}) == (D("600"), D("600"))
+    assert limits.books({}, [order(qty="0.01", filled="0.004")]) == \
+        {BTC: Book(D("0.006"), D("0"))}
     assert Book(D("-2"), D("-3")).gross == D("3")
     assert Book(D("1"), D("-3")).add(Side.SELL, D("1")) == Book(D("1"), D("-4"))
 

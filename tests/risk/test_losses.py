@@ -51,9 +51,10 @@ def test_daily_loss_trips_on_a_losing_fill_sequence_with_fees():
         {"loss": "50.0001", "limit": "50", "equity": "949.9999", "day_start_equity": "1000"},
         T0 + 2)
     assert e.action == "halted"
-    # Latched: a recovery does not lift it, nor is it reported again.
-    assert ev(e, pos, "70000", T0 + 3) == []
-    assert [t.limit for t in e.trips] == ["daily_loss"]
+    # Latched: reported once, however long the loss lasts; a recovery does not lift it.
+    assert ev(e, pos, "55000", T0 + 3) == []
+    assert ev(e, pos, "70000", T0 + 4) == []
+    assert e.trips == [trip]
 
 
 def test_realised_losses_count_too():
@@ -105,6 +106,7 @@ def test_drawdown_from_the_peak():
         {"drawdown": "100.01", "limit": "100", "equity": "999.99", "peak": "1100"}, T0 + 3)
     assert e.losses.figures() == {"daily_loss": D("0.01"), "drawdown": D("100.01"),
                                   "losing_streak": 0}
+    assert ev(e, pos, "50000", T0 + 4) == [] and e.trips == [trip]
 
 
 def test_peak_survives_a_new_day():
@@ -145,9 +147,43 @@ def test_losing_streak_counts_round_trips_with_their_fees():
         "3 losing round trips in a row, max_losing_streak is 3 (last -0.2)",
         {"streak": "3", "limit": "3", "last_round_trip": "-0.2"}, T0)
     assert ev(e, pos, "60000", T0 + 3) == []                  # reported once
+    assert e.trips == [trip]
     # The short opened by the flip closes at a profit (its half of the fee included).
     trade(e, p, fill(Side.BUY, "0.01", "59900", fee="0"))
     assert e.losses.last_round_trip == D("0.8") and e.losses.streak == 0
+
+
+def test_a_streak_trip_is_reported_once_even_when_more_fills_come_first():
+    e = engine(max_losing_streak=1)
+    p = position()
+    trade(e, p, fill(Side.BUY, "0.01", "60000"))
+    trade(e, p, fill(Side.SELL, "0.01", "59000"))              # trips here ...
+    trade(e, p, fill(Side.BUY, "0.01", "60000"))              # ... more fills before
+    trade(e, p, fill(Side.SELL, "0.01", "59000"))              # the next evaluate
+    assert e.losses.streak == 2
+    [t] = e.evaluate({BTC: p}, {BTC: D("59000")}, T0)
+    assert t.limit == "losing_streak" and t.figures["streak"] == "1"
+    assert e.trips == [t]
+    trade(e, p, fill(Side.BUY, "0.01", "60000"))
+    trade(e, p, fill(Side.SELL, "0.01", "59000"))
+    assert e.evaluate({BTC: p}, {BTC: D("59000")}, T0 + 1) == []
+
+
+def test_round_trips_of_whole_units_and_short_to_long_flips():
+    e = engine(max_losing_streak=5)
+    p = position(ETH)
+    trade(e, p, fill(Side.BUY, "1", "3000", symbol=ETH))
+    trade(e, p, fill(Side.SELL, "1", "2990", symbol=ETH))
+    assert e.losses.last_round_trip == D("-10") and e.losses.streak == 1
+    trade(e, p, fill(Side.SELL, "0.5", "3000", symbol=ETH))
+    trade(e, p, fill(Side.BUY, "1", "3010", fee="0.2", symbol=ETH))    # flips to +0.5
+    assert e.losses.last_round_trip == D("-5.1") and e.losses.streak == 2
+    trade(e, p, fill(Side.SELL, "1.5", "3020", symbol=ETH))            # flips to -1
+    assert e.losses.last_round_trip == D("4.9") and e.losses.streak == 0
+    trade(e, p, fill(Side.BUY, "2", "3000", symbol=ETH))               # flips to exactly +1
+    assert e.losses.last_round_trip == D("20")
+    trade(e, p, fill(Side.SELL, "1", "2999", symbol=ETH))
+    assert e.losses.last_round_trip == D("-1") and e.losses.streak == 1
 
 
 def test_a_break_even_round_trip_ends_a_streak():
@@ -172,10 +208,13 @@ def test_round_trips_are_per_symbol():
     assert e.losses.last_round_trip == D("10") and e.losses.streak == 0
 
 
-def test_a_round_trip_whose_start_is_unknown_is_not_counted():
+def test_a_round_trip_whose_start_is_unknown_is_not_counted(caplog):
     e = engine(max_losing_streak=1)
     p = position(qty="0.01", avg="60000")          # from the journal, no snapshot
-    trade(e, p, fill(Side.SELL, "0.01", "50000"))
+    with caplog.at_level("WARNING", logger="daemon.risk.losses"):
+        trade(e, p, fill(Side.SELL, "0.01", "50000"))
+    assert [r.getMessage() for r in caplog.records] == \
+        ["BTCUSDT round trip closed whose start is unknown: not counted"]
     assert e.losses.streak == 0 and e.losses.last_round_trip is None
     assert e.evaluate({BTC: p}, {BTC: D("50000")}, T0) == []
 
@@ -225,16 +264,58 @@ def test_snapshot_restore_round_trip_through_json():
     assert ev(r, pos, "60000", T0 + DAY_NS) == [] and r.action == "halted"
 
 
+def _good() -> dict:
+    e = engine(daily_loss_limit=D("1"))
+    p = position()
+    e.evaluate({BTC: p}, {BTC: D("60000")}, T0)
+    trade(e, p, fill(Side.BUY, "0.01", "60000", fee="0.1"))
+    e.evaluate({BTC: p}, {BTC: D("59000")}, T0 + 1)
+    e.sample({}, {BTC: D("1")}, T0)
+    return json.loads(json.dumps(e.snapshot()))
+
+
+def _broken(path: tuple, value) -> dict:
+    snap = _good()
+    node = snap
+    for k in path[:-1]:
+        node = node[k]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return snap
+
+
 @pytest.mark.parametrize("bad", [
-    None, {}, {"version": 2}, {"version": 1},
-    {"version": 1, "losses": {"version": 1}, "var_window": []},
-    {"version": 1, "losses": {}, "var_window": []},
-    {"version": 1, "losses": {"version": 1, "day": 1}, "var_window": [[1]]},
+    None, [], {}, {"version": 2}, {"version": 1}, {"version": 1, "var_window": []},
+    _broken(("losses",), None), _broken(("losses",), {}),
+    _broken(("losses", "version"), 2), _broken(("losses", "day"), "x"),
+    _broken(("losses", "peak"), "x"), _broken(("losses", "streak"), "x"),
+    _broken(("losses", "rebase"), KeyError), _broken(("losses", "round_trips"), []),
+    _broken(("losses", "round_trips"), {BTC: {"realized": "1"}}),
+    _broken(("losses", "trips"), [{"limit": "x"}]), _broken(("losses", "trips"), 5),
+    _broken(("var_window",), [[1]]), _broken(("var_window",), 7),
+    _broken(("var_window",), [[1, {BTC: "x"}]]), _broken(("var_window",), [[1, 2]]),
 ])
-def test_restore_refuses_a_bad_snapshot(bad):
-    e = engine()
+def test_restore_refuses_a_bad_snapshot_and_changes_nothing(bad):
+    e = engine(daily_loss_limit=D("1"))
+    before = e.snapshot()
     with pytest.raises(ValueError):
         e.restore(bad)
+    assert e.snapshot() == before
+    e.restore(_good())
+    assert e.snapshot() == _good()
+
+
+def test_a_snapshot_without_the_window_keeps_the_window():
+    e = engine()
+    e.sample({}, {BTC: D("100")}, T0)
+    small = e.snapshot(window=False)
+    assert "var_window" not in small and small["losses"] == e.snapshot()["losses"]
+    r = engine()
+    r.sample({}, {BTC: D("7")}, T0)
+    r.restore(small)
+    assert r.snapshot()["var_window"] == [[T0, {BTC: 7.0}]]
 
 
 def test_loss_limits_alone_snapshot_fields():
@@ -245,7 +326,26 @@ def test_loss_limits_alone_snapshot_fields():
                     "round_trips": {}, "trips": []}
     ll.restore(snap)
     assert ll.snapshot() == snap
-    with pytest.raises(ValueError, match="version"):
+    with pytest.raises(ValueError, match="^risk snapshot version 0, expected 1$"):
         ll.restore({**snap, "version": 0})
+    with pytest.raises(ValueError, match=r"^risk snapshot version \[\], expected 1$"):
+        ll.restore([])
     with pytest.raises(ValueError, match="unreadable"):
         ll.restore({**snap, "peak": "x"})
+
+
+def test_status_after_a_restore_before_any_evaluate():
+    e = engine(daily_loss_limit=D("5"))
+    p = position()
+    e.evaluate({BTC: p}, {BTC: D("60000")}, T0)
+    trade(e, p, fill(Side.BUY, "0.01", "60000"))
+    trade(e, p, fill(Side.SELL, "0.01", "59990", fee="0.1"))
+    snap = json.loads(json.dumps(e.snapshot()))
+    assert snap["losses"]["last_round_trip"] == "-0.20"
+    r = engine(daily_loss_limit=D("5"))
+    r.restore(snap)
+    assert r.losses.last_round_trip == D("-0.2")
+    assert r.losses.figures() == {"daily_loss": None, "drawdown": None, "losing_streak": 1}
+    st_ = r.status({BTC: p}, {BTC: D("60000")}, T0 + 1)
+    assert st_["limits"]["daily_loss"] == {"used": None, "limit": "5"}
+    assert st_["day_start_equity"] == "1000" and st_["equity"] is None

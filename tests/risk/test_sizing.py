@@ -30,13 +30,19 @@ def test_kelly_by_hand():
         D("0.0125")
     for edge, var_, eq, px in [("0", "1", "1", "1"), ("-0.1", "1", "1", "1"),
                                ("0.1", "0", "1", "1"), ("0.1", "-1", "1", "1"),
-                               ("0.1", "1", "0", "1"), ("0.1", "1", "1", "0")]:
+                               ("0.1", "1", "0", "1"), ("0.1", "1", "-5", "1"),
+                               ("0.1", "1", "1", "0"), ("0.1", "1", "1", "-1")]:
         assert sizing.kelly_qty(D(edge), D(var_), D("0.5"), D(eq), D(px)) == 0
+    # Small equity and prices below 1 (a cheap coin) are sized like any other.
+    assert sizing.kelly_qty(D("0.01"), D("0.01"), D("0.5"), D("1"), D("0.5")) == D("1")
+    assert sizing.kelly_qty(D("0.01"), D("0.02"), D("1"), D("0.5"), D("1")) == D("0.25")
 
 
 def test_floor_lot_and_size():
     assert sizing.floor_lot(D("0.0123456"), D("0.00001")) == D("0.01234")
     assert sizing.floor_lot(D("-1"), D("0.1")) == 0 and sizing.floor_lot(D("0"), D("1")) == 0
+    assert sizing.floor_lot(D("0.0000099"), D("0.00001")) == 0
+    assert str(sizing.floor_lot(D("0.5"), D("0.001"))) == "0.500"     # on the lot's grid
     assert sizing.size(D("0.02"), D("0.0125"), [D("0.5"), D("0.013")], D("0.001")) == \
         D("0.012")
     assert sizing.size(D("0.003"), D("1"), [], D("0.001")) == D("0.003")
@@ -54,6 +60,10 @@ def test_headroom_by_hand():
         D("0.016")
     # Already beyond the limit: the room is what is there (nothing may grow it).
     assert sizing.net_headroom(Side.BUY, D("1500"), D("0"), D("1000"), D("50000")) == 0
+    # The short side beyond the limit: buys may bring the long side up to that size.
+    assert sizing.net_headroom(Side.BUY, D("100"), D("-2000"), D("1000"), D("50000")) == \
+        D("0.038")
+    assert sizing.net_headroom(Side.SELL, D("100"), D("-2000"), D("1000"), D("50000")) == 0
 
 
 def test_engine_kelly_binds_and_never_grows_the_request():

@@ -49,10 +49,10 @@ def test_scenario_list_follows_the_config():
 
 
 def test_unpriced_symbols_are_left_out_and_nothing_lost_is_zero():
-    pos = {BTC: D("0.01"), ETH: D("1")}
+    pos = {ETH: D("1"), BTC: D("0.01")}          # the unpriced symbol first
     sc = stress.Scenario("p", price_shock=D("-0.5"))
-    assert stress.scenario_pnl(sc, pos, [order(qty="1", price="1", symbol=ETH)],
-                               {BTC: D("100")}, {}, D("10")) == D("-0.5")
+    opens = [order(qty="1", price="1", symbol=ETH), order(qty="0.01", price="100")]
+    assert stress.scenario_pnl(sc, pos, opens, {BTC: D("100")}, {}, D("10")) == D("-1")
     sp = stress.Scenario("s", spread_mult=D("3"))
     assert stress.scenario_pnl(sp, pos, [], {BTC: D("100")}, {}, D("20")) == D("-0.003")
     assert stress.worst([("a", D("1")), ("b", D("0"))]) == (None, D("0"))

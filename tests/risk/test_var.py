@@ -25,15 +25,22 @@ def sample_pnl(n: int = 500, seed: int = 11) -> np.ndarray:
     return p
 
 
+@pytest.mark.parametrize("n", [30, 31, 500])
 @pytest.mark.parametrize("level", LEVELS)
-def test_historical_matches_numpy(level):
-    p = sample_pnl()
+def test_historical_matches_numpy(level, n):
+    p = sample_pnl(n=n)
     losses = -p
     q = np.quantile(losses, level, method="linear")
     v, cv = var.historical(p, level)
     assert v == pytest.approx(q, rel=1e-12)
     assert cv == pytest.approx(losses[losses >= q].mean(), rel=1e-12)
     assert cv >= v
+
+
+def test_historical_at_the_edges_of_the_sample():
+    p = sample_pnl(n=50)
+    assert var.historical(p, 1.0) == (float(-p.min()), float(-p.min()))
+    assert var.historical(p, 0.0)[0] == float(-p.max())
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -150,9 +157,15 @@ def test_window_return_is_zero_where_a_symbol_is_unpriced():
     w.sample({BTC: D("101"), ETH: None}, 2)
     w.sample({BTC: D("102"), ETH: D("11")}, 3)
     w.sample({BTC: D("0"), ETH: D("12")}, 4)
+    w.sample({BTC: D("0.5"), ETH: D("12")}, 5)         # a coin below 1 is still a price
+    w.sample({BTC: D("0.75"), ETH: D("12")}, 6)
     r = w.returns([BTC, ETH])
-    np.testing.assert_allclose(r, [[0.01, 0.0], [1 / 101, 0.0], [0.0, 1 / 11]], rtol=1e-12)
-    assert w.returns([]).shape == (3, 0)
+    np.testing.assert_allclose(r, [[0.01, 0.0], [1 / 101, 0.0], [0.0, 1 / 11], [0.0, 0.0],
+                                   [0.5, 0.0]], rtol=1e-12)
+    assert w.returns([]).shape == (5, 0)
+    # Exposures may come as Decimals: they are read as floats.
+    assert var.pnl(np.array([[0.01], [-0.02]]), [D("100")]).tolist() == \
+        pytest.approx([1.0, -2.0])
     assert var.pnl(np.array([[0.01, -0.02], [0.0, 0.1]]), [100.0, 10.0]).tolist() == \
         pytest.approx([1.0 - 0.2, 1.0])
 
@@ -235,6 +248,13 @@ def test_pre_trade_var_uses_the_configured_method():
     reason = e.check(order(qty="0.02", price=str(m)), positions={}, open_orders=[],
                      mark=marks(BTCUSDT=str(m)), now_ns=T0)
     assert reason.startswith(f"VaR (cornish_fisher 0.95) could reach {cf.normalize():f}")
+
+
+def test_var_limit_zero_is_off_even_with_a_full_window():
+    e, m = _var_engine("0")
+    assert e.check(order(qty="0.01", price=str(m)), positions={}, open_orders=[],
+                   mark=marks(BTCUSDT=str(m)), now_ns=T0) is None
+    assert e.status({}, {BTC: m}, T0)["limits"]["var"]["limit"] == "off"
 
 
 def test_var_limit_passes_while_warming_up():
