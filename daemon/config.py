@@ -495,6 +495,48 @@ _DEFAULT_INSTRUMENTS = {
 }
 
 
+class FeaturesCfg(_Section):
+    """Streaming features and the online feature store (daemon/features/). Periods count
+    bars unless named _s (seconds of event time) or _trades."""
+    enabled: bool = True
+    # Bars the bar features run on: built from trades at this interval (exchange time);
+    # 0 = none built, the daemon feeds its own bars through FeatureEngine.on_bar.
+    bar_interval_s: float = Field(60.0, ge=0, le=86_400)
+    ema_period: int = Field(20, ge=1, le=10_000)
+    sma_period: int = Field(20, ge=1, le=10_000)
+    rsi_period: int = Field(14, ge=1, le=10_000)
+    macd_fast: int = Field(12, ge=1, le=10_000)
+    macd_slow: int = Field(26, ge=2, le=10_000)
+    macd_signal: int = Field(9, ge=1, le=10_000)
+    atr_period: int = Field(14, ge=1, le=10_000)
+    bollinger_period: int = Field(20, ge=1, le=10_000)
+    bollinger_k: float = Field(2.0, gt=0, le=10)
+    vwap_bars: int = Field(20, ge=1, le=10_000)
+    ewma_lambda: float = Field(0.94, gt=0, lt=1)        # RiskMetrics daily value
+    ewma_warmup: int = Field(20, ge=1, le=10_000)
+    realised_vol_bars: int = Field(30, ge=1, le=10_000)
+    ofi_window_s: float = Field(10.0, gt=0, le=3600)
+    ofi_levels: int = Field(5, ge=1, le=50)
+    trade_imbalance_trades: int = Field(200, ge=1, le=100_000)
+    burst_bucket_s: float = Field(1.0, gt=0, le=3600)
+    burst_halflife_s: float = Field(300.0, gt=0, le=86_400)
+    burst_z: float = Field(4.0, gt=0, le=100)
+    burst_warmup_buckets: int = Field(60, ge=2, le=100_000)
+    burst_min_trades: int = Field(10, ge=1, le=1_000_000)
+    burst_max_gap_s: float = Field(60.0, gt=0, le=86_400)
+    vpin_bucket_notional: float = Field(1_000_000.0, gt=0, le=1e12)   # quote currency
+    vpin_buckets: int = Field(50, ge=1, le=10_000)
+    vpin_sigma_bars: int = Field(50, ge=2, le=10_000)
+    kyle_bars: int = Field(60, ge=2, le=10_000)
+    roll_trades: int = Field(500, ge=2, le=100_000)
+    cs_bars: int = Field(20, ge=1, le=10_000)
+    amihud_bars: int = Field(60, ge=1, le=10_000)
+    adverse_horizons_s: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0],
+                                            min_length=1, max_length=10)
+    adverse_fills: int = Field(100, ge=1, le=100_000)
+    history_rows: int = Field(0, ge=0, le=10_000_000)   # >0: keep rows for Parquet export
+
+
 class Config(_Section):
     daemon: DaemonCfg = DaemonCfg()
     gpio: GpioCfg = GpioCfg()
@@ -508,6 +550,7 @@ class Config(_Section):
     sanity: SanityCfg = SanityCfg()
     web: WebCfg = WebCfg()               # operator's view (daemon/operator)
     alerts: AlertsCfg = AlertsCfg()
+    features: FeaturesCfg = FeaturesCfg()    # streaming features (daemon/features)
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 
@@ -941,6 +984,21 @@ def _meaning(cfg: Config) -> None:
                            f"probe_max_notional = {b.probe_max_notional} is below {sym} "
                            f"min_notional = {inst.min_notional}: no probe order could be "
                            f"sent and a half-open breaker would never close")
+
+    # Features: the MACD's fast EMA must be faster; horizons distinct and positive.
+    f = cfg.features
+    if f.macd_fast >= f.macd_slow:
+        raise _Problem([("features", "macd_fast"), ("features", "macd_slow")],
+                       f"macd_fast = {f.macd_fast} must be below macd_slow = {f.macd_slow}")
+    if any(not h > 0 for h in f.adverse_horizons_s) \
+            or len(set(f.adverse_horizons_s)) != len(f.adverse_horizons_s):
+        raise _Problem([("features", "adverse_horizons_s")],
+                       f"adverse_horizons_s = {f.adverse_horizons_s} must be distinct "
+                       f"positive seconds")
+    if f.burst_max_gap_s < f.burst_bucket_s:
+        raise _Problem([("features", "burst_max_gap_s"), ("features", "burst_bucket_s")],
+                       f"burst_max_gap_s = {f.burst_max_gap_s:g} is below burst_bucket_s = "
+                       f"{f.burst_bucket_s:g}: every bucket would look like a feed gap")
 
     # Belt and braces for sections added later without _Section's settings.
     for loc, v in _leaves(cfg):
