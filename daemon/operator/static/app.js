@@ -5,7 +5,7 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const SHOWN = new Set(["state", "reason", "latch", "estop", "led", "orders", "positions",
-    "market", "watchdog", "version", "operator", "breakers", "risk", "reconciliation",
+    "market", "watchdog", "version", "operator", "breakers", "risk",
     "failures", "degraded", "journal"]);
   let charts = null, lastT = 0, symbols = [], payload = null;
 
@@ -85,17 +85,19 @@
     $("halt-button").disabled = ["estop", "fault", "halted"].includes(s.state);
     const safety = {circuit: s.estop ? (s.estop.circuit_closed ? "closed (healthy)" : "OPEN (pressed or wire broken)") : null,
       latch: s.latch, breakers: s.breakers || v.breaker_states,
-      risk: s.risk, degraded: s.degraded, failures: s.failures,
-      journal: s.journal, reconciliation: s.reconciliation};
+      degraded: s.degraded, failures: s.failures, journal: s.journal};
     set("safety-body", render(Object.fromEntries(Object.entries(safety).filter(([, x]) => x !== undefined))));
     const pos = {};
     Object.entries(s.positions || {}).forEach(([sym, d]) => {
-      pos[sym] = Object.assign({}, d, (v.pnl && v.pnl.symbols && v.pnl.symbols[sym]) ?
-        {unrealized: v.pnl.symbols[sym].unrealized, mark: v.pnl.symbols[sym].mark} : {});
+      const mine = (v.pnl && v.pnl.symbols && v.pnl.symbols[sym]) || {};
+      // The daemon's own unrealized_pnl when it reports one; the view's otherwise.
+      pos[sym] = Object.assign({}, d, {mark: mine.mark},
+        d.unrealized_pnl === undefined ? {unrealized_pnl: mine.unrealized} : {});
     });
     set("money-body", "<table><tr><th>PnL total</th><td class=num id=pnl-total>" +
       esc(v.pnl ? v.pnl.total : "—") + "</td></tr></table>" + render(pos));
-    set("limits-body", render(v.limits));
+    // The risk engine's own figures when the daemon reports them, else the view's.
+    set("limits-body", render(s.risk || v.limits));
     const o = s.orders || {};
     const counts = Object.fromEntries(Object.entries(o).filter(([k]) => k !== "list"));
     set("orders-body", render(o.list || []) + render(counts));
