@@ -156,3 +156,42 @@ def test_stop_post_alerts_a_watchdog_restart(tmp_path):
         assert r.returncode == 0 and len(rx.messages()) == 1
     finally:
         rx.close()
+
+
+def test_feed_down_alerts_once(start_daemon, tmp_path):
+    """A replayed capture with a hole in its depth stream: the book goes invalid for good
+    (a replay has no REST snapshot to resync from) and the alert says so once."""
+    import gzip
+    import os
+    from pathlib import Path
+
+    import pytest
+    data = Path(os.environ.get("BOT4_DATA_DIR", REPO.parent / "shared" / "data"))
+    src = data / "binance" / "spot_btcusdt_20240808.gz"
+    if not src.is_file():
+        pytest.skip(f"shared captures not found under {data}")
+    out = tmp_path / "gap.gz"
+    dropped = 0
+    with gzip.open(src, "rb") as f, gzip.open(out, "wb") as g:
+        for i, line in enumerate(f):
+            if i >= 900:
+                break
+            if i >= 400 and dropped < 20 and b"@depth" in line:
+                dropped += 1   # ~2 s of diffs lost: a sequence gap
+                continue
+            g.write(line)
+    rx = Receiver()
+    try:
+        d = start_daemon("--replay", str(out), "--replay-speed", "1",
+                         env={"BOT4__ALERTS__URLS": json.dumps([rx.url()])})
+        d.wait_ready()
+        wait_for(lambda: any("degraded" in m["title"] for m in rx.messages()), 30,
+                 what="the feed-down alert")
+        wait_for(lambda: d.status()["market"]["replay_finished"], 30, what="replay end")
+        feed = [m for m in rx.messages() if "market data" in m["title"]]
+        assert len(feed) == 1, feed
+        assert feed[0]["title"].endswith("market data degraded") and "BTCUSDT" in \
+            feed[0]["message"]
+        assert d.terminate() == 0
+    finally:
+        rx.close()
