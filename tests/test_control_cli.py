@@ -373,3 +373,29 @@ def test_a_table_too_wide_for_its_figures_becomes_records():
                          "  price " + "2" * 40 + ", filled 0, avg -, status new,",
                          "  reason -"]
     assert all(len(ln) <= 80 for ln in lines)
+
+
+# -- against a real bot4d --------------------------------------------------------------------------
+def test_a_real_daemon_answers_orders_fills_and_status_within_80_columns(start_daemon):
+    """The same commands against bot4d itself (sim, paper venue): the supervisor's handlers
+    read the journal through recent_orders / recent_fills; every line fits."""
+    from tests.daemon_harness import wait_for
+    d = start_daemon()
+    d.wait_ready()
+    assert d.ctl("start").returncode == 0
+    wait_for(lambda: d.status()["orders"].get("submitted", 0) >= 2, 30, interval=0.1,
+             what="the strategy to send orders")
+    r = d.ctl("orders", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = orjson.loads(r.stdout)["orders"]
+    assert len(rows) >= 2 and rows[0]["created_ns"] >= rows[-1]["created_ns"]
+    r = d.ctl("orders", "--limit", "1")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2   # header + one order
+    assert rows[0]["client_id"] in r.stdout
+    r = d.ctl("fills", "--symbol", "nosuchsymbol")
+    assert r.returncode == 0 and r.stdout == "no fills\n"
+    for args in (("orders",), ("fills",), ("status",)):
+        r = d.ctl(*args)
+        assert r.returncode == 0, r.stderr
+        assert_fits(r.stdout)
+    assert d.terminate() == 0
