@@ -23,3 +23,14 @@ def ok(x: float) -> bool:
 def out(x: float | None) -> float | None:
     """The value as it may leave a feature: a finite float, else None."""
     return x if x is not None and isfinite(x) else None
+
+
+MIN_PRICE = 1e-100
+"""Prices below this are dropped like NaN: a ratio of two accepted prices then stays within
+1e-200..1e200, so its logarithm is always finite (a denormal price such as 5e-324 would
+make price / previous overflow to inf or underflow to 0)."""
+
+
+def ok_price(x: float) -> bool:
+    """True for a usable price: MIN_PRICE <= x <= MAX_INPUT (False for NaN)."""
+    return MIN_PRICE <= x <= MAX_INPUT

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from daemon.features._num import ok, out
+from daemon.features._num import ok_price, out
 from daemon.features.rolling import RollingSum
 
 
@@ -52,7 +52,7 @@ class AdverseSelection:
     def on_mid(self, ts_ns: int, mid: float) -> list[int]:
         """A new mid at event time ts_ns; returns the indexes of the horizons that measured
         a fill (usually none)."""
-        if not (ok(mid) and mid > 0.0):
+        if not ok_price(mid):
             return []
         self.mid = mid
         done: list[int] = []

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from daemon.features._num import ok, out
+from daemon.features._num import ok, ok_price, out
 from daemon.features.rolling import RollingSum
 
 _K = 3.0 - 2.0 * math.sqrt(2.0)
@@ -119,7 +119,7 @@ class KyleLambda:
         self.dropped = 0
 
     def update(self, close: float, signed_quote_volume: float) -> float | None:
-        if not (ok(close) and close > 0.0 and ok(signed_quote_volume)):
+        if not (ok_price(close) and ok(signed_quote_volume)):
             self.dropped += 1
             return self.value
         prev, self._prev = self._prev, close
@@ -145,7 +145,7 @@ class RollSpread:
         self.dropped = 0
 
     def update(self, price: float) -> float | None:
-        if not (ok(price) and price > 0.0):
+        if not ok_price(price):
             self.dropped += 1
             return self.value
         prev, self._prev = self._prev, price
@@ -187,7 +187,8 @@ class CorwinSchultz:
         self.dropped = 0
 
     def update(self, high: float, low: float, close: float) -> float | None:
-        if not (ok(high) and ok(low) and ok(close)) or not 0.0 < low <= close <= high:
+        if not (ok_price(high) and ok_price(low) and ok_price(close)) \
+                or not low <= close <= high:
             self.dropped += 1
             return self.value
         prev = self._prev
@@ -218,7 +219,7 @@ class Amihud:
         self.dropped = 0
 
     def update(self, close: float, quote_volume: float) -> float | None:
-        if not (ok(close) and close > 0.0 and ok(quote_volume) and quote_volume >= 0.0):
+        if not (ok_price(close) and ok(quote_volume) and quote_volume >= 0.0):
             self.dropped += 1
             return self.value
         prev, self._prev = self._prev, close

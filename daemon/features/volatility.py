@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 
-from daemon.features._num import ok, out
+from daemon.features._num import ok, ok_price, out
 from daemon.features.rolling import RollingSum
 
 
@@ -43,7 +43,7 @@ class LogReturns:
         self.dropped = 0
 
     def update(self, price: float) -> float | None:
-        if not (ok(price) and price > 0.0):
+        if not ok_price(price):
             self.dropped += 1
             return None
         prev, self.prev = self.prev, price

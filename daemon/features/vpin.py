@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from daemon.features._num import ok, out
+from daemon.features._num import ok, ok_price, out
 from daemon.features.rolling import RollingMoments, RollingSum
 
 _SQRT2 = math.sqrt(2.0)
@@ -57,7 +57,7 @@ class VPIN:
 
     def update(self, close: float, volume: float) -> float | None:
         """One bar: its close and its volume in quote currency."""
-        if not (ok(close) and close > 0.0 and ok(volume) and volume >= 0.0):
+        if not (ok_price(close) and ok(volume) and volume >= 0.0):
             self.dropped += 1
             return self.value
         prev, self._prev = self._prev, close
