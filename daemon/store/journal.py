@@ -20,6 +20,7 @@ fields their writers put in `detail`:
                     figures that tripped it) (record_limit_trip)
   breaker           name, old, new, reason, ... (record_breaker)
   schema_migrated   from, to, backup (written by the journal itself after a migration)
+  service_stopped   result, exit_code, exit_status (bot4d stop-post, after the daemon ended)
   orders_recovered, step_failed, journal_reset
 """
 from __future__ import annotations
