@@ -4,6 +4,7 @@
     bot4ctl orders [--symbol S] [--limit N] [--json]      (newest first, from the journal)
     bot4ctl fills [--symbol S] [--limit N] [--json]
     bot4ctl breaker trip NAME [--reason TEXT] | breaker reset NAME
+    bot4ctl features [--symbol S] [--json]            (latest value of every feature)
     bot4ctl sim estop press|release          (daemon running with mock GPIO only)
     bot4ctl sim stall market|strategy|loop [--seconds N]
 
@@ -129,6 +130,35 @@ def _name(text: str) -> str:
     return text.strip()
 
 
+FEATURE_COLUMNS: list[render.Column] = [
+    ("symbol", "symbol", False), ("feature", "feature", False), ("value", "value", False),
+    ("ready", "ready", False), ("time", "time (UTC)", False)]
+
+
+def _features_lines(result: dict, symbol: str | None) -> list[str]:
+    """{"features": {symbol: {name: {value, ts_ns, ready}}}} as one row per feature."""
+    feats = result.get("features")
+    if not isinstance(feats, dict) or not feats:
+        return ["no features (the feature engine is off or has no symbols)"]
+    rows = []
+    for sym, by_name in feats.items():
+        if symbol and sym != symbol or not isinstance(by_name, dict):
+            continue
+        for name, v in by_name.items():
+            v = v if isinstance(v, dict) else {}
+            x = v.get("value")
+            shown = f"{x:.6g}" if isinstance(x, (int, float)) and not isinstance(x, bool) \
+                else "-"
+            ts = v.get("ts_ns")
+            rows.append({"symbol": sym, "feature": name, "value": shown,
+                         "ready": "yes" if v.get("ready") else "no",
+                         "time": render.when(ts)[11:-1] if isinstance(ts, int) and ts > 0
+                         else "-"})
+    if not rows:
+        return [f"no features for {symbol}"]
+    return render.table(rows, FEATURE_COLUMNS)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bot4ctl", description="Control a running bot4d.")
     ap.add_argument("--socket", default=os.environ.get("BOT4_SOCKET", DEFAULT_SOCKET))
@@ -148,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         hp.add_argument("--limit", type=_limit, default=50,
                         help=f"how many (1-{MAX_LIMIT}, default 50)")
         hp.add_argument("--json", action="store_true")
+    fe = sub.add_parser("features", help="latest value, readiness and time of every feature")
+    fe.add_argument("--symbol", type=_symbol, help="only this symbol")
+    fe.add_argument("--json", action="store_true")
     br = sub.add_parser("breaker", help="trip or reset a circuit breaker by name")
     brsub = br.add_subparsers(dest="action", required=True)
     trip = brsub.add_parser("trip", help="open it (manual: stays open until reset)")
@@ -219,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif args.cmd == "status":
         _print_status(result)
+    elif args.cmd == "features":
+        sys.stdout.write(render.dump(_features_lines(result, args.symbol)))
     elif args.cmd in ("orders", "fills"):
         rows = [r for r in result.get(args.cmd) or [] if isinstance(r, dict)]
         show = render.orders_lines if args.cmd == "orders" else render.fills_lines
