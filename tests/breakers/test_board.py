@@ -579,6 +579,18 @@ def test_compat_breakers_keep_their_reasons():
     assert b.check({}, {}, 2) == "2 rejects in the last minute"
 
 
+def test_compat_reject_storm_window_is_one_minute_inclusive():
+    b = Breakers(cfg(max_rejects_per_min=1))
+    b.record_reject(5 * S)
+    b.record_reject(6 * S)
+    assert b.check({}, {}, 65 * S) == "2 rejects in the last minute", \
+        "the one at 5 s is exactly a minute old: it counts"
+    b = Breakers(cfg(max_rejects_per_min=1))
+    b.record_reject(5 * S)
+    b.record_reject(6 * S)
+    assert b.check({}, {}, 65 * S + 1) is None, "one ns later it is gone"
+
+
 # -- every path hands on its time, ids and reasons (pinned where mutation testing asked) ----
 def test_each_change_carries_the_time_of_the_call_that_caused_it():
     b, rec = board(max_consecutive_errors=1000, max_rejects_per_min=1)
@@ -810,3 +822,12 @@ def test_a_pre_trade_reject_counts_but_fails_no_probe():
     b2.on_reject(V, "(pre-trade)", "x", 1, pre_trade=True)
     b2.on_reject(V, "(pre-trade)", "x", 2, pre_trade=True)
     assert state(b2, V) == "open"
+
+
+def test_a_closing_ack_carries_its_time():
+    b, rec = board(probe_orders=1)
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_ack(V, "p1", MS, t + 42)
+    assert [(c.name, c.new, c.ts_ns) for c in rec.changes[-2:]] == \
+        [(V, "closed", t + 42), (GLOBAL, "closed", t + 42)]

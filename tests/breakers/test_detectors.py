@@ -382,3 +382,14 @@ def test_volume_no_scale_counts_every_skipped_interval():
     d.observe(vol(None), "X")
     d.observe(vol(None), "X")
     assert d.no_scale == 2
+
+
+def test_latency_median_is_shown_in_milliseconds():
+    d = lat(factor=4.0, floor_ns=1, warmup=4, spikes=1)
+    for _ in range(4):
+        d.ack(40_050_010)
+    assert "(4 x median 40.1 ms," in d.ack(10**12).reason
+    d = lat(factor=4.0, floor_ns=1, warmup=4, spikes=1)
+    for _ in range(4):
+        d.ack(12_345_010)
+    assert d.ack(10**12).figures["median_ms"] == "12.35"
