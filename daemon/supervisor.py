@@ -35,12 +35,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon import __version__
-from daemon.config import Config, fingerprint as config_fingerprint
+from daemon.config import EX_CONFIG, Config, ConfigError, fingerprint as config_fingerprint
 from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.reconcile import reconcile
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
+from daemon.operator.view import Operator   # operator's view: page, metrics, alerts
 from daemon.protection import Action, Protection
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.safety.loop_monitor import LoopMonitor
@@ -118,6 +119,7 @@ class Supervisor:
         self.control: ControlServer | None = None
         self.loop_monitor: LoopMonitor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.operator: Operator | None = None   # status page, /metrics, alerts (issue 13)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._pings_blocked: str | None = None
@@ -153,6 +155,10 @@ class Supervisor:
             raise StartupError(
                 f"no usable GPIO on this machine ({board.describe(self.board)}): "
                 "real hardware needs a Raspberry Pi; use --sim for simulation", EX_UNAVAILABLE)
+        try:   # operator's view: its credentials are read now; a missing one is exit 78
+            self.operator = Operator(self)
+        except ConfigError as e:
+            raise StartupError(f"config error: {e}", EX_CONFIG) from e
         self._open_state()
         rec = self.journal.latch()
         if rec and rec.tripped:
@@ -202,6 +208,8 @@ class Supervisor:
         self.control = ControlServer(self.socket_path, self.handle_command,
                                      group=cfg.daemon.socket_group)
         await self.control.start()
+        # Operator's view (page, /metrics, alerts): guarded, a port in use must not stop boot.
+        await self._async_step("boot: operator's view", self.operator.start)
         loop_hb = self.watchdog.register("loop", cfg.watchdog.loop_deadline_s)
         self.loop_monitor = LoopMonitor(loop_hb, self.latch, self.loop, self._on_loop_stall)
         self.loop_monitor.start()
@@ -309,6 +317,8 @@ class Supervisor:
         if new is not old:
             log.log(logging.WARNING if new in (State.HALTED, State.ESTOP, State.FAULT)
                     else logging.INFO, "state %s -> %s: %s", old, new, reason)
+            if self.operator is not None:   # page, metrics, alerts: O(1), never raises
+                self.operator.on_state(old, new, reason)
 
     def _announce(self) -> None:
         for step in (self._show_led, lambda: self.notifier.status(self._status_line())):
@@ -417,6 +427,8 @@ class Supervisor:
                     "the daemon is in fault and comes back halted"))
 
     def _on_estop_restored(self) -> None:
+        if self.operator is not None:   # e-stop close edge (metrics); O(1), never raises
+            self.operator.on_event("estop_released", "e-stop circuit closed")
         if self.latch.kind is LatchKind.ESTOP:
             log.warning("e-stop circuit closed again; `bot4ctl reset` re-arms")
             self._announce()
@@ -722,6 +734,7 @@ class Supervisor:
             "control": self.control.stats() if self.control else None,
             "notify": self.notifier.backend,
             "notify_failures": self.notifier.failures,
+            "operator": self.operator.status() if self.operator else None,
         }
 
     def _reconciliation_status(self) -> dict | None:
@@ -776,6 +789,8 @@ class Supervisor:
             await self._async_step("stop: market", self.market.close)
         if self.control:
             await self._async_step("stop: control socket", self.control.close)
+        if self.operator:   # page and metrics off, queued alerts get a moment to go out
+            await self._async_step("stop: operator's view", self.operator.close)
         if self.panel:
             self._step("stop: GPIO and LED off", self.panel.close)   # LED off, pins released
         journal_closed = False

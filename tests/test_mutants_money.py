@@ -219,6 +219,7 @@ def test_rejects_counted_by_the_breaker_only_for_risk_and_instrument(tmp_path):
         r.buy(qty="0")                    # instrument
     assert r.check() == "2 rejects in the last minute (max 1)"
     assert r.gw.stats["rejected"] == 2
+    assert r.gw.rejects_by_stage == {"risk": 1, "instrument": 1}   # /metrics by reason
 
 
 def test_submit_journals_and_counts(tmp_path):

@@ -79,6 +79,7 @@ class OrderGateway:
         self._prefix = f"b4-{session}-"
         self.listeners: list[Callable[[Order, Fill | None], None]] = []
         self.stats = {"submitted": 0, "rejected": 0, "fills": 0, "cancels": 0}
+        self.rejects_by_stage: dict[str, int] = {}   # /metrics: rejects by reason
         self._after: list[Callable[[], None]] | None = None   # actions waiting for a commit
         self._batch_new: list[Order] = []   # orders journalled in the open batch, not yet sent
         self._sent_ns: dict[str, int] = {}   # client id -> when it left (ack latency)
@@ -210,6 +211,7 @@ class OrderGateway:
 
     def _reject(self, stage: str, reason: str) -> Rejected:
         self.stats["rejected"] += 1
+        self.rejects_by_stage[stage] = self.rejects_by_stage.get(stage, 0) + 1
         if stage in ("risk", "instrument"):
             # A strategy that keeps sending orders the checks refuse is a reject storm of
             # its own making: the venue's breaker counts it like the venue's rejects.
