@@ -216,7 +216,7 @@ class OrderGateway:
             # A strategy that keeps sending orders the checks refuse is a reject storm of
             # its own making: the venue's breaker counts it like the venue's rejects.
             self.breakers.on_reject(self.venue.name, "(pre-trade)", f"{stage}: {reason}",
-                                    self.clock())
+                                    self.clock(), pre_trade=True)
         log.warning("order rejected at %s: %s", stage, reason)
         return Rejected(stage, reason)
 

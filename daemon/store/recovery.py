@@ -12,6 +12,7 @@ touch the journal of a running daemon.
 from __future__ import annotations
 
 import sqlite3
+import urllib.parse
 import sys
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ def _check(sd: StateDir, path: Path) -> int:
                                     else "; no journal was ever created here"))
         return EX_DATAERR if expected else EX_OK
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # Percent-encoded: a #, ? or % in the path would otherwise end the file name.
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
         try:
             rows = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()]
             if rows != ["ok"]:
