@@ -24,7 +24,7 @@ from daemon.features.rolling import RollingSum
 
 class AdverseSelection:
     __slots__ = ("horizons_ns", "_pending", "_moves", "_count", "mid", "unmeasured",
-                 "overflow")
+                 "overflow", "pending")
 
     def __init__(self, horizons_ns: list[int], n: int = 100, max_pending: int = 10_000) -> None:
         if not horizons_ns or any(h <= 0 for h in horizons_ns) or n < 1:
@@ -37,6 +37,7 @@ class AdverseSelection:
         self.mid: float | None = None
         self.unmeasured = 0
         self.overflow = 0
+        self.pending = 0          # fills waiting at any horizon: 0 = `on_mid` has no work
 
     def on_fill(self, ts_ns: int, side: int) -> None:
         """A fill of ours (side +1 buy / -1 sell) at event time ts_ns."""
@@ -48,6 +49,7 @@ class AdverseSelection:
             if len(q) == q.maxlen:
                 self.overflow += 1
             q.append((ts_ns + h, float(side), m0))
+        self.pending = sum(len(q) for q in self._pending)
 
     def on_mid(self, ts_ns: int, mid: float) -> list[int]:
         """A new mid at event time ts_ns; returns the indexes of the horizons that measured
@@ -63,6 +65,8 @@ class AdverseSelection:
                 self._count[i] += 1
                 if not done or done[-1] != i:
                     done.append(i)
+        if done:
+            self.pending = sum(len(q) for q in self._pending)
         return done
 
     def value(self, i: int) -> float | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from daemon.config import FeaturesCfg
 from daemon.features import adverse, flow, indicators, liquidity, volatility, vpin
+from daemon.features._num import ok_price
 from daemon.features.store import FeatureSpec, FeatureStore, FeatureValue  # noqa: F401
 from daemon.market.bars import Bar, BarClock, TimeBarBuilder
 from daemon.market.events import Trade
@@ -91,8 +92,10 @@ def feature_specs(cfg: FeaturesCfg) -> list[FeatureSpec]:
     burst = {"bucket_s": c.burst_bucket_s, "halflife_s": c.burst_halflife_s,
              "warmup_buckets": c.burst_warmup_buckets, "max_gap_s": c.burst_max_gap_s}
     specs += [
-        FeatureSpec("trade_rate_z", "z-score", "trade", burst, "trades in the open bucket"),
-        FeatureSpec("ofi_burst_z", "z-score", "book", burst, "|OFI| in the open bucket"),
+        FeatureSpec("trade_rate_z", "z-score", "trade", burst,
+                    "trade count z: last closed bucket, or the open one at a burst"),
+        FeatureSpec("ofi_burst_z", "z-score", "book", burst,
+                    "|OFI| z: last closed bucket, or the open one at a burst"),
         FeatureSpec("microburst", "0/1", "trade+book",
                     {**burst, "z": c.burst_z, "min_trades": c.burst_min_trades},
                     "trade-rate or |OFI| burst"),
@@ -212,13 +215,17 @@ class FeatureEngine:
             ofi.update(ts_ns, bid, ask)
         put(st.s_ofi, ofi.value(ts_ns), ts_ns, symbol, "ofi")
         put(st.s_micro, flow.microprice(bid, ask), ts_ns, symbol, "microprice")
-        st.burst.on_ofi(ts_ns, ofi.last_e)
+        if st.burst.on_ofi(ts_ns, ofi.last_e):
+            st.put_burst(ts_ns, put)
         ofi.last_e = 0.0
-        st.put_burst(ts_ns, put)
         adv = st.adverse
-        done = adv.on_mid(ts_ns, (bid[0] + ask[0]) * 0.5)
-        for i in done:
-            put(st.adverse_slots[i], adv.value(i), ts_ns, symbol, st.adverse_names[i])
+        mid = (bid[0] + ask[0]) * 0.5
+        if ok_price(mid):
+            adv.mid = mid
+            if adv.pending:
+                for i in adv.on_mid(ts_ns, mid):
+                    put(st.adverse_slots[i], adv.value(i), ts_ns, symbol,
+                        st.adverse_names[i])
         if st.bars is not None:
             st.bars.advance(ts_ns)
 
@@ -236,8 +243,8 @@ class FeatureEngine:
         put(st.s_ti, st.ti.update(trade.qty, not trade.buyer_is_maker), ts, symbol,
             "trade_imbalance")
         put(st.s_roll, st.roll.update(trade.price), ts, symbol, "roll_spread")
-        st.burst.on_trade(ts)
-        st.put_burst(ts, put)
+        if st.burst.on_trade(ts):
+            st.put_burst(ts, put)
         if st.bars is not None and math.isfinite(trade.price) and math.isfinite(trade.qty):
             st.bars.update(trade)
 

@@ -21,9 +21,10 @@ Microburst: event time is cut into buckets of `bucket_ns`. For each bucket the t
 and the sum of |e_n| are compared with an EWMA baseline of earlier buckets (half-life
 `halflife_ns`): z = (x - mean) / sd with sd floored (counts: max(sd, sqrt(mean), 1), a
 Poisson floor; |OFI|: max(sd, 0.1 * mean), and z capped at +-1000), so a silent baseline
-cannot produce inf. z is for the open bucket, updated on every event, so a burst shows within
-its bucket. `burst` is 1.0 when either z >= threshold (the trade z only with at least
-`min_trades` trades in the bucket), else 0.0. Ready after `warmup` closed buckets. A gap of
+cannot produce inf. The limits (mean + threshold * sd) are computed when a bucket opens, so
+an event costs one comparison; `burst` turns 1.0 the moment the open bucket's trade count
+(at least `min_trades`) or |OFI| reaches its limit, and the z-scores are published then and
+at every bucket close (see `Microburst`). Ready after `warmup` closed buckets. A gap of
 more than `max_gap_ns` without events is a feed gap, not a quiet market: the baseline
 restarts (warm-up again) instead of learning a run of zeros.
 
@@ -38,7 +39,6 @@ import math
 from collections import deque
 
 from daemon.features._num import ok, out
-from daemon.features.rolling import RollingSum
 
 Z_CAP = 1000.0
 
@@ -179,29 +179,46 @@ def microprice(bid: tuple[float, float], ask: tuple[float, float]) -> float | No
 
 
 class TradeImbalance:
-    """(buy - sell) / (buy + sell) volume over the last n trades."""
+    """(buy - sell) / (buy + sell) volume over the last n trades (one deque of signed
+    quantities; the total volume is kept alongside from their magnitudes)."""
 
-    __slots__ = ("_signed", "_vol", "dropped")
+    __slots__ = ("n", "_buf", "_signed", "_vol", "_since", "dropped")
 
     def __init__(self, n: int) -> None:
-        self._signed = RollingSum(n)
-        self._vol = RollingSum(n)
+        if n < 1:
+            raise ValueError(f"window must be >= 1, got {n}")
+        self.n = n
+        self._buf: deque[float] = deque(maxlen=n)
+        self._signed = self._vol = 0.0
+        self._since = 0
         self.dropped = 0
 
     def update(self, qty: float, aggressor_buy: bool) -> float | None:
         if not ok(qty) or qty < 0.0:
             self.dropped += 1
             return self.value
-        self._signed.add(qty if aggressor_buy else -qty)
-        self._vol.add(qty)
+        buf = self._buf
+        if len(buf) == self.n:
+            old = buf[0]
+            self._signed -= old
+            self._vol -= old if old >= 0.0 else -old
+            self._since += 1
+        x = qty if aggressor_buy else -qty
+        buf.append(x)
+        self._signed += x
+        self._vol += qty
+        if self._since >= self.n:       # exact recompute now and then: no drift
+            self._signed = math.fsum(buf)
+            self._vol = math.fsum(abs(v) for v in buf)
+            self._since = 0
         return self.value
 
     @property
     def value(self) -> float | None:
-        v = self._vol.total
-        if not self._vol.full or not v > 0.0:
+        v = self._vol
+        if len(self._buf) < self.n or not v > 0.0:
             return None
-        x = self._signed.total / v
+        x = self._signed / v
         return out(1.0 if x > 1.0 else -1.0 if x < -1.0 else x)
 
 
@@ -231,11 +248,17 @@ class _Baseline:
 
 
 class Microburst:
-    """Trade-rate and |OFI| bursts against a rolling (EWMA) baseline of buckets."""
+    """Trade-rate and |OFI| bursts against a rolling (EWMA) baseline of buckets.
+
+    Cheap per event (a comparison with limits computed when a bucket closes): `on_trade`
+    and `on_ofi` return True when the published values changed, i.e. at a bucket close
+    (`trade_z`/`ofi_z` are then the closed bucket's) and the moment the open bucket crosses
+    a limit (they are then the open bucket's, and `burst` turns 1 at once). `burst` goes
+    back to 0 when a bucket without a burst opens."""
 
     __slots__ = ("bucket_ns", "threshold", "warmup", "min_trades", "max_gap_ns",
-                 "_max_fill", "_bucket", "_count", "_ofi", "_rate", "_flow", "_last_ns",
-                 "trade_z", "ofi_z", "gaps")
+                 "_max_fill", "_bucket", "_edge", "_count", "_ofi", "_rate", "_flow",
+                 "_last_ns", "_trade_lim", "_ofi_lim", "hot", "trade_z", "ofi_z", "gaps")
 
     def __init__(self, bucket_ns: int, halflife_ns: int, threshold: float = 4.0,
                  warmup: int = 60, min_trades: int = 10, max_gap_ns: int = 60 * 10**9) -> None:
@@ -251,56 +274,95 @@ class Microburst:
         # Empty buckets folded in at most: after 16 half-lives older buckets weigh < 2^-16.
         self._max_fill = max(1, math.ceil(16 * halflife_ns / bucket_ns))
         self._bucket: int | None = None
+        self._edge = 0                      # end of the open bucket
         self._count = 0
         self._ofi = 0.0
         self._rate = _Baseline(alpha)
         self._flow = _Baseline(alpha)
         self._last_ns = 0
+        self._trade_lim = math.inf          # no burst before the baseline is warm
+        self._ofi_lim = math.inf
+        self.hot = False
         self.trade_z = self.ofi_z = 0.0
         self.gaps = 0
 
-    def _advance(self, ts_ns: int) -> None:
-        b = ts_ns // self.bucket_ns
-        cur = self._bucket
-        if cur is None or ts_ns - self._last_ns > self.max_gap_ns:
-            if cur is not None:
-                self.gaps += 1
-            self._rate.reset()
-            self._flow.reset()
-            self._bucket, self._count, self._ofi = b, 0, 0.0
-        elif b > cur:
-            self._rate.add(self._count)
-            self._flow.add(self._ofi)
-            for _ in range(min(b - cur - 1, self._max_fill)):   # empty buckets in between
-                self._rate.add(0)
-                self._flow.add(0.0)
-            self._bucket, self._count, self._ofi = b, 0, 0.0
-        # an event older than the open bucket (out of order) is counted in the open one
-        if ts_ns > self._last_ns:
-            self._last_ns = ts_ns
+    def _sd(self) -> tuple[float, float]:
+        r, f = self._rate, self._flow
+        return (max(math.sqrt(r.var), math.sqrt(r.mean), 1.0),
+                max(math.sqrt(f.var), 0.1 * f.mean))
 
     def _z(self) -> None:
-        r, f = self._rate, self._flow
-        sd = max(math.sqrt(r.var), math.sqrt(r.mean), 1.0)
-        self.trade_z = max(-Z_CAP, min(Z_CAP, (self._count - r.mean) / sd))
-        sdf = max(math.sqrt(f.var), 0.1 * f.mean)
+        """z of the open bucket against the baseline (before the bucket is added to it)."""
+        sd, sdf = self._sd()
+        self.trade_z = max(-Z_CAP, min(Z_CAP, (self._count - self._rate.mean) / sd))
         if sdf > 0.0:
-            z = (self._ofi - f.mean) / sdf
-            self.ofi_z = max(-Z_CAP, min(Z_CAP, z))
+            self.ofi_z = max(-Z_CAP, min(Z_CAP, (self._ofi - self._flow.mean) / sdf))
         else:
             self.ofi_z = Z_CAP if self._ofi > 0.0 else 0.0
 
-    def on_trade(self, ts_ns: int) -> None:
-        self._advance(ts_ns)
-        self._count += 1
-        self._z()
+    def _open(self, b: int) -> None:
+        self._bucket, self._count, self._ofi, self.hot = b, 0, 0.0, False
+        self._edge = (b + 1) * self.bucket_ns
+        if self._rate.n >= self.warmup:
+            sd, sdf = self._sd()
+            z = self.threshold
+            self._trade_lim = max(self._rate.mean + z * sd, float(self.min_trades))
+            # a silent |OFI| baseline: any flow at all is a burst
+            self._ofi_lim = self._flow.mean + z * sdf if sdf > 0.0 else 5e-324
+        else:
+            self._trade_lim = self._ofi_lim = math.inf
 
-    def on_ofi(self, ts_ns: int, e: float) -> None:
+    def _advance(self, ts_ns: int) -> bool:
+        """Close buckets up to ts_ns; True if anything was closed or reset."""
+        changed = False
+        if self._bucket is None or ts_ns - self._last_ns > self.max_gap_ns:
+            if self._bucket is not None:
+                self.gaps += 1
+            self._rate.reset()
+            self._flow.reset()
+            self.trade_z = self.ofi_z = 0.0
+            self._open(ts_ns // self.bucket_ns)
+            changed = True
+        elif ts_ns >= self._edge:
+            self._z()                       # the closed bucket's z, published
+            self._rate.add(self._count)
+            self._flow.add(self._ofi)
+            b = ts_ns // self.bucket_ns
+            for _ in range(min(b - self._bucket - 1, self._max_fill)):   # empty buckets
+                self._rate.add(0)
+                self._flow.add(0.0)
+            self._open(b)
+            changed = True
+        # an event older than the open bucket (out of order) is counted in the open one
+        if ts_ns > self._last_ns:
+            self._last_ns = ts_ns
+        return changed
+
+    def on_trade(self, ts_ns: int) -> bool:
+        changed = self._advance(ts_ns) if ts_ns >= self._edge \
+            or ts_ns - self._last_ns > self.max_gap_ns else False
+        if ts_ns > self._last_ns:
+            self._last_ns = ts_ns
+        self._count += 1
+        if not self.hot and self._count >= self._trade_lim:
+            self.hot = True
+            self._z()
+            return True
+        return changed
+
+    def on_ofi(self, ts_ns: int, e: float) -> bool:
         if not ok(e):
-            return
-        self._advance(ts_ns)
-        self._ofi += abs(e)
-        self._z()
+            return False
+        changed = self._advance(ts_ns) if ts_ns >= self._edge \
+            or ts_ns - self._last_ns > self.max_gap_ns else False
+        if ts_ns > self._last_ns:
+            self._last_ns = ts_ns
+        self._ofi += e if e >= 0.0 else -e
+        if not self.hot and self._ofi >= self._ofi_lim:
+            self.hot = True
+            self._z()
+            return True
+        return changed
 
     @property
     def ready(self) -> bool:
@@ -308,6 +370,4 @@ class Microburst:
 
     @property
     def burst(self) -> float:
-        hot = (self.trade_z >= self.threshold and self._count >= self.min_trades) \
-            or self.ofi_z >= self.threshold
-        return 1.0 if hot else 0.0
+        return 1.0 if self.hot else 0.0

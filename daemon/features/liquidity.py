@@ -136,12 +136,21 @@ class KyleLambda:
 
 
 class RollSpread:
-    __slots__ = ("_cov", "_prev", "_prev_dp", "dropped")
+    """Running sums over the last n pairs: changes are in bps of a liquid price (small, mean
+    near 0), so the raw-moment covariance sum(xy)/n - mean(x) mean(y) loses no precision;
+    an exact recompute every n pairs stops drift."""
+
+    __slots__ = ("n", "_dp", "_xy", "_sdp", "_sxy", "_since", "_prev", "dropped")
 
     def __init__(self, n: int) -> None:
-        self._cov = RollingCov(n)
+        if n < 2:
+            raise ValueError(f"Roll needs n >= 2 pairs, got {n}")
+        self.n = n
+        self._dp: deque[float] = deque(maxlen=n + 1)   # the n+1 changes behind n pairs
+        self._xy: deque[float] = deque(maxlen=n)       # dp_{t-1} * dp_t
+        self._sdp = self._sxy = 0.0
+        self._since = 0
         self._prev: float | None = None
-        self._prev_dp: float | None = None
         self.dropped = 0
 
     def update(self, price: float) -> float | None:
@@ -152,17 +161,40 @@ class RollSpread:
         if prev is None:
             return None
         dp = math.log(price / prev) * 1e4
-        pdp, self._prev_dp = self._prev_dp, dp
-        if pdp is not None:
-            self._cov.add(pdp, dp)
+        d = self._dp
+        if d:
+            xy = self._xy
+            if len(xy) == self.n:
+                self._sxy -= xy[0]
+            p = d[-1] * dp
+            xy.append(p)
+            self._sxy += p
+        if len(d) == self.n + 1:
+            self._sdp -= d[0]
+            self._since += 1
+        d.append(dp)
+        self._sdp += dp
+        if self._since > self.n:
+            self._sdp = math.fsum(d)
+            self._sxy = math.fsum(self._xy)
+            self._since = 0
         return self.value
 
     @property
-    def value(self) -> float | None:
-        c = self._cov
-        if not c.full:
+    def cov(self) -> float | None:
+        d = self._dp
+        n = self.n
+        if len(d) < n + 1:
             return None
-        cov = c.cov
+        sx = self._sdp - d[-1]      # dp_{t-1} over the pairs: all but the newest change
+        sy = self._sdp - d[0]       # dp_t over the pairs: all but the oldest
+        return self._sxy / n - (sx / n) * (sy / n)
+
+    @property
+    def value(self) -> float | None:
+        cov = self.cov
+        if cov is None:
+            return None
         return out(2.0 * math.sqrt(-cov)) if cov < 0.0 else 0.0
 
 
