@@ -114,9 +114,15 @@ class Protection:
         self.board.tick(now)
         self.risk.sample(positions, marks, now)
         trips = self.risk.evaluate(positions, marks, now, open_orders=open_orders)
-        for t in trips:
-            self._risk_tripped(t, now)
-        self._save_risk(now, force=bool(trips))
+        if trips:
+            # One commit: the trip rows, the breaker they open and the risk snapshot that
+            # carries them across a restart (a kill between them must not lose a trip).
+            with self.journal.batch():
+                for t in trips:
+                    self._risk_tripped(t, now)
+                self._save_risk(now, force=True)
+        else:
+            self._save_risk(now, force=False)
         actions, self._actions = self._actions, []
         return actions
 

@@ -39,6 +39,7 @@ from daemon.config import EX_CONFIG, Config, ConfigError, fingerprint as config_
 from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.reconcile import reconcile
+from daemon.features.engine import FeatureEngine
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
 from daemon.operator.view import Operator   # operator's view: page, metrics, alerts
@@ -61,7 +62,7 @@ EX_DATAERR = 65       # the journal is damaged: an operator must look (no restar
 EX_UNAVAILABLE = 69
 EX_TEMPFAIL = 75      # another bot4d holds the state dir
 _JOURNAL_FILE_CHECK_S = 1.0
-_READ_ONLY_COMMANDS = frozenset({"status", "orders", "fills"})
+_READ_ONLY_COMMANDS = frozenset({"status", "orders", "fills", "features", "quality"})
 _MAX_FAILURES_SHOWN = 20
 
 
@@ -103,6 +104,7 @@ class Supervisor:
         self.notifier = Notifier()
         self.protection: Protection | None = None   # risk limits + circuit breakers
         self.reconciliation: dict | None = None   # this boot's crash-recovery result
+        self.features: FeatureEngine | None = None   # streaming features + online store
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
         self.statedir = StateDir(self.state_dir)
@@ -205,6 +207,11 @@ class Supervisor:
         self.market.subscribe(self.strategy.on_market)
         self.market.subscribe(self.protection.on_book)
         self.market.subscribe_trades(self.protection.on_trade)
+        if cfg.features.enabled:   # streaming features: one more stage on the market events
+            self.features = FeatureEngine(cfg.features, list(self.market.symbols))
+            self.market.subscribe(self.features.on_book)
+            self.market.subscribe_trades(self.features.on_trade)
+            self.gateway.listeners.append(self._own_fill_to_features)
         self.control = ControlServer(self.socket_path, self.handle_command,
                                      group=cfg.daemon.socket_group)
         await self.control.start()
@@ -239,6 +246,10 @@ class Supervisor:
             self._set_state(State.TRADING, "auto_start")
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
+
+    def _own_fill_to_features(self, order: Any, fill: Any) -> None:
+        if fill is not None:   # adverse selection of our own fills
+            self.features.on_own_fill(fill)
 
     def _cancel_restored(self, reason: str) -> None:
         """Latched at boot means no working order: what reconciliation restored or adopted
@@ -605,6 +616,11 @@ class Supervisor:
             return self._history(cmd, req)
         if cmd == "breaker":
             return self._breaker(req)
+        if cmd == "features":
+            if self.features is None:
+                raise CommandError("features are off ([features] enabled = false)")
+            return {"features": self.features.status(),
+                    "registry": self.features.registry()}
         raise CommandError(f"unknown command {cmd!r}")
 
     def _breaker(self, req: dict) -> dict:

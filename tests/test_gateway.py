@@ -149,15 +149,6 @@ def test_position_limit_counts_open_orders(tmp_path):
         e.buy(qty="0.001")
 
 
-def test_recover_closes_orders_left_open(tmp_path):
-    e = Env(tmp_path)
-    o = e.buy()
-    e2 = Env(tmp_path)   # a new process on the same journal
-    stale = e2.gw.recover("restart")
-    assert [s.client_id for s in stale] == [o.client_id]
-    assert e2.journal.order_status(o.client_id) is OrderStatus.CANCELLED
-
-
 def test_batch_is_one_commit_and_nothing_leaves_before_it(tmp_path, mocker):
     e = Env(tmp_path)
     old = e.buy(price="59980")

@@ -189,20 +189,6 @@ def test_a_failed_batch_withdraws_its_unsent_orders_in_the_journal(tmp_path, cap
         f"1 order(s) withdrawn before sending: {why}"]
 
 
-def test_recovery_is_journalled_at_the_clock_and_logged(tmp_path, caplog):
-    r = Rig(tmp_path)
-    o = r.buy(price="59000")
-    r2 = Rig(tmp_path)
-    r2.now = 10_000
-    with caplog.at_level(logging.WARNING, logger="daemon.execution.gateway"):
-        (stale,) = r2.gw.recover("venue session lost")
-    assert (stale.client_id, stale.status, stale.reason, stale.updated_ns) == \
-        (o.client_id, OrderStatus.CANCELLED, "venue session lost", 10_000)
-    assert _events(r2, o.client_id)[-1] == (10_000, "cancelled", "venue session lost")
-    assert [m.getMessage() for m in caplog.records] == [
-        "closed 1 orders left open by the previous run (venue session lost)"]
-
-
 def test_reducing_ignores_orders_of_other_symbols_and_of_the_other_side(tmp_path):
     r = Rig(tmp_path)
     r.buy(qty="0.001", price="59000")            # same symbol, other side (opened earlier)

@@ -368,20 +368,6 @@ def test_finished_orders_are_remembered_for_late_reports_up_to_a_bound(tmp_path)
     assert len(r.journal.audit_rows("unknown_order_report")) == 1
 
 
-def test_recover_closes_what_the_last_run_left_open(tmp_path):
-    r = Rig(tmp_path)
-    a, b = r.buy(price="59000"), r.sell()
-    r2 = Rig(tmp_path)   # the next run on the same journal
-    assert r2.gw.recover("restart") and not r2.gw.recover("again")
-    for o in (a, b):
-        assert r2.journal.order_status(o.client_id) is OrderStatus.CANCELLED
-        assert r2.journal.order_history(o.client_id)[-1] == "cancelled"
-    assert {o.reason for o in r2.journal.open_orders()} == set()
-    row = r2.journal._db.execute("SELECT reason FROM orders WHERE client_id=?",
-                                 (a.client_id,)).fetchone()
-    assert row == ("restart",)
-
-
 def test_client_ids_carry_the_session_and_count_up(tmp_path):
     r = Rig(tmp_path)
     a, b = r.buy(price="59000"), r.buy(price="58900")

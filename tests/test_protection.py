@@ -57,7 +57,11 @@ def test_daily_loss_trip_is_journalled_with_figures_then_acted_on(tmp_path, acti
     pos = long_at("60000")
     assert p.poll(pos, {SYM: D("59951")}, {SYM: True}, []) == []      # loss 49: not yet
     c.now += S
+    commits = j.commits
     actions = p.poll(pos, {SYM: D("59940")}, {SYM: True}, [])        # loss 60
+    # The trip row, the global breaker it opens and the risk snapshot: ONE commit, so a
+    # kill cannot keep the row and lose the trip (or the reverse).
+    assert j.commits == commits + 1
     assert [a.kind for a in actions] == ["cancel_increasing", kind]
     assert actions[1].reason.startswith("risk limit daily_loss: daily loss 60")
     (row,) = audits(j, "limit_trip")

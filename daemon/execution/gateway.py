@@ -435,18 +435,6 @@ class OrderGateway:
             pos = self.positions[symbol] = Position(symbol)
         return pos
 
-    def recover(self, reason: str) -> list[Order]:
-        """At boot: orders the journal still has open belong to a venue session that is
-        gone (the paper venue lives in memory). Close them in the journal, visibly."""
-        stale = self.journal.open_orders()
-        now = self.clock()
-        for o in stale:
-            o.status, o.reason, o.updated_ns = OrderStatus.CANCELLED, reason, now
-        if stale:
-            self.journal.record_orders(stale, now)
-            log.warning("closed %d orders left open by the previous run (%s)", len(stale), reason)
-        return stale
-
     def adopt(self, orders: list[Order]) -> None:
         """Crash recovery (daemon/execution/reconcile.py): make memory equal to the journal
         for these orders of an earlier run. Open ones (working at the venue, or restored
