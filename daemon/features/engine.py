@@ -21,7 +21,6 @@ NaN/inf into "not ready".
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from daemon.config import FeaturesCfg
@@ -174,10 +173,20 @@ class FeatureEngine:
         self.store = FeatureStore(self.symbols, cfg.history_rows)
         for spec in feature_specs(cfg):
             self.store.register(spec)
-        self._put = self.store.put
+        self._put = self.store.put if cfg.history_rows else self._fast_put
         self._sym = {s: _Symbol(cfg, self.store, s, self._bar_callback(s)) for s in self.symbols}
         self.stats = {"books": 0, "trades": 0, "bars": 0, "fills": 0, "unknown_symbol": 0,
                       "invalid_book": 0}
+
+    def _fast_put(self, slot: list, value: float | None, ts_ns: int, symbol: str = "",
+                  name: str = "") -> None:
+        """FeatureStore.put without history (the hot path when history_rows = 0)."""
+        if value is not None and value - value != 0.0:   # NaN or +-inf
+            self.store.rejected += 1
+            value = None
+        slot[0] = value
+        slot[1] = ts_ns
+        slot[2] = value is not None
 
     def _bar_callback(self, symbol: str) -> Any:
         return lambda bar: self.on_bar(symbol, bar)
@@ -245,8 +254,9 @@ class FeatureEngine:
         put(st.s_roll, st.roll.update(trade.price), ts, symbol, "roll_spread")
         if st.burst.on_trade(ts):
             st.put_burst(ts, put)
-        if st.bars is not None and math.isfinite(trade.price) and math.isfinite(trade.qty):
-            st.bars.update(trade)
+        bars = st.bars
+        if bars is not None and -1e100 <= trade.price <= 1e100 and 0.0 <= trade.qty <= 1e100:
+            bars.update(trade)     # (NaN fails the comparisons: it never reaches a bar)
 
     def on_bar(self, symbol: str, bar: Bar) -> None:
         """One completed bar (see the module docstring for who calls this)."""

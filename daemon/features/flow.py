@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from daemon.features._num import ok, out
+from daemon.features._num import MAX_INPUT, ok, out
 
 Z_CAP = 1000.0
 
@@ -134,7 +134,9 @@ class OFI:
         multi-level OFI; without them only level 1 is updated."""
         pb, qb = bid
         pa, qa = ask
-        if not (ok(pb) and ok(qb) and ok(pa) and ok(qa)) or qb < 0.0 or qa < 0.0:
+        # NaN fails every comparison, so this also drops NaN
+        if not (-MAX_INPUT <= pb <= MAX_INPUT and -MAX_INPUT <= pa <= MAX_INPUT
+                and 0.0 <= qb <= MAX_INPUT and 0.0 <= qa <= MAX_INPUT):
             self.dropped += 1
             return
         prev = self._top
@@ -143,17 +145,34 @@ class OFI:
             self.l1.start_ns = self.ml.start_ns = ts_ns
             self._bids, self._asks = bids, asks
             return
-        e = ofi_event(prev[0], prev[1], prev[2], prev[3], pb, qb, pa, qa)
+        pb0, qb0, pa0, qa0 = prev
+        e = 0.0
+        if pb >= pb0:
+            e += qb
+        if pb <= pb0:
+            e -= qb0
+        if pa <= pa0:
+            e -= qa
+        if pa >= pa0:
+            e += qa0
         self.last_e = e
         self.l1.add(ts_ns, e)
         if bids is not None and asks is not None:
             pbids, pasks = self._bids, self._asks
             if pbids is not None and pasks is not None:
+                # ofi_event per level, inlined (this runs on every book update); zip stops
+                # at the shortest side, so a level missing in either state adds nothing
                 em = 0.0
-                for m in range(min(len(bids), len(asks), len(pbids), len(pasks))):
-                    b0, a0, b1, a1 = pbids[m], pasks[m], bids[m], asks[m]
-                    em += ofi_event(b0[0], b0[1], a0[0], a0[1], b1[0], b1[1], a1[0], a1[1])
-                if ok(em):
+                for (b0, c0), (a0, d0), (b1, c1), (a1, d1) in zip(pbids, pasks, bids, asks):
+                    if b1 >= b0:
+                        em += c1
+                    if b1 <= b0:
+                        em -= c0
+                    if a1 <= a0:
+                        em -= d1
+                    if a1 >= a0:
+                        em += d0
+                if -MAX_INPUT * 100 <= em <= MAX_INPUT * 100:   # finite (NaN fails)
                     self.ml.add(ts_ns, em)
             self._bids, self._asks = bids, asks
 
@@ -211,7 +230,11 @@ class TradeImbalance:
             self._signed = math.fsum(buf)
             self._vol = math.fsum(abs(v) for v in buf)
             self._since = 0
-        return self.value
+        v = self._vol
+        if len(buf) < self.n or not v > 0.0:
+            return None
+        r = self._signed / v
+        return 1.0 if r > 1.0 else -1.0 if r < -1.0 else r    # finite: |signed| <= vol
 
     @property
     def value(self) -> float | None:

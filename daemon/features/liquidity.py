@@ -160,7 +160,8 @@ class RollSpread:
         prev, self._prev = self._prev, price
         if prev is None:
             return None
-        dp = math.log(price / prev) * 1e4
+        # trades often repeat the last price (one taker order against several makers)
+        dp = 0.0 if price == prev else math.log(price / prev) * 1e4
         d = self._dp
         if d:
             xy = self._xy
@@ -178,7 +179,14 @@ class RollSpread:
             self._sdp = math.fsum(d)
             self._sxy = math.fsum(self._xy)
             self._since = 0
-        return self.value
+        n = self.n
+        if len(d) <= n:
+            return None
+        # the value property, inlined: this runs on every trade
+        cov = self._sxy / n - ((self._sdp - d[-1]) / n) * ((self._sdp - d[0]) / n)
+        if cov >= 0.0:
+            return 0.0
+        return out(2.0 * math.sqrt(-cov))
 
     @property
     def cov(self) -> float | None:

@@ -229,3 +229,15 @@ def test_export_without_history_or_pyarrow_says_why(tmp_path, monkeypatch) -> No
 def test_specs_follow_config() -> None:
     names = [s.name for s in feature_specs(FeaturesCfg(adverse_horizons_s=[0.5, 2.0]))]
     assert "adverse_0.5s" in names and "adverse_2s" in names and "adverse_1s" not in names
+
+
+def test_engine_hot_path_put_refuses_nan_and_inf_too() -> None:
+    """Without history the engine writes slots through its own fast put: same guard."""
+    eng = FeatureEngine(FeaturesCfg(), [SYM])
+    sl = eng.store.slot(SYM, "ofi")
+    for i, bad in enumerate((float("nan"), float("inf"), -float("inf"))):
+        eng._put(sl, bad, i, SYM, "ofi")
+        assert eng.store.get(SYM, "ofi") == FeatureValue(None, i, False)
+    eng._put(sl, 1e308, 9, SYM, "ofi")
+    assert eng.store.get(SYM, "ofi") == FeatureValue(1e308, 9, True)
+    assert eng.store.rejected == 3
