@@ -106,3 +106,36 @@ def test_microburst_ofi_burst() -> None:
     assert m.ready and m.ofi_z < 4.0 and m.burst == 0.0
     m.on_ofi(15 * S, 500.0)
     assert m.ofi_z >= 4.0 and m.burst == 1.0
+
+
+def test_microburst_publishes_at_bucket_close_and_at_burst_onset() -> None:
+    m = Microburst(S, 30 * S, threshold=4.0, warmup=5, min_trades=10)
+    changed = [m.on_trade(b * S + k) for b in range(8) for k in range(5)]
+    # one change per bucket boundary (the first trade of each bucket), nothing in between
+    assert [i for i, c in enumerate(changed) if c] == [5 * b for b in range(8)]
+    t = 8 * S
+    assert m.on_trade(t) is True                   # bucket 7 closes
+    flips = [m.on_trade(t + k) for k in range(1, 40)]
+    assert flips.count(True) == 1 and m.burst == 1.0   # the crossing, once
+    k = flips.index(True) + 2                      # trades in the bucket at the crossing
+    assert k >= 10 and m.trade_z >= 4.0
+    assert m.on_trade(9 * S) is True and m.burst == 0.0   # a new bucket: not hot yet
+
+
+def test_engine_microburst_flag_turns_on_at_the_crossing_trade() -> None:
+    from daemon.config import FeaturesCfg
+    from daemon.features.engine import FeatureEngine
+    from daemon.market.events import Trade
+    eng = FeatureEngine(FeaturesCfg(burst_warmup_buckets=5, burst_min_trades=10), ["X"])
+    for b in range(8):
+        for k in range(3):
+            eng.on_trade(Trade("X", b * S + k, 0, 1, 100.0, 1.0, False))
+    v = eng.store.get("X", "microburst")
+    assert v.ready and v.value == 0.0
+    for k in range(50):
+        eng.on_trade(Trade("X", 8 * S + 100 + k, 0, 1, 100.0, 1.0, False))
+        if eng.store.get("X", "microburst").value == 1.0:
+            break
+    v = eng.store.get("X", "microburst")
+    assert v.value == 1.0 and v.ts_ns == 8 * S + 100 + k and k + 1 >= 10
+    assert eng.store.get("X", "trade_rate_z").value >= 4.0
