@@ -1,4 +1,5 @@
-"""The kill latch, circuit breakers, watchdog heartbeats and loop monitor, pinned where
+"""The kill latch, watchdog heartbeats and loop monitor (the circuit breakers have their
+own tests in tests/breakers/), pinned where
 scripts/mutation-check found mutants that no test noticed (a changed comparison, a dropped
 argument, a wrong sign, a reason that no longer names the problem).
 
@@ -15,8 +16,6 @@ import time
 
 import pytest
 
-from daemon.config import BreakersCfg
-from daemon.safety.breakers import Breakers
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.safety.loop_monitor import LoopMonitor
 from daemon.safety.watchdog import Heartbeat, Watchdog
@@ -56,67 +55,6 @@ def test_trip_from_another_thread_closes_the_gate_at_once():
     t.start()
     t.join()
     assert latch.tripped is True and latch.kind is LatchKind.ESTOP and latch.reason == "pressed"
-
-
-# -- breakers ------------------------------------------------------------------------------
-# The compat `Breakers` (reject storm, stale book). The loss rule moved to the risk engine;
-# the board and its detectors are pinned in tests/breakers/.
-def test_fresh_breakers_have_not_tripped():
-    b = Breakers(BreakersCfg())
-    assert b.check({}, {}, 0) is None and not b.tripped
-
-
-def test_tripped_breaker_stays_tripped_until_reset():
-    b = Breakers(BreakersCfg(max_rejects_per_min=1))
-    b.record_reject(0)
-    b.record_reject(1)
-    assert b.check({}, {}, 2) == "2 rejects in the last minute"
-    assert b.check({}, {}, 200 * S) == "2 rejects in the last minute", "tripped is sticky"
-    b.reset()
-    assert b.tripped is None and b.check({}, {}, 201 * S) is None
-    b.record_reject(202 * S)
-    assert b.check({}, {}, 202 * S) is None, "reset forgot the old rejects"
-
-
-def test_stale_book_breaker_boundary_and_reason():
-    b = Breakers(BreakersCfg(book_invalid_s=5.0))
-    b.book_state("BTCUSDT", False, 10 * S)
-    b.book_state("BTCUSDT", False, 12 * S)   # still the same episode: counted from 10 s
-    assert b.check({}, {}, 15 * S) is None, "exactly book_invalid_s is allowed"
-    assert b.check({}, {}, 15 * S + 1) == "BTCUSDT order book invalid for 5.0 s"
-    b2 = Breakers(BreakersCfg(book_invalid_s=5.0))
-    b2.book_state("ETHUSDT", False, 0)
-    # 7.75 s is exact in binary and rounds half-even to 7.8: the seconds are ns / 1e9.
-    assert b2.check({}, {}, 7_750_000_000) == "ETHUSDT order book invalid for 7.8 s"
-
-
-def test_a_valid_book_never_seen_invalid_is_fine():
-    b = Breakers(BreakersCfg())
-    b.book_state("BTCUSDT", True, 0)
-    assert b.check({}, {}, 100 * S) is None
-
-
-def test_valid_book_ends_the_stale_episode_of_that_symbol_only():
-    b = Breakers(BreakersCfg(book_invalid_s=5.0))
-    b.book_state("BTCUSDT", False, 0)
-    b.book_state("ETHUSDT", False, 1 * S)
-    b.book_state("BTCUSDT", True, 2 * S)
-    assert b.check({}, {}, 5 * S) is None
-    assert b.check({}, {}, 6 * S + 1) == "ETHUSDT order book invalid for 5.0 s"
-    b.reset()
-    b.book_state("BTCUSDT", False, 10 * S)
-    b.book_state("BTCUSDT", True, 11 * S)
-    b.book_state("BTCUSDT", False, 12 * S)   # a new episode starts the clock again
-    assert b.check({}, {}, 17 * S) is None
-    assert b.check({}, {}, 17 * S + 1) == "BTCUSDT order book invalid for 5.0 s"
-
-
-def test_first_breaker_reason_wins():
-    b = Breakers(BreakersCfg(max_rejects_per_min=1, book_invalid_s=1.0))
-    b.book_state("BTCUSDT", False, 0)
-    b.record_reject(5 * S)
-    b.record_reject(5 * S)
-    assert b.check({}, {}, 5 * S) == "2 rejects in the last minute"
 
 
 # -- watchdog ------------------------------------------------------------------------------

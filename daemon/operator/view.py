@@ -62,13 +62,10 @@ def classify(old: State, new: State, reason: str) -> tuple[str, str] | None:
 
 def breaker_states(sup: Any) -> dict[str, str]:
     """Each circuit breaker's state (closed, open, half_open) by name, from the breaker
-    board when there is one (sup.protection.board), else from the single `Breakers`."""
+    board (sup.protection.board)."""
     board = getattr(getattr(sup, "protection", None), "board", None)
     if board is not None and hasattr(board, "status"):
         return {str(b.get("name")): str(b.get("state")) for b in board.status()}
-    legacy = getattr(sup, "breakers", None)
-    if legacy is not None:
-        return {"breakers": "open" if getattr(legacy, "tripped", None) else "closed"}
     return {}
 
 
