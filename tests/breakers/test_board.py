@@ -569,3 +569,245 @@ def test_held_global_without_its_venue_is_not_restored():
     b2, _ = board()
     b2.restore(snap, 0)
     assert state(b2, GLOBAL) == "closed"
+
+
+# -- every path hands on its time, ids and reasons (pinned where mutation testing asked) ----
+def test_each_change_carries_the_time_of_the_call_that_caused_it():
+    b, rec = board(max_consecutive_errors=1000, max_rejects_per_min=1)
+    b.on_reject(V, "r1", "x", 11)
+    b.on_reject(V, "r2", "x", 12)                         # storm via on_reject
+    assert [(c.name, c.ts_ns) for c in rec.changes] == [(V, 12), (GLOBAL, 12)]
+    b, rec = board(max_consecutive_errors=1000, max_rejects_per_min=1)
+    b.on_error(V, "e", 21)
+    b.on_error(V, "e", 22)                                # storm via on_error
+    assert rec.changes[0].ts_ns == 22
+    b, rec = board(max_consecutive_errors=1000, error_min_orders=2)
+    b.on_reject(V, "r", "x", 31)
+    b.on_reject(V, "r", "x", 32)                          # error rate via on_reject
+    assert rec.changes[0].ts_ns == 32 and rec.changes[0].reason.startswith("error rate")
+    b, rec = board(max_consecutive_errors=1000, error_min_orders=2)
+    b.on_error(V, "e", 41)
+    b.on_error(V, "e", 42)                                # error rate via on_error
+    assert rec.changes[0].ts_ns == 42 and rec.changes[0].reason.startswith("error rate")
+    b, rec = board(latency_spikes=1)
+    for i in range(5):
+        b.on_ack(V, f"w{i}", 10 * MS, i)
+    b.on_ack(V, "s", 200 * MS, 51)                        # latency trip
+    assert rec.changes[0].ts_ns == 51
+
+
+def test_market_trips_carry_their_update_time():
+    b, rec = board(spread_hold_s=0.0)
+    t = feed_quiet(b, 2)
+    b.on_book("BTCUSDT", V, 100.0, 1.0, 101.0, 1.0, t + 7)
+    b.on_book("BTCUSDT", V, 100.0, 1.0, 101.0, 1.0, t + 9)
+    assert rec.changes[0].ts_ns == t + 9 and "spread" in rec.changes[0].reason
+    b, rec = board(ofi_hold_s=0.0, ofi_max=0.5)
+    b.on_book("BTCUSDT", V, 100.0, 1.0, 100.01, 1.0, 0)
+    b.on_book("BTCUSDT", V, 100.01, 1.0, 100.02, 1.0, 5)
+    b.on_book("BTCUSDT", V, 100.02, 1.0, 100.03, 1.0, 8)
+    assert rec.changes[0].ts_ns == 8 and "toxic flow" in rec.changes[0].reason
+
+
+def test_a_trade_that_closes_an_anomalous_interval_trips_by_itself():
+    b, rec = board(volume_interval_s=1.0, volume_warmup=5, volume_z_max=10.0)
+    for sec in range(8):
+        b.on_trade("ETHUSDT", V, 100.0, 10.0 + (sec % 3 - 1), sec * S)
+    b.on_trade("ETHUSDT", V, 100.0, 500.0, 8 * S)
+    b.on_trade("ETHUSDT", V, 100.0, 1.0, 9 * S + 3)       # no tick: the trade closes it
+    c = rec.changes[0]
+    assert c.ts_ns == 9 * S + 3 and c.reason.startswith("ETHUSDT volume anomaly: 500 ")
+    assert c.figures["symbol"] == "ETHUSDT"
+
+
+def test_probe_failure_reasons_name_the_venue_and_what_failed():
+    b, rec = board()
+    for i in range(5):
+        b.on_ack(V, f"w{i}", 10 * MS, i)
+    t = half_open(b, now=S)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_ack(V, "p1", 150_050_100, t + 3)
+    assert rec.changes[-1] == BreakerChange(
+        V, "half_open", "open", "probe failed: paper: ack of p1 took 150.1 ms (a latency "
+        "spike)", {"reopens": "1"}, t + 3)
+    t = b.breakers[V].half_open_at_ns
+    b.tick(t)
+    b.on_error(V, "HTTP 503", t + 4)
+    assert rec.changes[-1].reason == "probe failed: paper: error: HTTP 503"
+    assert rec.changes[-1].ts_ns == t + 4
+    t = b.breakers[V].half_open_at_ns
+    b.tick(t)
+    b.on_reject(V, "p9", "would cross", t + 5)
+    assert rec.changes[-1].reason == "escalated after 3 failed probe rounds (max_reopens " \
+        "3): paper: p9 rejected: would cross" and rec.changes[-1].ts_ns == t + 5
+
+
+def test_acks_and_fills_of_orders_that_are_not_probes_do_not_count():
+    b, _ = board()
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_ack(V, "older", MS, t)
+    b.on_fill(V, "older", t)
+    assert b.breakers[V].probes_ok == 0
+    b.on_fill(V, "p1", t)
+    assert b.breakers[V].probes_ok == 1
+
+
+def test_global_probes_are_timed_and_matched_by_id():
+    b, rec = board(venues=("paper", "binance"), latency_floor_ms=100.50005)
+    b.trip(GLOBAL, "test", 0, manual=False)
+    b.tick(10 * S)
+    b.allow("binance", D(1), False, 10 * S + 7, "b1")
+    b.on_ack("paper", "other", MS, 10 * S + 8)
+    assert b.breakers[GLOBAL].probes_ok == 0
+    b.tick(10 * S + 7 + 100_500_050)
+    assert state(b, GLOBAL) == "half_open", "exactly the floor: still waiting"
+    b.tick(10 * S + 7 + 100_500_051)
+    c = rec.changes[-1]
+    assert (c.name, c.new, c.ts_ns) == (GLOBAL, "open", 10 * S + 7 + 100_500_051)
+    assert c.reason == "probe failed: probe not acknowledged within 101 ms"
+    assert c.figures == {"waited_ms": "101", "reopens": "1"}
+
+
+def test_venue_probe_ids_reach_the_breaker():
+    b, _ = board()
+    t = half_open(b)
+    b.allow(V, D(1), False, t + 5, "p1")
+    assert b.breakers[V].oldest_probe_ns() == t + 5
+    assert [p.client_id for p in b.breakers[V]._probes] == ["p1"]
+
+
+def test_a_refused_order_is_not_counted_as_a_probe_anywhere():
+    b, _ = board(cascade=False)
+    b.trip(GLOBAL, "own", 0, manual=False)
+    open_venue(b)
+    b.tick(10 * S + 2)
+    b.breakers[V].probes_used = 2                   # the venue's budget is spent
+    assert b.allow(V, D(1), False, 10 * S + 3, "x") == \
+        "breaker paper half-open: probe budget used (2/2)"
+    assert b.breakers[GLOBAL].probes_used == 0, "the global budget is untouched"
+
+
+def test_breaker_changes_are_logged_warning_when_opening():
+    b, _ = board(cascade=False)
+    with _Capture() as logs:
+        open_venue(b)
+        b.reset(V, 5)
+    assert logs == [
+        (logging.WARNING, "breaker paper: closed -> open: 3 venue errors in a row (max 3), "
+                          "last: timeout"),
+        (logging.INFO, "breaker paper: open -> closed: reset by operator")]
+
+
+class _Capture(list):
+    """Records of daemon.safety.breakers.board as (level, message)."""
+
+    def __enter__(self):
+        class H(logging.Handler):
+            def emit(h, record):
+                self.append((record.levelno, record.getMessage()))
+        self._h = H()
+        self._log = logging.getLogger("daemon.safety.breakers.board")
+        self._level = self._log.level
+        self._log.setLevel(logging.DEBUG)
+        self._log.addHandler(self._h)
+        return self
+
+    def __exit__(self, *exc):
+        self._log.removeHandler(self._h)
+        self._log.setLevel(self._level)
+
+
+def test_closing_a_venue_that_held_nothing_with_cascade_off():
+    b, rec = board(cascade=False)
+    open_venue(b)
+    assert b.reset(V, 9) and state(b, V) == "closed" and state(b, GLOBAL) == "closed"
+
+
+def test_reset_names_the_breakers_and_rehold_carries_reason_and_time():
+    b, rec = board(venues=("paper", "binance"))
+    with pytest.raises(KeyError, match=r"\(breakers: global, paper, binance\)"):
+        b.reset("nope", 0)
+    open_venue(b)
+    b.reset(GLOBAL, 77)
+    assert rec.changes[-2].ts_ns == 77 and rec.changes[-2].reason == "reset by operator"
+    assert rec.changes[-1] == BreakerChange(
+        GLOBAL, "closed", "open",
+        "cascade from paper: 3 venue errors in a row (max 3), last: timeout", {}, 77)
+
+
+def test_snapshot_lists_each_open_breaker_whole():
+    b, _ = board(cascade=False)
+    b.trip(V, "operator: x", 123, figures={"by": "me"})
+    assert b.snapshot() == {"version": 1, "breakers": {V: {
+        "state": "open", "kind": "manual", "reason": "operator: x", "figures": {"by": "me"},
+        "since_ns": 123, "cooldown_ns": 10 * S, "reopens": 0, "escalated": False}}}
+
+
+def test_restore_goes_past_skipped_entries():
+    b, _ = board()
+    entry = {"state": "open", "kind": "manual", "reason": "r", "figures": {}, "since_ns": 1,
+             "cooldown_ns": 10 * S, "reopens": 0, "escalated": False}
+    held = dict(entry, kind="held")
+    snap = {"version": 1, "breakers": {"kraken": entry, GLOBAL: held, V: entry}}
+    with _Capture() as logs:
+        assert b.restore(snap, 5) == ["kraken"]
+    assert state(b, V) == "open" and b.breakers[V].reason == "r"
+    assert (logging.WARNING,
+            "breaker snapshot names 'kraken', which this board does not have") in logs
+
+
+def test_the_latency_median_keeps_only_its_window():
+    b, _ = board(latency_window=10, latency_floor_ms=1.0)
+    for i in range(10):
+        b.on_ack(V, f"a{i}", 10 * MS, i)
+    for i in range(10):
+        b.on_ack(V, f"b{i}", 40 * MS, 10 + i)
+    assert b.outcomes[V].latency.threshold_ns() == 200 * MS
+
+
+def test_a_reset_forgets_a_latency_run():
+    b, rec = board(latency_spikes=2, latency_floor_ms=1.0, cascade=False)
+    for i in range(5):
+        b.on_ack(V, f"w{i}", 10 * MS, i)
+    b.on_ack(V, "s1", 100 * MS, 10)                 # one spike: a run of 1
+    b.trip(V, "operator", 11)
+    b.reset(V, 12)
+    b.on_ack(V, "s2", 100 * MS, 13)                 # a new run of 1: no trip
+    assert state(b, V) == "closed"
+
+
+def test_probe_window_from_the_config_reaches_the_breakers():
+    b, rec = board(probe_window_s=5.0)
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p")
+    b.on_ack(V, "p", MS, t)
+    b.allow(V, D(1), False, t, "q")
+    b.on_ack(V, "q", MS, t)
+    assert state(b, V) == "half_open", "a window: successes alone do not close it"
+    b.tick(t + 5 * S)
+    assert state(b, V) == "closed"
+
+
+def test_a_pre_trade_reject_counts_but_fails_no_probe():
+    b, rec = board(max_rejects_per_min=1, error_min_orders=10_000)
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_reject(V, "(pre-trade)", "risk: price band", t + 1, pre_trade=True)
+    assert state(b, V) == "half_open" and b.breakers[V].reopens == 0
+    b.on_reject(V, "(pre-trade)", "risk: price band", t + 2, pre_trade=True)
+    assert state(b, V) == "open", "the second is a storm: the round fails on it"
+    assert rec.changes[-1].reason == "probe failed: 2 rejects in the last minute (max 1)"
+    b2, _ = board(max_rejects_per_min=1, error_min_orders=10_000, cascade=False)
+    b2.on_reject(V, "(pre-trade)", "x", 1, pre_trade=True)
+    b2.on_reject(V, "(pre-trade)", "x", 2, pre_trade=True)
+    assert state(b2, V) == "open"
+
+
+def test_a_closing_ack_carries_its_time():
+    b, rec = board(probe_orders=1)
+    t = half_open(b)
+    b.allow(V, D(1), False, t, "p1")
+    b.on_ack(V, "p1", MS, t + 42)
+    assert [(c.name, c.new, c.ts_ns) for c in rec.changes[-2:]] == \
+        [(V, "closed", t + 42), (GLOBAL, "closed", t + 42)]
