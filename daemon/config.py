@@ -515,6 +515,7 @@ class FeaturesCfg(_Section):
     ewma_lambda: float = Field(0.94, gt=0, lt=1)        # RiskMetrics daily value
     ewma_warmup: int = Field(20, ge=1, le=10_000)
     realised_vol_bars: int = Field(30, ge=1, le=10_000)
+    garch_window_bars: int = Field(500, ge=30, le=100_000)   # returns kept for the GARCH fit
     ofi_window_s: float = Field(10.0, gt=0, le=3600)
     ofi_levels: int = Field(5, ge=1, le=50)
     trade_imbalance_trades: int = Field(200, ge=1, le=100_000)
@@ -537,6 +538,61 @@ class FeaturesCfg(_Section):
     history_rows: int = Field(0, ge=0, le=10_000_000)   # >0: keep rows for Parquet export
 
 
+QualityAction = Literal["off", "reducing", "breaker"]
+
+
+class QualityCfg(_Section):
+    """Data-quality layers and drift (daemon/quality/). Times are seconds of event time;
+    prices are compared in basis points (bps). An action is what a layer's fault asks of
+    the daemon: "off" (counted and shown only), "reducing" or a "breaker" trip."""
+    enabled: bool = True
+    poll_interval_s: float = Field(5.0, ge=0.1, le=3600)        # heavy tests at most this often
+    # (1) Benford first digits of trade sizes: a rolling window against the symbol's own
+    # first full window (real trade sizes do not conform to Benford: round lots).
+    benford_window: int = Field(2000, ge=100, le=1_000_000)     # trades
+    benford_mad_margin: float = Field(0.04, gt=0, le=1)         # MAD rise over the reference
+    benford_action: QualityAction = "reducing"
+    # (2) Kalman local level on trade prices (bps of the first price).
+    kalman_level_var: float = Field(1.0, gt=0, le=1e6)          # bps^2 per second
+    kalman_obs_var: float = Field(0.25, gt=0, le=1e6)           # bps^2
+    kalman_z: float = Field(12.0, ge=3, le=1e6)                 # |innovation| / sd: outlier
+    kalman_adapt_n: int = Field(200, ge=2, le=1_000_000)        # innovations in the scale EWMA
+    kalman_gap_s: float = Field(10.0, gt=0, le=86_400)          # no price this long: a gap
+    kalman_action: QualityAction = "reducing"
+    # (3) Sources: book mid, bookTicker mid, median of the last trades; spot vs USD-M.
+    source_max_bps: float = Field(20.0, gt=0, le=10_000)        # beyond half the spread
+    source_stale_s: float = Field(5.0, gt=0, le=3600)           # silent while others update
+    source_hold_s: float = Field(2.0, ge=0, le=3600)            # disagreement must last
+    source_trades: int = Field(5, ge=1, le=1000)                # trades in the median
+    cross_venue_bps: float = Field(50.0, gt=0, le=10_000)       # basis off its own average
+    cross_venue_halflife_s: float = Field(300.0, gt=0, le=86_400)
+    sources_action: QualityAction = "reducing"
+    # (4) Change points on 1 s samples (return, spread, event rate, basis): reported only.
+    changepoint_sample_s: float = Field(1.0, gt=0, le=3600)
+    cusum_k: float = Field(0.5, ge=0, le=100)                   # allowance, sigmas
+    cusum_h: float = Field(5.0, gt=0, le=1000)                  # decision interval, sigmas
+    cusum_warmup: int = Field(30, ge=2, le=100_000)             # samples for mean and sigma
+    bocpd_expected_run: float = Field(250.0, ge=2, le=1e7)      # 1 / hazard, samples
+    bocpd_max_run: int = Field(300, ge=10, le=100_000)          # run-length truncation
+    bocpd_clip_sigmas: float = Field(3.0, ge=1, le=100)         # winsorise before updating
+    # (5)+(6) Score over completeness, timeliness, validity, consistency, accuracy.
+    score_min: float = Field(0.8, gt=0, le=1)                   # below: score_action
+    score_breaker_below: float = Field(0.5, ge=0, le=1)         # below: a breaker trip
+    score_action: QualityAction = "reducing"
+    stale_s: float = Field(5.0, gt=0, le=3600)                  # no event this long: untimely
+    late_ms: float = Field(1000.0, gt=0, le=600_000)            # latency above its floor
+    # Drift (issue 11 item 4): reference window followed by the live window, 1 s samples.
+    drift_reference: int = Field(600, ge=10, le=1_000_000)
+    drift_live: int = Field(300, ge=10, le=1_000_000)
+    drift_bins: int = Field(10, ge=2, le=1000)                  # reference quantile bins
+    drift_psi_max: float = Field(0.25, gt=0, le=100)
+    drift_kl_max: float = Field(0.5, gt=0, le=100)
+    drift_wasserstein_max: float = Field(1.0, gt=0, le=1e6)     # reference sigmas
+    drift_action: QualityAction = "off"
+    # Backfill of missing trades over REST (live only).
+    backfill_limit: int = Field(1000, ge=1, le=1000)            # Binance's aggTrades maximum
+
+
 class Config(_Section):
     daemon: DaemonCfg = DaemonCfg()
     gpio: GpioCfg = GpioCfg()
@@ -551,6 +607,7 @@ class Config(_Section):
     web: WebCfg = WebCfg()               # operator's view (daemon/operator)
     alerts: AlertsCfg = AlertsCfg()
     features: FeaturesCfg = FeaturesCfg()    # streaming features (daemon/features)
+    quality: QualityCfg = QualityCfg()       # data quality and drift (daemon/quality)
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 
@@ -999,6 +1056,22 @@ def _meaning(cfg: Config) -> None:
         raise _Problem([("features", "burst_max_gap_s"), ("features", "burst_bucket_s")],
                        f"burst_max_gap_s = {f.burst_max_gap_s:g} is below burst_bucket_s = "
                        f"{f.burst_bucket_s:g}: every bucket would look like a feed gap")
+
+    # Quality: the breaker threshold sits below the reducing one; the live window fits.
+    q = cfg.quality
+    if q.score_breaker_below >= q.score_min:
+        raise _Problem([("quality", "score_breaker_below"), ("quality", "score_min")],
+                       f"score_breaker_below = {q.score_breaker_below:g} must be below "
+                       f"score_min = {q.score_min:g}: the breaker is the worse outcome")
+    if q.drift_live > q.drift_reference:
+        raise _Problem([("quality", "drift_live"), ("quality", "drift_reference")],
+                       f"drift_live = {q.drift_live} is more than drift_reference = "
+                       f"{q.drift_reference}: the reference would be noisier than the window "
+                       f"it judges")
+    if q.drift_bins * 5 > q.drift_live:
+        raise _Problem([("quality", "drift_bins"), ("quality", "drift_live")],
+                       f"drift_bins = {q.drift_bins} needs drift_live >= 5 per bin "
+                       f"({q.drift_bins * 5}), got {q.drift_live}")
 
     # Belt and braces for sections added later without _Section's settings.
     for loc, v in _leaves(cfg):

@@ -21,6 +21,7 @@ NaN/inf into "not ready".
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from daemon.config import FeaturesCfg
@@ -65,7 +66,8 @@ def feature_specs(cfg: FeaturesCfg) -> list[FeatureSpec]:
                     "RiskMetrics EWMA volatility"),
         FeatureSpec("realised_vol", "log-return sd over the window", "bar",
                     {**bar, "bars": c.realised_vol_bars}, "sqrt of summed squared returns"),
-        FeatureSpec("garch_vol", "log-return sd per bar", "bar", {**bar},
+        FeatureSpec("garch_vol", "log-return sd per bar", "bar",
+                    {**bar, "window_bars": c.garch_window_bars},
                     "GARCH(1,1) forecast; parameters from the heavy-analytics fit"),
         FeatureSpec("vpin", "0..1", "bar", {**bar, "bucket_notional": c.vpin_bucket_notional,
                                             "buckets": c.vpin_buckets,
@@ -126,6 +128,8 @@ class _Symbol:
         self.ewma = volatility.EwmaVol(c.ewma_lambda, c.ewma_warmup)
         self.rv = volatility.RealisedVol(c.realised_vol_bars)
         self.garch = volatility.Garch11()
+        self.rets: deque[float] = deque(maxlen=c.garch_window_bars)   # for the heavy fit
+        self.nret = 0                                                 # returns ever seen
         self.vpin = vpin.VPIN(c.vpin_bucket_notional, c.vpin_buckets, c.vpin_sigma_bars)
         self.kyle = liquidity.KyleLambda(c.kyle_bars)
         self.cs = liquidity.CorwinSchultz(c.cs_bars)
@@ -289,6 +293,8 @@ class FeatureEngine:
         put(sl["vwap"], st.vwap.update(qv, v), ts, symbol, "vwap")
         r = st.ret.update(c)
         if r is not None:
+            st.rets.append(r)
+            st.nret += 1
             put(sl["ewma_vol"], st.ewma.update(r), ts, symbol, "ewma_vol")
             put(sl["realised_vol"], st.rv.update(r), ts, symbol, "realised_vol")
             put(sl["garch_vol"], st.garch.update(r), ts, symbol, "garch_vol")
@@ -319,6 +325,33 @@ class FeatureEngine:
         st = self._sym[symbol]
         st.garch.set_params(omega, alpha, beta, ts_ns=ts_ns, sigma2=sigma2, scale=scale)
         self._put(st.slot["garch_vol"], st.garch.value, ts_ns, symbol, "garch_vol")
+
+    def garch_window(self, symbol: str) -> tuple[int, list[float]]:
+        """The last `garch_window_bars` bar log returns of `symbol` (oldest first) for the
+        heavy-analytics GARCH fit, and a sequence number to hand back with the fit."""
+        st = self._sym[symbol]
+        return st.nret, list(st.rets)
+
+    def set_garch_fit(self, symbol: str, fit: Any, *, upto: int, ts_ns: int) -> int:
+        """Take a fit (a `daemon.analytics.garch.GarchFit`: omega, alpha, beta, mu,
+        next_variance) made on the window `garch_window` returned with sequence number
+        `upto`, and roll its forecast forward over the returns that arrived since. Returns
+        how many returns were rolled over. Raises KeyError for an unknown symbol,
+        ValueError for unusable parameters or a fit older than the kept returns."""
+        st = self._sym[symbol]
+        behind = st.nret - upto
+        if behind < 0 or behind > len(st.rets):
+            raise ValueError(f"GARCH fit for {symbol} is for return #{upto}; have "
+                             f"#{st.nret} and only the last {len(st.rets)} returns kept")
+        g = st.garch
+        g.set_params(float(fit.omega), float(fit.alpha), float(fit.beta), ts_ns=ts_ns,
+                     sigma2=float(fit.next_variance), mu=float(getattr(fit, "mu", 0.0)))
+        if behind:
+            rets = st.rets
+            for i in range(len(rets) - behind, len(rets)):
+                g.update(rets[i])
+        self._put(st.slot["garch_vol"], g.value, ts_ns, symbol, "garch_vol")
+        return behind
 
     def finish(self) -> None:
         """End of a replay: emit the engine's open bars (never needed live)."""

@@ -17,6 +17,11 @@ GARCH(1,1) (Bollerslev 1986): sigma2_{t+1} = omega + alpha * r_t^2 + beta * sigm
   omega / (1 - alpha - beta) (requires alpha + beta < 1). Returns are multiplied by `scale`
   before the recursion, so parameters fitted on percent returns (scale 100, arch's advice)
   work; the output is divided back to log-return units. Not ready until parameters exist.
+  A fit made on bars up to some point arrives later (it runs in a worker): the engine rolls
+  the forecast forward over the returns that came after the fit's window
+  (`FeatureEngine.set_garch_fit`), so the forecast is the one the fitted model gives now.
+  daemon.analytics.garch uses the same recursion (e = r - mu) and reports `next_variance`,
+  the forecast after the window's last return: that is the `sigma2` handed over here.
 
 Degenerate input: NaN/inf/|x| > 1e100 returns are dropped; constant prices give zero returns
 and a variance decaying to 0 (EWMA, realised) or to omega / (1 - beta) (GARCH); a variance
@@ -114,29 +119,33 @@ class RealisedVol:
 class Garch11:
     """Streaming GARCH(1,1) variance forecast with externally fitted parameters."""
 
-    __slots__ = ("omega", "alpha", "beta", "scale", "var", "fit_ts_ns", "dropped")
+    __slots__ = ("omega", "alpha", "beta", "mu", "scale", "var", "fit_ts_ns", "dropped")
 
     def __init__(self) -> None:
-        self.omega = self.alpha = self.beta = 0.0
+        self.omega = self.alpha = self.beta = self.mu = 0.0
         self.scale = 1.0
         self.var: float | None = None       # forecast for the next return, scaled units
         self.fit_ts_ns = 0
         self.dropped = 0
 
     def set_params(self, omega: float, alpha: float, beta: float, *, ts_ns: int,
-                   sigma2: float | None = None, scale: float = 1.0) -> None:
+                   sigma2: float | None = None, scale: float = 1.0, mu: float = 0.0) -> None:
         """Take a new fit. `sigma2` (scaled units) is the fit's conditional variance for the
-        next return; without it the unconditional variance is used. Raises ValueError on
-        parameters that do not define a positive, stationary variance."""
-        vals = (omega, alpha, beta, scale)
+        next return; without it the unconditional variance is used, which needs
+        alpha + beta < 1 (with it, alpha + beta <= 1 is enough, as arch and
+        daemon.analytics.garch allow). `mu` (unscaled) is the fit's constant mean: the
+        recursion uses e = r - mu. Raises ValueError on unusable parameters."""
+        vals = (omega, alpha, beta, scale, mu)
+        p = alpha + beta
         if not all(ok(v) for v in vals) or omega <= 0.0 or alpha < 0.0 or beta < 0.0 \
-                or scale <= 0.0 or alpha + beta >= 1.0:
+                or scale <= 0.0 or p > 1.0 or (sigma2 is None and p >= 1.0):
             raise ValueError(f"GARCH(1,1) needs omega > 0, alpha, beta >= 0, alpha + beta < 1"
-                             f", scale > 0; got {omega}, {alpha}, {beta}, scale {scale}")
+                             f" (<= 1 with an initial variance), scale > 0; got {omega}, "
+                             f"{alpha}, {beta}, scale {scale}, mu {mu}")
         if sigma2 is not None and not (ok(sigma2) and sigma2 > 0.0):
             raise ValueError(f"initial variance must be positive and finite, got {sigma2}")
-        self.omega, self.alpha, self.beta, self.scale = omega, alpha, beta, scale
-        self.var = sigma2 if sigma2 is not None else omega / (1.0 - alpha - beta)
+        self.omega, self.alpha, self.beta, self.scale, self.mu = omega, alpha, beta, scale, mu
+        self.var = sigma2 if sigma2 is not None else omega / (1.0 - p)
         self.fit_ts_ns = ts_ns
 
     def update(self, r: float) -> float | None:
@@ -145,7 +154,7 @@ class Garch11:
         if not ok(r):
             self.dropped += 1
             return self.value
-        x = r * self.scale
+        x = (r - self.mu) * self.scale
         v = self.omega + self.alpha * x * x + self.beta * self.var
         if math.isfinite(v):
             self.var = v

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
@@ -241,3 +242,59 @@ def test_engine_hot_path_put_refuses_nan_and_inf_too() -> None:
     eng._put(sl, 1e308, 9, SYM, "ofi")
     assert eng.store.get(SYM, "ofi") == FeatureValue(1e308, 9, True)
     assert eng.store.rejected == 3
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The fields of daemon.analytics.garch.GarchFit the hand-over reads."""
+    mu: float
+    omega: float
+    alpha: float
+    beta: float
+    next_variance: float
+
+
+def _bars(eng: FeatureEngine, closes, t0: int = 0) -> None:
+    for i, c in enumerate(closes):
+        eng.on_bar(SYM, Bar(SYM, t0 + i * S, t0 + (i + 1) * S, c, c, c, c, 1.0, c, 0.5, 0.5,
+                            1, 0, 0))
+
+
+def test_garch_fit_handover_rolls_forward_over_bars_that_came_meanwhile() -> None:
+    eng = FeatureEngine(FeaturesCfg(bar_interval_s=0.0, garch_window_bars=30), [SYM])
+    closes = [100.0 * math.exp(0.001 * ((i * 7) % 5 - 2)) for i in range(40)]
+    _bars(eng, closes[:35])
+    seq, window = eng.garch_window(SYM)
+    assert seq == 34 and len(window) == 30
+    assert window[-1] == pytest.approx(math.log(closes[34] / closes[33]))
+    _bars(eng, closes[35:], t0=35 * S)                 # 5 more bars while the fit ran
+    fit = _Fit(mu=1e-4, omega=2e-7, alpha=0.1, beta=0.85, next_variance=3e-6)
+    assert eng.set_garch_fit(SYM, fit, upto=seq, ts_ns=99) == 5
+    v = fit.next_variance
+    for i in range(35, 40):
+        e = math.log(closes[i] / closes[i - 1]) - fit.mu
+        v = fit.omega + fit.alpha * e * e + fit.beta * v
+    assert eng.store.get(SYM, "garch_vol") == FeatureValue(pytest.approx(math.sqrt(v)), 99, True)
+    with pytest.raises(ValueError, match="only the last 30"):
+        eng.set_garch_fit(SYM, fit, upto=1, ts_ns=100)     # too old to roll forward
+
+
+def test_garch_fit_from_the_analytics_package() -> None:
+    """The real daemon.analytics.garch fit (the other engineer's package), handed over with
+    no bars in between: the forecast is its next_variance."""
+    garch = pytest.importorskip("daemon.analytics.garch",
+                                reason="daemon.analytics.garch not in this tree yet")
+    eng = FeatureEngine(FeaturesCfg(bar_interval_s=0.0, garch_window_bars=200), [SYM])
+    import random
+    rng = random.Random(4)
+    p, closes = 100.0, []
+    for _ in range(201):
+        p *= math.exp(rng.gauss(0, 1e-3))
+        closes.append(p)
+    _bars(eng, closes)
+    seq, window = eng.garch_window(SYM)
+    out = garch.fit(window)
+    fit = out.value
+    assert fit is not None
+    assert eng.set_garch_fit(SYM, fit, upto=seq, ts_ns=7) == 0
+    assert eng.store.get(SYM, "garch_vol").value == pytest.approx(math.sqrt(fit.next_variance))

@@ -97,3 +97,12 @@ def test_log_returns_drop_bad_prices() -> None:
     assert lr.update(100.0) is None
     assert lr.update(0.0) is None and lr.update(float("nan")) is None and lr.dropped == 2
     assert lr.update(110.0) == pytest.approx(math.log(1.1))
+
+
+def test_garch_constant_mean_and_integrated_with_initial_variance() -> None:
+    g = Garch11()
+    with pytest.raises(ValueError):
+        g.set_params(1e-6, 0.1, 0.9, ts_ns=0)            # IGARCH: no unconditional variance
+    g.set_params(1e-6, 0.1, 0.9, ts_ns=0, sigma2=2e-6, mu=0.001)
+    g.update(0.003)
+    assert g.var == pytest.approx(1e-6 + 0.1 * 0.002 ** 2 + 0.9 * 2e-6)
