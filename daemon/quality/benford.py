@@ -27,6 +27,8 @@ def first_digit(x: float) -> int:
     """1..9 for a finite positive x, else 0 (not a size)."""
     if not (x > 0 and x < math.inf):
         return 0
+    if x < 1e-290 or x > 1e290:
+        return int(f"{x:e}"[0])     # 10.0 ** e under- or overflows out here
     e = math.floor(math.log10(x))
     d = int(x / 10.0 ** e)
     # log10 rounds near a power of ten (9.999999999999999e-05 gives e = -4, d = 0; a
