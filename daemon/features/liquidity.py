@@ -237,10 +237,15 @@ class CorwinSchultz:
             return self.value
         h0, l0, c0 = prev
         # section II.B: remove a gap between the previous close and this bar's range
-        if l0 > 0.0 and low > c0:
+        if low > c0:
             high, low = high - (low - c0), c0
         elif high < c0:
             high, low = c0, low + (c0 - high)
+        # the shift is additive: across a huge jump rounding can leave high below the new
+        # low or at 0 (a 9e15 bar after a 1.0 close); such a pair says nothing about spreads
+        if not (ok_price(low) and ok_price(high) and high >= low):
+            self.dropped += 1
+            return self.value
         self._s.add(corwin_schultz(h0, l0, high, low))
         return self.value
 

@@ -146,3 +146,12 @@ def test_kyle_lambda_not_ready_without_flow_variance() -> None:
     for i in range(10):
         k.update(100.0 + i, 1000.0)      # constant signed volume: slope undefined
     assert k.value is None
+
+
+def test_corwin_schultz_gap_adjustment_across_a_huge_jump_is_skipped() -> None:
+    """Found by hypothesis: after a 1.0 bar, a flat bar at 9007199254740996 shifted down by
+    the gap rounds its high to 0.0 (log of 0: ValueError). The pair is now skipped."""
+    cs = CorwinSchultz(1)
+    cs.update(1.0, 1.0, 1.0)
+    assert cs.update(9007199254740996.0, 9007199254740996.0, 9007199254740996.0) is None
+    assert cs.dropped == 1
