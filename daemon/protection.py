@@ -196,9 +196,10 @@ class Protection:
         self._escalated.discard(name)
         return ok
 
-    def status(self, positions: Mapping[str, Position],
-               marks: Mapping[str, Decimal | None]) -> dict:
-        return {"risk": self.risk.status(positions, marks, self.clock()),
+    def status(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
+               open_orders: list[Order]) -> dict:
+        return {"risk": self.risk.status(positions, marks, self.clock(),
+                                         open_orders=open_orders),
                 "breakers": self.board.status()}
 
 

@@ -742,7 +742,8 @@ class Supervisor:
             "positions": self._positions_status(),
             "reconciliation": self._reconciliation_status(),
             **(self.protection.status(self.gateway.positions, {
-                s: self.market.mark(s) for s in self.market.symbols})
+                s: self.market.mark(s) for s in self.market.symbols},
+                list(self.gateway.open.values()))
                if self.protection and self.gateway and self.market else
                {"risk": None, "breakers": []}),
             "market": self.market.status() if self.market else None,

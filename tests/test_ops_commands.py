@@ -46,6 +46,10 @@ def test_manual_breaker_trip_blocks_until_its_reset_and_is_journalled(tmp_path):
         sup, task = await _boot(tmp_path)
         await sup.handle_command({"cmd": "start"})
         await _until(lambda: len(sup.gateway.open) >= 2, what="quotes")
+        # Limits used count the open orders (status once showed 0/10 with two quotes out).
+        lim = sup.status()["risk"]["limits"]
+        assert lim["open_orders"]["used"] == str(len(sup.gateway.open))
+        assert lim["open_orders_per_symbol"]["BTCUSDT"]["used"] == str(len(sup.gateway.open))
         r = await sup.handle_command({"cmd": "breaker", "action": "trip", "name": "paper",
                                       "reason": "exchange maintenance"})
         assert r == {"breaker": "paper", "state": "open",

@@ -74,7 +74,7 @@ def test_daily_loss_trip_is_journalled_with_figures_then_acted_on(tmp_path, acti
     assert j.load_state(RISK_KEY)["losses"]["trips"][0]["limit"] == "daily_loss"
     assert j.load_state(BREAKERS_KEY)["breakers"]["global"]["state"] == "open"
     assert p.blocked().startswith("risk limit daily_loss tripped")
-    st = p.status(pos, {SYM: D("59940")})
+    st = p.status(pos, {SYM: D("59940")}, [])
     assert [t["limit"] for t in st["risk"]["trips"]] == ["daily_loss"]
     assert next(b for b in st["breakers"] if b["name"] == "global")["state"] == "open"
     # Each trip once: the next poll acts on nothing new.
