@@ -5,6 +5,7 @@
     bot4ctl fills [--symbol S] [--limit N] [--json]
     bot4ctl breaker trip NAME [--reason TEXT] | breaker reset NAME
     bot4ctl features [--symbol S] [--json]            (latest value of every feature)
+    bot4ctl quality [--json]                 (data-quality verdict per symbol and layer)
     bot4ctl sim estop press|release          (daemon running with mock GPIO only)
     bot4ctl sim stall market|strategy|loop [--seconds N]
 
@@ -159,6 +160,75 @@ def _features_lines(result: dict, symbol: str | None) -> list[str]:
     return render.table(rows, FEATURE_COLUMNS)
 
 
+QUALITY_COLUMNS: list[render.Column] = [
+    ("symbol", "symbol", False), ("layer", "layer", False), ("verdict", "verdict", False),
+    ("detail", "figures", True)]
+_QUALITY_DETAIL = {   # layer -> the figures shown, in order (key, label)
+    "benford": (("trades", "trades"), ("mad", "mad"), ("reference_mad", "ref"),
+                ("conformity", "")),
+    "kalman": (("prices", "prices"), ("outliers", "outliers"), ("gaps", "gaps")),
+    "sources": (("samples", "samples"), ("stale", "stale"), ("disagree", "disagree"),
+                ("no_majority", "no-majority"), ("cross_venue", "cross"),
+                ("basis_bps", "basis bps")),
+    "changepoint": (("changes", "changes"),),
+    "score": (("score", "score"),),
+    "alerting": (("alerts", "alerts"),),
+    "monitoring": (("events", "events"), ("missing_trades", "missing"),
+                   ("invalid", "invalid"), ("late", "late")),
+}
+
+
+def _figure(x: object) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _quality_lines(result: dict) -> list[str]:
+    """{"quality": {"symbols": {key: {"score", "parts", "layers": {layer: {...}}}}}} as one
+    row per symbol and layer, then each symbol's score parts."""
+    q = result.get("quality")
+    syms = q.get("symbols") if isinstance(q, dict) else None
+    if not isinstance(syms, dict) or not syms:
+        return ["no data-quality figures (the quality layers are off or have no symbols)"]
+    rows = []
+    reasons: list[tuple[str, str]] = []
+    for key, st in syms.items():
+        layers = st.get("layers") if isinstance(st, dict) else None
+        if not isinstance(layers, dict):
+            continue
+        for layer, v in layers.items():
+            v = v if isinstance(v, dict) else {}
+            if layer == "drift":
+                parts = [f"{name} psi {_figure(d.get('psi'))}" for name, d in v.items()
+                         if isinstance(d, dict) and d.get("ready")]
+                detail = ", ".join(parts) or "warming"
+            else:
+                # The first figure always, the others when there is something to say.
+                detail = ", ".join(
+                    (f"{label} {_figure(v[k])}" if label else _figure(v[k])).strip()
+                    for i, (k, label) in enumerate(_QUALITY_DETAIL.get(layer, ()))
+                    if v.get(k) is not None and (i == 0 or v[k] != 0))
+            if v.get("reason"):
+                reasons.append((f"{key} {layer}", str(v["reason"])))
+            rows.append({"symbol": key, "layer": layer, "verdict": v.get("verdict", "-"),
+                         "detail": detail})
+    if not rows:
+        return ["no data-quality figures"]
+    lines = render.table(rows, QUALITY_COLUMNS)
+    for where, why in reasons:      # in full: the table has no room for them
+        lines += [render.fit(f"{where}:")] + render.pack("", why.split(), sep=" ")
+    for key, st in syms.items():
+        parts = st.get("parts") if isinstance(st, dict) else None
+        if isinstance(parts, dict):
+            lines.append(render.fit(f"{key} score {_figure(st.get('score'))} "
+                                    f"(outcome {st.get('outcome', '-')}):"))
+            lines += render.pack("", [f"{p} {_figure(x)}" for p, x in parts.items()])
+    if isinstance(q, dict) and q.get("outcome"):
+        lines.append(render.fit(f"outcome: {q['outcome']}"))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bot4ctl", description="Control a running bot4d.")
     ap.add_argument("--socket", default=os.environ.get("BOT4_SOCKET", DEFAULT_SOCKET))
@@ -181,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     fe = sub.add_parser("features", help="latest value, readiness and time of every feature")
     fe.add_argument("--symbol", type=_symbol, help="only this symbol")
     fe.add_argument("--json", action="store_true")
+    qu = sub.add_parser("quality", help="data-quality verdict per symbol and layer, score")
+    qu.add_argument("--json", action="store_true")
     br = sub.add_parser("breaker", help="trip or reset a circuit breaker by name")
     brsub = br.add_subparsers(dest="action", required=True)
     trip = brsub.add_parser("trip", help="open it (manual: stays open until reset)")
@@ -254,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_status(result)
     elif args.cmd == "features":
         sys.stdout.write(render.dump(_features_lines(result, args.symbol)))
+    elif args.cmd == "quality":
+        sys.stdout.write(render.dump(_quality_lines(result)))
     elif args.cmd in ("orders", "fills"):
         rows = [r for r in result.get(args.cmd) or [] if isinstance(r, dict)]
         show = render.orders_lines if args.cmd == "orders" else render.fills_lines
