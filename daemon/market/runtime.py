@@ -76,6 +76,7 @@ class MarketRuntime:
         self.now_ns = 0
         self._subs: list[Subscriber] = []
         self._trade_subs: list[Callable[[Trade], None]] = []
+        self._event_subs: list[Callable[[object, OrderBook], None]] = []
         self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
         self.synthetic: SyntheticMarket | None = None
         self._reader: CaptureReader | None = None
@@ -131,6 +132,12 @@ class MarketRuntime:
         """`cb(trade)` for every trade that passed the sanity stage, when it is handled
         (market time = trade.ts_ns); the circuit breakers' volume detector reads them."""
         self._trade_subs.append(cb)
+
+    def subscribe_events(self, cb: Callable[[object, OrderBook], None]) -> None:
+        """`cb(event, book)` for every event that passed the sanity stage (quotes, trades,
+        diffs, snapshots), right after the book and the venue handled it (market time =
+        event.ts_ns); the data-quality layers (daemon/quality) read them."""
+        self._event_subs.append(cb)
 
     # -- the event path ----------------------------------------------------------------------
     def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
@@ -193,6 +200,8 @@ class MarketRuntime:
                 book.on_snapshot(ev)
             venue.on_depth(book, ts)
             venue.md.push(ts, ev.symbol)   # the strategy hears of it md_latency later
+        for ecb in self._event_subs:
+            ecb(ev, book)
         md = venue.md
         if md.next_ns <= ts:   # checked on every event so the delay is md_latency, not 100 ms
             for due_ns, sym in md.pop_due(ts):

@@ -263,6 +263,17 @@ class DataQuality:
         if mid is not None:
             f.prices.on_book_mid(mid, ts_ns)
 
+    def on_event(self, ev: object, book: Any = None, venue: str | None = None) -> None:
+        """Any market event (what `MarketRuntime.subscribe_events` hands over): quotes,
+        trades, and depth diffs/snapshots with the book that applied them."""
+        t = type(ev)
+        if t is Quote:
+            self.on_quote(ev, venue)          # type: ignore[arg-type]
+        elif t is Trade:
+            self.on_trade(ev, venue)          # type: ignore[arg-type]
+        elif book is not None:
+            self.on_book(ev.symbol, book, ev.ts_ns, venue)   # type: ignore[attr-defined]
+
     def on_gap(self, symbol: str, ts_ns: int, reason: str, venue: str | None = None) -> None:
         """A gap the feed itself knows of (reconnect, resync): counted as missing data."""
         f = self._feed(symbol, venue)
