@@ -19,6 +19,9 @@ only holds for ends s >= t + min_size, so a candidate found prunable at t is dro
 t + min_size on: the result is the exact optimum, not an approximation (ruptures' Pelt
 drops it at once). Ties go to the earliest candidate.
 
+Segment costs come from cumulative sums of the centred, scaled series; a sum of squares
+below their rounding error (1e-13 of the cumulative sum of squares) counts as zero.
+
 Returns breakpoints as ruptures does: the end index of each segment, the last one n.
 Pure computation, O(n) to O(n^2) time depending on how much pruning bites: for offline
 reports and the heavy worker, never on the event loop. Never returns NaN/inf; unusable
@@ -48,7 +51,11 @@ class _Cost:
         n = t - taus
         d1 = self.s1[t] - self.s1[taus]
         d2 = self.s2[t] - self.s2[taus]
-        sse = np.maximum(d2 - d1 * d1 / n, 0.0)  # rounding can make it -tiny
+        sse = d2 - d1 * d1 / n
+        # Below the rounding error of the cumulative sums it is zero (or it would be noise
+        # that a small penalty turns into spurious change points, e.g. next to an outlier).
+        noise = 1e-13 * (self.s2[t] + self.s2[taus])
+        sse = np.where(sse > noise, sse, 0.0)
         if self.kind == "l2":
             return sse
         return n * np.log(np.maximum(sse / n, self.var_floor))
