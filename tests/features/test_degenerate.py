@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.config import FeaturesCfg
-from daemon.features import flow, indicators, liquidity, volatility, vpin
+from daemon.features import indicators, liquidity, volatility, vpin
 from daemon.features.engine import FeatureEngine
 from daemon.market.bars import Bar
 from daemon.market.events import Trade
