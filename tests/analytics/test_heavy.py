@@ -175,3 +175,30 @@ def test_closed_interface_refuses_jobs() -> None:
         return await h.submit("test.pid", {}, GENEROUS)
     r = asyncio.run(scenario())
     assert not r.ok and r.reason == "closed"
+
+
+def test_every_built_in_job_runs_in_the_worker() -> None:
+    import math as _m
+    rets = [0.01 * _m.sin(i * 0.7) * (1 + (i % 7) / 3) for i in range(200)]
+    payloads = {
+        "pin.fit": {"buys": [10, 12, 30, 9, 11, 35], "sells": [11, 9, 10, 33, 12, 10]},
+        "garch.fit": {"returns": rets},
+        "changepoint.pelt": {"signal": [0.0] * 20 + [5.0] * 20, "penalty": 5.0},
+        "game.lemke_howson": {"A": [[3, 0], [0, 2]], "B": [[2, 0], [0, 3]], "dropped_label": 1},
+        "game.equilibria": {"A": [[1, -1], [-1, 1]], "B": [[-1, 1], [1, -1]]},
+    }
+
+    async def scenario(h: LocalHeavyAnalytics):
+        return {name: await h.submit(name, p, GENEROUS) for name, p in payloads.items()}
+    from daemon.analytics.worker import JOBS
+    assert set(payloads) == set(JOBS)
+    results = run(scenario)
+    for name, r in results.items():
+        assert r.ok and isinstance(r.value, Outcome) and r.value.ok, (name, r)
+    assert results["changepoint.pelt"].value.value == [20, 40]
+
+
+def test_fork_context_is_refused() -> None:
+    import pytest
+    with pytest.raises(ValueError):
+        LocalHeavyAnalytics(context="fork")
