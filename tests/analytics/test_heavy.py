@@ -112,13 +112,15 @@ def test_abandoned_job_never_delivers_its_result(tmp_path: Path) -> None:
     flag = tmp_path / "go"
 
     async def scenario(h: LocalHeavyAnalytics):
+        await h.start()  # so the deadline falls while the job runs, not while spawning
         stale = await h.submit("test.wait_for", {"path": str(flag), "value": "stale"}, 1.0)
         flag.touch()  # the abandoned job would return now, if its worker were alive
         fresh = await h.submit("test.echo", {"value": "fresh"}, GENEROUS)
         again = await h.submit("test.echo", {"value": "again"}, GENEROUS)
-        return stale, fresh, again
-    stale, fresh, again = run(scenario)
+        return stale, fresh, again, dict(h.stats)
+    stale, fresh, again, stats = run(scenario)
     assert not stale.ok and "deadline" in (stale.reason or "")
+    assert stats["restarts"] == 1  # the worker running it was killed and replaced
     assert (fresh.ok, fresh.value) == (True, "fresh")
     assert (again.ok, again.value) == (True, "again")
 
