@@ -166,6 +166,9 @@ class LocalHeavyAnalytics:
 
     async def submit(self, job_name: str, payload: Mapping[str, Any],
                      deadline_s: float) -> JobResult:
+        """Run `job_name` with `payload` (keyword arguments, picklable) within `deadline_s`
+        seconds. Never raises. The payload is pickled on an executor thread: do not mutate
+        it until the result is back."""
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         self.stats["submitted"] += 1
@@ -299,18 +302,19 @@ class LocalHeavyAnalytics:
         if not w.ready.done():
             w.ready.set_exception(RuntimeError(f"heavy worker exited at start (exit code {exitcode})"))
             w.ready.exception()  # mark retrieved: nobody may be waiting any more
-        if self._worker is w and w.killed:
+        reason = ("worker stopped" if w.killed else f"worker crashed (exit code {exitcode})")
+        if w.current is not None:
+            # A job still waiting on this worker (a crash, or close() during a job) ends now
+            # rather than at its deadline. After a deadline its future is already done.
+            fut = self._pending.get(w.current)
+            if fut is not None and not fut.done():
+                fut.set_result((w.current, False, None, reason))
+        if self._worker is w:
             self._worker = None
+            if not w.killed and not self._closed:
+                self._start_spawn()
         if w.killed:
             return
         self.stats["crashed"] += 1
-        self.last_problem = f"worker crashed (exit code {exitcode})"
-        log.error("heavy worker died (exit code %s); it will be replaced", exitcode)
-        if w.current is not None:
-            fut = self._pending.get(w.current)
-            if fut is not None and not fut.done():
-                fut.set_result((w.current, False, None, f"worker crashed (exit code {exitcode})"))
-        if self._worker is w:
-            self._worker = None
-            if not self._closed:
-                self._start_spawn()
+        self.last_problem = reason
+        log.error("heavy worker died (exit code %s); it is being replaced", exitcode)

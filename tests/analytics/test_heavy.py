@@ -204,3 +204,17 @@ def test_fork_context_is_refused() -> None:
     import pytest
     with pytest.raises(ValueError):
         LocalHeavyAnalytics(context="fork")
+
+
+def test_close_during_a_job_ends_it_without_waiting_for_its_deadline() -> None:
+    async def scenario():
+        h = LocalHeavyAnalytics(extra_jobs=EXTRA)
+        await h.start()
+        job = asyncio.get_running_loop().create_task(h.submit("test.spin", {}, 3600.0))
+        while h._worker is None or h._worker.current is None:
+            await asyncio.sleep(0)  # until the job has been handed to the worker
+        await h.close()
+        return await job, dict(h.stats)
+    r, stats = asyncio.run(scenario())
+    assert not r.ok and r.reason == "worker stopped"
+    assert stats["crashed"] == 0 and stats["deadline"] == 0
