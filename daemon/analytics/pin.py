@@ -51,6 +51,7 @@ from scipy.optimize import minimize
 from scipy.special import gammaln, logsumexp
 
 from daemon.analytics.outcome import Outcome, all_finite, fail, ok
+from daemon.market.events import Trade
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +244,9 @@ def counts_by_period(trades: Iterable[tuple[int, bool]], period_ms: int) -> tupl
         buys.append(bs[0])
         sells.append(bs[1])
     return starts, buys, sells
+
+
+def counts_from_trades(trades: Iterable[Trade], period_ms: int) -> tuple[list[int], list[int], list[int]]:
+    """`counts_by_period` on decoded market trades (exchange time ``exch_ms``, aggressor
+    side from ``buyer_is_maker``)."""
+    return counts_by_period(((t.exch_ms, t.buyer_is_maker) for t in trades), period_ms)

@@ -148,3 +148,25 @@ def test_no_information_events_gives_a_finite_small_pin() -> None:
 def test_pin_value_of_no_trading_is_none() -> None:
     assert pin.pin_value(0.0, 0.0, 0.0, 0.0) is None
     assert pin.pin_value(0.5, 100.0, 50.0, 50.0) == pytest.approx(50 / 150)
+
+
+def test_fit_on_a_shared_capture_read_like_the_market_tests() -> None:
+    from daemon.market.capture import CaptureReader
+    from daemon.market.decode import Decoder
+    from daemon.market.events import Trade
+    from tests.market.conftest import shared_data_dir
+
+    path = shared_data_dir() / "binance" / "spot_btcusdt_20240808.gz"
+    if not path.parent.is_dir():
+        pytest.skip(f"shared market data folder {path.parent} not found (set BOT4_DATA_DIR)")
+    dec = Decoder()
+    trades = [ev for ns, raw in CaptureReader([path])
+              if isinstance(ev := dec.decode(ns, raw), Trade)]
+    starts, buys, sells = pin.counts_from_trades(trades, 10_000)
+    assert sum(buys) + sum(sells) == len(trades) > 1000
+    assert sum(sells) == sum(t.buyer_is_maker for t in trades)
+    r = pin.fit(buys, sells)
+    assert r.ok, r.reason
+    e = r.value
+    assert 0 <= e.pin <= 1 and all(math.isfinite(v) for v in (e.mu, e.eps_b, e.eps_s, e.loglik))
+    print(f"\nBTCUSDT 2024-08-08 capture, {len(buys)} x 10 s periods: PIN {e.pin:.3f}")
