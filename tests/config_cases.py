@@ -80,6 +80,26 @@ def insert_after(section: str, key: str, text: str) -> Callable[[Path], Built]:
     return build
 
 
+def risk_key(key: str, value: str) -> Callable[[Path], Built]:
+    """[risk] `key` set to `value`: replaced where the shipped file has the key, else
+    inserted (the shipped file need not list every risk key)."""
+    try:
+        _find(SHIPPED, "risk", key)
+    except KeyError:
+        return insert_after("risk", "price_band_bps", f"{key} = {value}")
+    return setv("risk", key, value)
+
+
+def _instrument_key(symbol: str, key: str, value: str) -> Callable[[Path], Built]:
+    """Like risk_key, for an [instruments.SYMBOL] key."""
+    section = f"instruments.{symbol}"
+    try:
+        _find(SHIPPED, section, key)
+    except KeyError:
+        return insert_after(section, "min_notional", f"{key} = {value}")
+    return setv(section, key, value)
+
+
 def append(text: str, line_of: str | None = None) -> Callable[[Path], Built]:
     """The shipped config with `text` appended; `line_of` is a line of `text` whose number
     the message must name."""
@@ -284,63 +304,52 @@ CASES: list[Case] = [
     Case("instrument_lower_case", append('\n[instruments.solusdt]\ntick_size = "0.01"\n'
                                          'lot_size = "0.01"\n', "[instruments.solusdt]"),
          ("instruments", "solusdt", "upper case")),
-    # -- the risk engine (daemon/risk/): keys not in the shipped file are inserted ----------------
-    Case("risk_action_unknown", insert_after("risk", "price_band_bps",
-                                             'daily_loss_action = "stop"'),
+    # -- the risk engine (daemon/risk/): risk_key() sets or inserts ----------------
+    Case("risk_action_unknown", risk_key("daily_loss_action", '"stop"'),
          ("[risk] daily_loss_action", "reducing")),
-    Case("var_levels_one", insert_after("risk", "price_band_bps", "var_levels = [0.95, 1.0]"),
+    Case("var_levels_one", risk_key("var_levels", "[0.95, 1.0]"),
          ("[risk] var_levels", "between 0.5 and 1")),
-    Case("var_levels_twice", insert_after("risk", "price_band_bps", "var_levels = [0.99, 0.99]"),
+    Case("var_levels_twice", risk_key("var_levels", "[0.99, 0.99]"),
          ("[risk] var_levels", "twice")),
-    Case("var_limit_level_not_a_level", insert_after("risk", "price_band_bps",
-                                                     "var_limit_level = 0.975"),
+    Case("var_limit_level_not_a_level", risk_key("var_limit_level", "0.975"),
          ("[risk] var_limit_level", "var_levels")),
-    Case("var_window_too_short", insert_after("risk", "price_band_bps", "var_window = 100"),
+    Case("var_window_too_short", risk_key("var_window", "100"),
          ("[risk] var_window", "at least 500")),
-    Case("var_window_zero", insert_after("risk", "price_band_bps", "var_window = 0"),
+    Case("var_window_zero", risk_key("var_window", "0"),
          ("[risk] var_window",)),
-    Case("var_interval_zero", insert_after("risk", "price_band_bps", "var_sample_interval_s = 0"),
+    Case("var_interval_zero", risk_key("var_sample_interval_s", "0"),
          ("[risk] var_sample_interval_s",)),
-    Case("var_method_unknown", insert_after("risk", "price_band_bps", 'var_method = "montecarlo"'),
+    Case("var_method_unknown", risk_key("var_method", '"montecarlo"'),
          ("[risk] var_method",)),
-    Case("var_action_without_max_var", insert_after("risk", "price_band_bps",
-                                                    'var_action = "halted"'),
+    Case("var_action_without_max_var", risk_key("var_action", '"halted"'),
          ("[risk] var_action", "max_var")),
-    Case("max_var_negative", insert_after("risk", "price_band_bps", 'max_var = "-1"'),
+    Case("max_var_negative", risk_key("max_var", '"-1"'),
          ("[risk] max_var",)),
-    Case("stress_shock_below_minus_99pct", insert_after("risk", "price_band_bps",
-                                                        'stress_price_shocks = ["-1.5"]'),
+    Case("stress_shock_below_minus_99pct", risk_key("stress_price_shocks", '["-1.5"]'),
          ("stress_price_shocks", "-0.99")),
-    Case("stress_shock_zero", insert_after("risk", "price_band_bps",
-                                           'stress_price_shocks = ["0", "-0.1"]'),
+    Case("stress_shock_zero", risk_key("stress_price_shocks", '["0", "-0.1"]'),
          ("[risk] stress_price_shocks", "no scenario")),
-    Case("stress_spread_mult_below_one", insert_after("risk", "price_band_bps",
-                                                      'stress_spread_mult = "0.5"'),
+    Case("stress_spread_mult_below_one", risk_key("stress_spread_mult", '"0.5"'),
          ("[risk] stress_spread_mult",)),
-    Case("stress_action_without_limit", insert_after("risk", "price_band_bps",
-                                                     'stress_action = "reducing"'),
+    Case("stress_action_without_limit", risk_key("stress_action", '"reducing"'),
          ("[risk] stress_action", "max_stress_loss")),
-    Case("kelly_fraction_above_one", insert_after("risk", "price_band_bps",
-                                                  'kelly_fraction = "1.5"'),
+    Case("kelly_fraction_above_one", risk_key("kelly_fraction", '"1.5"'),
          ("[risk] kelly_fraction",)),
-    Case("kelly_fraction_zero", insert_after("risk", "price_band_bps", 'kelly_fraction = "0"'),
+    Case("kelly_fraction_zero", risk_key("kelly_fraction", '"0"'),
          ("[risk] kelly_fraction",)),
-    Case("losing_streak_zero", insert_after("risk", "price_band_bps", "max_losing_streak = 0"),
+    Case("losing_streak_zero", risk_key("max_losing_streak", "0"),
          ("[risk] max_losing_streak",)),
     Case("open_orders_per_symbol_above_global",
-         insert_after("risk", "price_band_bps", "max_open_orders_per_symbol = 11"),
+         risk_key("max_open_orders_per_symbol", "11"),
          ("[risk] max_open_orders_per_symbol", "max_open_orders")),
-    Case("daily_loss_above_capital", insert_after("risk", "price_band_bps",
-                                                  'daily_loss_limit = "5000"'),
+    Case("daily_loss_above_capital", risk_key("daily_loss_limit", '"5000"'),
          ("[risk] daily_loss_limit", "capital")),
-    Case("max_order_qty_below_quote_qty", insert_after("risk", "price_band_bps",
-                                                       'max_order_qty = "0.0001"'),
+    Case("max_order_qty_below_quote_qty", risk_key("max_order_qty", '"0.0001"'),
          ("[risk] max_order_qty", "quote_qty")),
-    Case("gross_exposure_zero", insert_after("risk", "price_band_bps",
-                                             'max_gross_exposure = "0"'),
+    Case("gross_exposure_zero", risk_key("max_gross_exposure", '"0"'),
          ("[risk] max_gross_exposure",)),
     Case("instrument_max_position_below_quote_qty",
-         insert_after("instruments.BTCUSDT", "min_notional", 'max_position = "0.0001"'),
+         _instrument_key("BTCUSDT", "max_position", '"0.0001"'),
          ("[instruments.BTCUSDT] max_position", "quote_qty")),
     Case("env_var_levels_low", raw(SHIPPED), ("BOT4__RISK__VAR_LEVELS", "[risk] var_levels"),
          env={"BOT4__RISK__VAR_LEVELS": "[0.5]"}, from_env=True),

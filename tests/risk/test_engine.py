@@ -3,6 +3,8 @@ snapshot, and check() that never raises whatever Decimal figures it is given."""
 from __future__ import annotations
 
 import json
+
+import pytest
 from decimal import Decimal as D
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -156,3 +158,131 @@ def test_check_evaluate_size_status_never_raise(o, opens, qtys, avgs, m_btc, m_e
 def test_engine_accepts_instrument_configs_as_given():
     e = RiskEngine(engine().cfg, INSTRUMENTS)
     assert e.instruments == INSTRUMENTS and e.instruments is not INSTRUMENTS
+
+
+# -- details the facade must get right ----------------------------------------------------
+def test_sample_keeps_only_real_marks_once_per_interval():
+    e = engine(var_sample_interval_s=60.0)
+    pos = {BTC: position(qty="0.01", avg="50000")}
+    assert e.sample(pos, {BTC: D("60000"), ETH: None}, T0)
+    assert not e.sample(pos, {BTC: D("60001")}, T0 + MIN_NS - 1)
+    assert e.sample(pos, {BTC: None, ETH: D("3000")}, T0 + MIN_NS)
+    assert [m for _, m in e.window.samples] == [{BTC: 60000.0}, {ETH: 3000.0}]
+
+
+def test_marks_below_one_are_prices():
+    inst = {**INSTRUMENTS, "DOGEUSDT": INSTRUMENTS[ETH]}
+    e = RiskEngine(engine(max_gross_exposure=D("100"), max_order_qty=D("1e6"),
+                          max_position=D("1e6")).cfg, inst)
+    kw = dict(open_orders=[], now_ns=T0)
+    doge = {"DOGEUSDT": position("DOGEUSDT", qty="100", avg="0.4")}
+    mk = marks(DOGEUSDT="0.5")
+    assert e.check(order(qty="100", price="0.5", symbol="DOGEUSDT"), positions=doge,
+                   mark=mk, **kw) is None                     # 50 + 50
+    assert e.check(order(qty="101", price="0.5", symbol="DOGEUSDT"), positions=doge,
+                   mark=mk, **kw) == \
+        "gross exposure could reach 100.5, max_gross_exposure is 100 (now 50.0)"
+    # No mark for a held coin below 1: its average price stands in.
+    held = {**doge, BTC: position(qty="0", avg="0")}
+    e2 = RiskEngine(e.cfg, inst)
+    assert e2.check(order(qty="0.0012", price="50000"), positions=held,
+                    mark=marks(BTCUSDT="50000"), **kw) is None           # 40 + 60
+    assert e2.check(order(qty="0.00121", price="50000"), positions=held,
+                    mark=marks(BTCUSDT="50000"), **kw) == \
+        "gross exposure could reach 100.50000, max_gross_exposure is 100 (now 40.0)"
+    assert e2.status(held, {BTC: D("50000")}, T0)["limits"]["gross_exposure"]["used"] == "40"
+    # With its mark (below 1) the coin counts at the mark, not at its average price.
+    assert e2.check(order(qty="0.00121", price="50000"), positions=held,
+                    mark=marks(BTCUSDT="50000", DOGEUSDT="0.5"), **kw) == \
+        "gross exposure could reach 110.50000, max_gross_exposure is 100 (now 50.0)"
+
+
+def test_reducing_trip_edges():
+    e = engine()
+    e.losses.trips["x"] = RiskTrip("x", "reducing", "r1", {}, T0)
+    e.losses.trips["y"] = RiskTrip("y", "reducing", "r2", {}, T0)
+    pos = {BTC: position(qty="0.01", avg="60000")}
+    kw = dict(open_orders=[], mark=marks(BTCUSDT="60000"), now_ns=T0)
+    assert e.check(order(qty="0"), positions=pos, **kw) is None        # adds nothing
+    assert e.check(order(qty="0"), positions={}, **kw) is None         # flat, adds nothing
+    assert e.check(order(qty="0.001"), positions=pos, **kw) == \
+        ("risk limit tripped (reducing): position could reach 0.011 BTCUSDT from 0.01; "
+         "x: r1; y: r2")
+
+
+def test_var_check_counts_resting_orders_on_the_same_side():
+    e, btc, _ = _warm(max_order_notional=D("1e6"))
+    m = D(repr(float(btc[-1])))
+    mark = marks(BTCUSDT=str(m))
+    resting = [order(qty="0.01", price=str(m))]
+    v_two = e._var_of({BTC: D("0.015")}, {BTC: m})
+    v_one = e._var_of({BTC: D("0.01")}, {BTC: m})
+    e.cfg = e.cfg.model_copy(update={"max_var": v_two - D("0.00000001")})
+    assert e.check(order(qty="0.005", price=str(m)), positions={}, open_orders=resting,
+                   mark=mark, now_ns=T0) == \
+        (f"VaR (historical 0.99) could reach {v_two.normalize():f}, max_var is "
+         f"{v_two - D('0.00000001')} (now {v_one.normalize():f})")
+    # An order that changes nothing never makes VaR worse, even above the limit.
+    e.cfg = e.cfg.model_copy(update={"max_var": D("0.00000001")})
+    assert e.check(order(qty="0", price=str(m)), positions={}, open_orders=resting,
+                   mark=mark, now_ns=T0) is None
+
+
+def _warm(**cfg):
+    import numpy as np
+    e = engine(**cfg)
+    rng = np.random.default_rng(9)
+    btc = np.round(60000 * np.cumprod(1 + rng.standard_t(5, 60) * 0.002), 2)
+    for i, p in enumerate(btc):
+        e.sample({}, {BTC: D(repr(float(p)))}, T0 + i * MIN_NS)
+    return e, btc, None
+
+
+def test_a_stress_limit_below_one_is_on():
+    e = engine(max_stress_loss=D("0.5"))
+    pos = {BTC: position(qty="0.0001", avg="50000")}
+    # -20% on 0.0001 BTC at 50000 is 1 lost: beyond 0.5, and made worse by a buy.
+    assert e.check(order(qty="0.0001", price="50000"), positions=pos, open_orders=[],
+                   mark=marks(BTCUSDT="50000"), now_ns=T0) == \
+        "stress loss could reach 2 (price -20%), max_stress_loss is 0.5 (now 1)"
+
+
+def test_var_and_stress_trips_carry_their_time_and_are_logged(caplog):
+    e, btc, _ = _warm(max_var=D("0.00000001"), var_action="halted",
+                      max_stress_loss=D("0.5"), stress_action="reducing")
+    m = D(repr(float(btc[-1])))
+    pos = {BTC: position(qty="0.01", avg=str(m))}
+    with caplog.at_level("WARNING", logger="daemon.risk.engine"):
+        trips = e.evaluate(pos, {BTC: m}, T0 + 5)
+    assert [(t.limit, t.action, t.since_ns) for t in trips] == \
+        [("var", "halted", T0 + 5), ("stress", "reducing", T0 + 5)]
+    assert [r.getMessage() for r in caplog.records] == \
+        [f"risk limit {t.limit} tripped ({t.action}): {t.reason}" for t in trips]
+    assert e.trips == trips and e.action == "halted"
+
+
+def test_restore_says_what_is_wrong():
+    e = engine()
+    with pytest.raises(ValueError, match=r"^risk engine snapshot version 2, expected 1$"):
+        e.restore({"version": 2})
+    with pytest.raises(ValueError, match=r"^risk engine snapshot version \[1\], expected 1$"):
+        e.restore([1])
+    with pytest.raises(ValueError, match=r"^risk engine snapshot unreadable: no loss-limit "
+                                         r"state$"):
+        e.restore({"version": 1})
+    with pytest.raises(ValueError, match=r"^risk engine snapshot unreadable: TypeError"):
+        e.restore({"version": 1, "var_window": 5, "losses": {}})
+
+
+def test_instrument_max_position_in_size_and_status():
+    inst = {**INSTRUMENTS, ETH: INSTRUMENTS[ETH].model_copy(update={"max_position": D("2")})}
+    e = RiskEngine(engine(max_order_qty=D("10"), max_order_notional=D("1e6")).cfg, inst)
+    pos = {ETH: position(ETH, qty="1.5", avg="3000")}
+    assert e.size(ETH, Side.BUY, D("5"), edge=D("100"), variance=D("1"), positions=pos,
+                  open_orders=[], mark=marks(ETHUSDT="3000")) == D("0.5")
+    st_ = e.status(pos, {ETH: D("3000")}, T0,
+                   open_orders=[order(symbol=ETH, price="3000"), order(), order()])
+    assert st_["limits"]["position"] == {ETH: {"used": "1.5", "limit": "2"},
+                                         BTC: {"used": "0", "limit": "0.05"}}
+    assert st_["limits"]["open_orders_per_symbol"] == {BTC: {"used": "2", "limit": "6"},
+                                                       ETH: {"used": "1", "limit": "6"}}

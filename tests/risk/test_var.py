@@ -285,3 +285,21 @@ def test_continuous_var_trip_with_its_action():
     # With var_action off the same VaR trips nothing.
     off, _ = _var_engine("0.0001")
     assert off.evaluate(pos, {BTC: m}, T0) == []
+
+
+@pytest.mark.parametrize("steps", [
+    ("returns", "sample", "replace"),      # an empty window cached, then changed twice
+    ("returns", "replace", "sample"),
+    ("sample", "returns", "replace"),
+])
+def test_the_returns_cache_never_serves_an_older_window(steps):
+    w = var.MarkWindow(window=10, interval_ns=1)
+    t = iter(range(100, 200))
+    for step in steps:
+        if step == "returns":
+            w.returns([BTC])
+        elif step == "sample":
+            w.sample({BTC: D("100")}, next(t))
+        else:
+            w.replace([(1, {BTC: 50.0}), (2, {BTC: 60.0}), (3, {BTC: 30.0})])
+    np.testing.assert_array_equal(w.returns([BTC]), w._build([BTC]))
