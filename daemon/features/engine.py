@@ -26,7 +26,6 @@ from typing import Any
 
 from daemon.config import FeaturesCfg
 from daemon.features import adverse, flow, indicators, liquidity, volatility, vpin
-from daemon.features._num import ok_price
 from daemon.features.store import FeatureSpec, FeatureStore, FeatureValue  # noqa: F401
 from daemon.market.bars import Bar, BarClock, TimeBarBuilder
 from daemon.market.events import Trade
@@ -173,6 +172,7 @@ class FeatureEngine:
 
     def __init__(self, cfg: FeaturesCfg, symbols: list[str]) -> None:
         self.cfg = cfg
+        self._enabled = cfg.enabled
         self.symbols = list(symbols)
         self.store = FeatureStore(self.symbols, cfg.history_rows)
         for spec in feature_specs(cfg):
@@ -199,7 +199,7 @@ class FeatureEngine:
     def on_book(self, symbol: str, book: Any, ts_ns: int) -> None:
         """The book of `symbol` after an update (an `OrderBook`: best_bid/best_ask/levels/
         valid). An invalid book resets the book features (not ready until valid again)."""
-        if not self.cfg.enabled:
+        if not self._enabled:
             return
         st = self._sym.get(symbol)
         if st is None:
@@ -227,13 +227,18 @@ class FeatureEngine:
         else:
             ofi.update(ts_ns, bid, ask)
         put(st.s_ofi, ofi.value(ts_ns), ts_ns, symbol, "ofi")
-        put(st.s_micro, flow.microprice(bid, ask), ts_ns, symbol, "microprice")
+        pb, qb = bid
+        pa, qa = ask
+        tot = qb + qa
+        # flow.microprice inlined; NaN sizes fail `tot > 0`, the put guards the rest
+        put(st.s_micro, (pb * qa + pa * qb) / tot if tot > 0.0 else None, ts_ns, symbol,
+            "microprice")
         if st.burst.on_ofi(ts_ns, ofi.last_e):
             st.put_burst(ts_ns, put)
         ofi.last_e = 0.0
         adv = st.adverse
-        mid = (bid[0] + ask[0]) * 0.5
-        if ok_price(mid):
+        mid = (pb + pa) * 0.5
+        if 1e-100 <= mid <= 1e100:      # _num.ok_price, inlined
             adv.mid = mid
             if adv.pending:
                 for i in adv.on_mid(ts_ns, mid):
@@ -243,7 +248,7 @@ class FeatureEngine:
             st.bars.advance(ts_ns)
 
     def on_trade(self, trade: Trade) -> None:
-        if not self.cfg.enabled:
+        if not self._enabled:
             return
         symbol = trade.symbol
         st = self._sym.get(symbol)
@@ -264,7 +269,7 @@ class FeatureEngine:
 
     def on_bar(self, symbol: str, bar: Bar) -> None:
         """One completed bar (see the module docstring for who calls this)."""
-        if not self.cfg.enabled:
+        if not self._enabled:
             return
         st = self._sym.get(symbol)
         if st is None:
@@ -308,7 +313,7 @@ class FeatureEngine:
     def on_own_fill(self, fill: Any) -> None:
         """One of our fills (`daemon.execution.orders.Fill`): starts its adverse-selection
         measurement at fill.ts_ns against the last mid seen."""
-        if not self.cfg.enabled:
+        if not self._enabled:
             return
         st = self._sym.get(fill.symbol)
         if st is None:

@@ -43,52 +43,6 @@ from daemon.features._num import MAX_INPUT, ok, out
 Z_CAP = 1000.0
 
 
-class WindowSum:
-    """Sum of (ts, x) pairs with ts > now - window_ns; at most `cap` pairs are kept (the
-    oldest drop first), so memory is bounded whatever the event rate."""
-
-    __slots__ = ("window_ns", "cap", "buf", "total", "_since", "start_ns")
-
-    def __init__(self, window_ns: int, cap: int = 100_000) -> None:
-        self.window_ns = window_ns
-        self.cap = cap
-        self.buf: deque[tuple[int, float]] = deque()
-        self.total = 0.0
-        self._since = 0
-        self.start_ns: int | None = None   # first event since the last reset
-
-    def add(self, ts_ns: int, x: float) -> None:
-        buf = self.buf
-        if self.start_ns is None:
-            self.start_ns = ts_ns
-        if len(buf) >= self.cap:
-            self.total -= buf.popleft()[1]
-        buf.append((ts_ns, x))
-        self.total += x
-        self.expire(ts_ns)
-
-    def expire(self, now_ns: int) -> None:
-        buf = self.buf
-        edge = now_ns - self.window_ns
-        while buf and buf[0][0] <= edge:
-            self.total -= buf.popleft()[1]
-            self._since += 1
-        if self._since >= 1024:     # exact recompute now and then: no drift
-            self.total = math.fsum(x for _, x in buf)
-            self._since = 0
-        if not buf:
-            self.total = 0.0
-
-    def covered(self, now_ns: int) -> bool:
-        return self.start_ns is not None and now_ns - self.start_ns >= self.window_ns
-
-    def reset(self) -> None:
-        self.buf.clear()
-        self.total = 0.0
-        self._since = 0
-        self.start_ns = None
-
-
 def ofi_event(pb0: float, qb0: float, pa0: float, qa0: float,
               pb: float, qb: float, pa: float, qa: float) -> float:
     """One e_n of Cont-Kukanov-Stoikov from the previous and the current top."""
@@ -105,33 +59,45 @@ def ofi_event(pb0: float, qb0: float, pa0: float, qa0: float,
 
 
 class OFI:
-    """Level-1 and multi-level order-flow imbalance over an event-time window."""
+    """Level-1 and multi-level order-flow imbalance over an event-time window.
 
-    __slots__ = ("levels", "_top", "_bids", "_asks", "l1", "ml", "last_e", "dropped")
+    One deque of (ts, e, e_multi) per book update inside the window (at most `cap`, the
+    oldest dropped first, so memory is bounded whatever the event rate) and the two running
+    totals, recomputed exactly every 1024 removals so no drift accumulates."""
+
+    __slots__ = ("levels", "window_ns", "cap", "_top", "_bids", "_asks", "_buf", "t1", "tm",
+                 "_since", "start_ns", "last_e", "dropped")
 
     def __init__(self, window_ns: int, levels: int = 5, cap: int = 100_000) -> None:
-        if window_ns <= 0 or levels < 1:
-            raise ValueError(f"OFI needs window > 0 and levels >= 1, got {window_ns}, {levels}")
+        if window_ns <= 0 or levels < 1 or cap < 1:
+            raise ValueError(f"OFI needs window > 0, levels >= 1 and cap >= 1, got "
+                             f"{window_ns}, {levels}, {cap}")
         self.levels = levels
+        self.window_ns = window_ns
+        self.cap = cap
         self._top: tuple[float, float, float, float] | None = None
         self._bids: list[tuple[float, float]] | None = None
         self._asks: list[tuple[float, float]] | None = None
-        self.l1 = WindowSum(window_ns, cap)
-        self.ml = WindowSum(window_ns, cap)
+        self._buf: deque[tuple[int, float, float]] = deque()
+        self.t1 = self.tm = 0.0
+        self._since = 0
+        self.start_ns: int | None = None    # first valid state since the last reset
         self.last_e = 0.0
         self.dropped = 0
 
     def reset(self) -> None:
         self._top = None
         self._bids = self._asks = None
-        self.l1.reset()
-        self.ml.reset()
+        self._buf.clear()
+        self.t1 = self.tm = 0.0
+        self._since = 0
+        self.start_ns = None
 
     def update(self, ts_ns: int, bid: tuple[float, float], ask: tuple[float, float],
                bids: list[tuple[float, float]] | None = None,
                asks: list[tuple[float, float]] | None = None) -> None:
         """One valid book state. `bids`/`asks` (top levels, best first) feed the
-        multi-level OFI; without them only level 1 is updated."""
+        multi-level OFI; without them only level 1 is updated. Sets `last_e` (finite)."""
         pb, qb = bid
         pa, qa = ask
         # NaN fails every comparison, so this also drops NaN
@@ -142,7 +108,7 @@ class OFI:
         prev = self._top
         self._top = (pb, qb, pa, qa)
         if prev is None:
-            self.l1.start_ns = self.ml.start_ns = ts_ns
+            self.start_ns = ts_ns
             self._bids, self._asks = bids, asks
             return
         pb0, qb0, pa0, qa0 = prev
@@ -156,13 +122,12 @@ class OFI:
         if pa >= pa0:
             e += qa0
         self.last_e = e
-        self.l1.add(ts_ns, e)
+        em = 0.0
         if bids is not None and asks is not None:
             pbids, pasks = self._bids, self._asks
             if pbids is not None and pasks is not None:
                 # ofi_event per level, inlined (this runs on every book update); zip stops
                 # at the shortest side, so a level missing in either state adds nothing
-                em = 0.0
                 for (b0, c0), (a0, d0), (b1, c1), (a1, d1) in zip(pbids, pasks, bids, asks):
                     if b1 >= b0:
                         em += c1
@@ -172,17 +137,39 @@ class OFI:
                         em -= d1
                     if a1 >= a0:
                         em += d0
-                if -MAX_INPUT * 100 <= em <= MAX_INPUT * 100:   # finite (NaN fails)
-                    self.ml.add(ts_ns, em)
+                if not -MAX_INPUT * 100 <= em <= MAX_INPUT * 100:   # NaN/inf sizes deeper
+                    self.dropped += 1
+                    em = 0.0
             self._bids, self._asks = bids, asks
+        buf = self._buf
+        if len(buf) >= self.cap:
+            _, x, y = buf.popleft()
+            self.t1 -= x
+            self.tm -= y
+        buf.append((ts_ns, e, em))
+        self.t1 += e
+        self.tm += em
+        edge = ts_ns - self.window_ns
+        while buf[0][0] <= edge:     # never empties: the entry just added is inside
+            _, x, y = buf.popleft()
+            self.t1 -= x
+            self.tm -= y
+            self._since += 1
+        if self._since >= 1024:      # exact recompute now and then: no drift
+            self.t1 = math.fsum(v[1] for v in buf)
+            self.tm = math.fsum(v[2] for v in buf)
+            self._since = 0
 
     def value(self, ts_ns: int) -> float | None:
-        w = self.l1
-        return out(w.total) if w.covered(ts_ns) else None
+        """Level-1 OFI over the window; None until the window is covered."""
+        st = self.start_ns
+        return self.t1 if st is not None and ts_ns - st >= self.window_ns else None
 
     def value_ml(self, ts_ns: int) -> float | None:
-        w = self.ml
-        return out(w.total) if w.covered(ts_ns) and self._bids is not None else None
+        st = self.start_ns
+        if st is None or ts_ns - st < self.window_ns or self._bids is None:
+            return None
+        return self.tm
 
 
 def microprice(bid: tuple[float, float], ask: tuple[float, float]) -> float | None:
@@ -374,8 +361,7 @@ class Microburst:
         return changed
 
     def on_ofi(self, ts_ns: int, e: float) -> bool:
-        if not ok(e):
-            return False
+        """`e` must be finite (OFI.last_e always is)."""
         changed = self._advance(ts_ns) if ts_ns >= self._edge \
             or ts_ns - self._last_ns > self.max_gap_ns else False
         if ts_ns > self._last_ns:
