@@ -108,3 +108,24 @@ def test_huge_outlier_is_its_own_segment_not_a_nan() -> None:
     y[50] = 1e12
     got = pelt(y, 10.0, cost="l2", min_size=1).value
     assert got == [50, 51, 100]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(y=st.lists(st.integers(-3, 3), min_size=2, max_size=30),
+       min_size=st.integers(1, 3), pen=st.floats(0.0, 10.0), cost=st.sampled_from(["l2", "normal"]))
+def test_pelt_optimum_equals_brute_force_on_small_series_with_ties(y, min_size, pen, cost) -> None:
+    if cost == "normal":
+        min_size = max(min_size, 2)
+    arr = np.array(y, dtype=float)
+    got = pelt(arr, pen, cost=cost, min_size=min_size)
+    if len(y) < min_size:
+        assert got.value is None
+        return
+    assert got.ok, got.reason
+    best, _ = brute_force(arr, pen, cost, min_size)
+    assert all(b - a >= min_size for a, b in zip([0] + got.value[:-1], got.value))
+    assert segmentation_cost(arr, got.value, pen, cost=cost) == pytest.approx(best, rel=1e-6, abs=1e-6)

@@ -152,3 +152,19 @@ def test_huge_outlier_stays_finite() -> None:
     v = garch.fit(r).value
     assert v is not None
     assert all(math.isfinite(x) for x in (v.omega, v.alpha, v.beta, v.loglik, v.next_variance))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False), min_size=30, max_size=120))
+def test_any_finite_returns_give_a_finite_fit_or_a_reason(rets) -> None:
+    r = garch.fit(rets)
+    if r.value is None:
+        assert r.reason
+        return
+    v = r.value
+    assert all(math.isfinite(x) for x in (v.omega, v.alpha, v.beta, v.loglik, v.last_variance, v.next_variance))
+    assert v.omega > 0 and v.alpha >= 0 and v.beta >= 0 and v.alpha + v.beta <= 1 + 1e-9

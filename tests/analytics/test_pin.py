@@ -170,3 +170,23 @@ def test_fit_on_a_shared_capture_read_like_the_market_tests() -> None:
     e = r.value
     assert 0 <= e.pin <= 1 and all(math.isfinite(v) for v in (e.mu, e.eps_b, e.eps_s, e.loglik))
     print(f"\nBTCUSDT 2024-08-08 capture, {len(buys)} x 10 s periods: PIN {e.pin:.3f}")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_count = st.one_of(st.integers(0, 20), st.integers(0, 200_000))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(st.tuples(_count, _count), min_size=2, max_size=40))
+def test_any_counts_give_a_finite_fit_or_a_reason(pairs) -> None:
+    b = [p[0] for p in pairs]
+    s = [p[1] for p in pairs]
+    r = pin.fit(b, s)
+    if r.value is None:
+        assert r.reason
+        return
+    e = r.value
+    assert all(math.isfinite(v) for v in (e.alpha, e.delta, e.mu, e.eps_b, e.eps_s, e.pin, e.loglik))
+    assert 0 <= e.alpha <= 1 and 0 <= e.delta <= 1 and 0 <= e.pin <= 1
