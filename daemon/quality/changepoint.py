@@ -114,15 +114,24 @@ class Bocpd:
         self.skipped = 0
         self.clipped = 0
         self.map_run = 0
-        a = 1.0 + 0.5 * np.arange(max_run + 2)
-        self._lgam = np.array([math.lgamma(x + 0.5) - math.lgamma(x) for x in a])
+        # kappa and alpha of run length r are always 1 + r and 1 + r/2 (prior 1, 1, one
+        # observation per step), so everything but mu and beta is a table by r.
+        r = np.arange(max_run + 2, dtype=float)
+        kap, alp = 1.0 + r, 1.0 + 0.5 * r
+        nu = 2.0 * alp
+        k2 = (kap + 1.0) / (alp * kap)                  # predictive scale^2 = beta * k2
+        lgam = np.array([math.lgamma(a + 0.5) - math.lgamma(a) for a in alp])
+        self._k2 = k2
+        self._c = lgam - 0.5 * np.log(nu * math.pi * k2)
+        self._h = (nu + 1.0) / 2.0
+        self._d = 1.0 / (nu * k2)
+        self._g = 1.0 / (kap + 1.0)                      # mu update
+        self._e = kap / (2.0 * (kap + 1.0))              # beta update
         self._reset_posterior()
 
     def _reset_posterior(self) -> None:
         self.log_r = np.zeros(1)
         self.mu = np.zeros(1)
-        self.kappa = np.ones(1)
-        self.alpha = np.ones(1)
         self.beta = np.ones(1)
 
     def ready(self) -> bool:
@@ -147,7 +156,7 @@ class Bocpd:
         z = (x - self.center) / self.spread if math.isfinite(x) else math.copysign(1e300, x)
         # Winsorise against the MAP run's predictive (Student-t mean and scale).
         i = self.map_run
-        scale = math.sqrt(self.beta[i] * (self.kappa[i] + 1) / (self.alpha[i] * self.kappa[i]))
+        scale = math.sqrt(self.beta[i] * self._k2[i])
         lo, hi = self.mu[i] - self.clip * scale, self.mu[i] + self.clip * scale
         if not lo <= z <= hi:
             self.clipped += 1
@@ -155,29 +164,31 @@ class Bocpd:
         return self._step(float(z))
 
     def _step(self, z: float) -> int | None:
-        mu, kappa, alpha, beta = self.mu, self.kappa, self.alpha, self.beta
-        nu = 2 * alpha
-        scale2 = beta * (kappa + 1) / (alpha * kappa)
-        zz = (z - mu) ** 2 / (nu * scale2)
-        # alpha of run length r is always 1 + r/2, so the log-gamma terms are a table.
-        log_pred = (self._lgam[:len(mu)] - 0.5 * np.log(nu * math.pi * scale2)
-                    - (nu + 1) / 2 * np.log1p(zz))
+        mu, beta, n = self.mu, self.beta, len(self.mu)
+        d = z - mu
+        d2 = d * d
+        # log Student-t predictive of each run length (df 2 alpha, loc mu, scale^2 beta k2)
+        log_pred = self._c[:n] - 0.5 * np.log(beta) - self._h[:n] * np.log1p(
+            d2 * self._d[:n] / beta)
         lj = self.log_r + log_pred
-        growth = lj + self.log_1mh
-        cp = np.logaddexp.reduce(lj + self.log_h)
-        log_r = np.concatenate(([cp], growth))
-        mu_n = np.concatenate(([0.0], (kappa * mu + z) / (kappa + 1)))
-        beta_n = np.concatenate(([1.0], beta + kappa * (z - mu) ** 2 / (2 * (kappa + 1))))
-        kappa_n = np.concatenate(([1.0], kappa + 1))
-        alpha_n = np.concatenate(([1.0], alpha + 0.5))
-        if len(log_r) > self.max_run + 1:
+        m = float(lj.max())
+        cp = m + math.log(float(np.exp(lj - m).sum())) + self.log_h
+        log_r = np.empty(n + 1)
+        log_r[0] = cp
+        np.add(lj, self.log_1mh, out=log_r[1:])
+        mu_n = np.empty(n + 1)
+        mu_n[0] = 0.0
+        mu_n[1:] = mu + d * self._g[:n]
+        beta_n = np.empty(n + 1)
+        beta_n[0] = 1.0
+        beta_n[1:] = beta + d2 * self._e[:n]
+        if n + 1 > self.max_run + 1:
             # Fold the longest run's mass into the one before it (truncation).
             log_r[-2] = np.logaddexp(log_r[-2], log_r[-1])
             log_r, mu_n, beta_n = log_r[:-1], mu_n[:-1], beta_n[:-1]
-            kappa_n, alpha_n = kappa_n[:-1], alpha_n[:-1]
-        log_r -= np.logaddexp.reduce(log_r)
-        self.log_r, self.mu, self.kappa, self.alpha, self.beta = \
-            log_r, mu_n, kappa_n, alpha_n, beta_n
+        m = float(log_r.max())
+        log_r -= m + math.log(float(np.exp(log_r - m).sum()))
+        self.log_r, self.mu, self.beta = log_r, mu_n, beta_n
         prev = self.map_run
         new = int(np.argmax(log_r))
         self.map_run = new

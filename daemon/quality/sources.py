@@ -29,26 +29,42 @@ def _ok(x: float) -> bool:
 
 
 class VenuePrices:
-    __slots__ = ("book_mid", "book_ns", "quote_mid", "quote_ns", "half_spread_bps",
+    """The latest of each source. Writers on the hot path only store references and
+    times (`book`/`book_ns`, `bid`/`ask`/`quote_ns`); mids and the spread are worked out
+    in `check`, once per sample."""
+
+    __slots__ = ("book", "book_ns", "bid", "ask", "quote_ns", "half_spread_bps",
                  "trades", "trade_pos", "trade_n", "trade_ns")
 
     def __init__(self, k: int) -> None:
-        self.book_mid = self.quote_mid = 0.0
+        self.book = None          # anything with .valid and .mid() (an OrderBook)
         self.book_ns = self.quote_ns = self.trade_ns = 0
+        self.bid = self.ask = 0.0
         self.half_spread_bps = 0.0
         self.trades = [0.0] * k   # a ring of the last k trade prices
         self.trade_pos = 0
         self.trade_n = 0
 
-    def on_book_mid(self, mid: float, ts_ns: int) -> None:
-        if _ok(mid):
-            self.book_mid, self.book_ns = mid, ts_ns
+    def on_book(self, book: object, ts_ns: int) -> None:
+        self.book, self.book_ns = book, ts_ns
 
     def on_quote(self, bid: float, ask: float, ts_ns: int) -> None:
         if _ok(bid) and _ok(ask) and ask >= bid:
-            m = (bid + ask) * 0.5
-            self.quote_mid, self.quote_ns = m, ts_ns
-            self.half_spread_bps = (ask - bid) / m * 0.5e4
+            self.bid, self.ask, self.quote_ns = bid, ask, ts_ns
+
+    def book_mid(self) -> float | None:
+        b = self.book
+        if b is None or not b.valid:
+            return None
+        m = b.mid()
+        return m if m is not None and _ok(m) else None
+
+    def quote_mid(self) -> float | None:
+        if not self.quote_ns:
+            return None
+        m = (self.bid + self.ask) * 0.5
+        self.half_spread_bps = (self.ask - self.bid) / m * 0.5e4
+        return m
 
     def on_trade(self, price: float, ts_ns: int) -> None:
         if not _ok(price):
@@ -74,10 +90,11 @@ class VenuePrices:
         problems: list[tuple[str, str, float]] = []
         fresh: list[tuple[str, float]] = []
         newest = max(self.book_ns, self.quote_ns, self.trade_ns)
-        for name, ts, val in (("book", self.book_ns, self.book_mid),
-                              ("bookTicker", self.quote_ns, self.quote_mid)):
+        for name, ts, val in (("book", self.book_ns, self.book_mid()),
+                              ("bookTicker", self.quote_ns, self.quote_mid())):
             if ts and now_ns - ts <= stale_ns:
-                fresh.append((name, val))
+                if val is not None:
+                    fresh.append((name, val))
             elif ts and now_ns - newest <= stale_ns:
                 problems.append(("stale", name, round((now_ns - ts) / 1e9, 3)))
         if self.trade_ns and now_ns - self.trade_ns <= stale_ns:

@@ -6,6 +6,8 @@ import math
 
 import pytest
 
+from daemon.market.book import OrderBook
+from daemon.market.events import DepthDiff, DepthSnapshot
 from daemon.quality import score as sc
 from daemon.quality.sources import CrossVenue, VenuePrices
 
@@ -13,10 +15,19 @@ S = 1_000_000_000
 STALE = 5 * S
 
 
+def _book(mid: float) -> OrderBook:
+    """A real book whose mid is `mid` (snapshot, then a bridging diff)."""
+    b = OrderBook("BTCUSDT", futures=False)
+    b.on_snapshot(DepthSnapshot("BTCUSDT", S, 10, [(mid - 0.01, 1.0)], [(mid + 0.01, 1.0)]))
+    b.on_diff(DepthDiff("BTCUSDT", S, 11, 11, None, [(mid - 0.01, 2.0)], []))
+    assert b.valid and b.mid() == pytest.approx(mid)
+    return b
+
+
 def _venue(book=100.0, bid=99.99, ask=100.01, trades=(100.0,) * 5, t=10 * S) -> VenuePrices:
     v = VenuePrices(5)
     if book is not None:
-        v.on_book_mid(book, t)
+        v.on_book(_book(book), t)
     if bid is not None:
         v.on_quote(bid, ask, t)
     for p in trades:
@@ -63,7 +74,6 @@ def test_a_silent_book_is_stale_while_trades_print():
 def test_bad_values_are_ignored():
     v = VenuePrices(3)
     for bad in (math.nan, math.inf, -1.0, 0.0):
-        v.on_book_mid(bad, S)
         v.on_trade(bad, S)
         v.on_quote(bad, 1.0, S)
     v.on_quote(101.0, 100.0, S)       # crossed
