@@ -207,9 +207,20 @@ class FeatureEngine:
             return
         self.stats["books"] += 1
         put = self._put
-        bid = book.best_bid() if book.valid else None
-        ask = book.best_ask() if bid is not None else None
-        if ask is None:
+        n = st.levels
+        bids = asks = None
+        if not book.valid:
+            bid = ask = None
+        elif n:
+            # the top levels give the best bid/ask too: one read of each side
+            bids = book.levels(True, n)
+            asks = book.levels(False, n)
+            bid = bids[0] if bids else None
+            ask = asks[0] if asks else None
+        else:
+            bid = book.best_bid()
+            ask = book.best_ask()
+        if bid is None or ask is None:
             self.stats["invalid_book"] += 1
             if st.book_ok:
                 st.book_ok = False
@@ -220,9 +231,8 @@ class FeatureEngine:
             return
         st.book_ok = True
         ofi = st.ofi
-        if st.levels:
-            ofi.update(ts_ns, bid, ask, book.levels(True, st.levels),
-                       book.levels(False, st.levels))
+        if n:
+            ofi.update(ts_ns, bid, ask, bids, asks)
             put(st.s_ofi_ml, ofi.value_ml(ts_ns), ts_ns, symbol, "ofi_ml")
         else:
             ofi.update(ts_ns, bid, ask)
