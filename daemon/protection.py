@@ -53,7 +53,8 @@ class Protection:
         self.board = BreakerBoard(cfg.breakers, venues, on_change=self._changed)
         self.venues = list(venues)
         self._actions: list[Action] = []
-        self._saved_risk: dict | None = None
+        self._saved_risk: dict | None = None   # the last saved snapshot without its window
+        self._saved_state: tuple | None = None   # ... with the window's extent
         self._saved_at = 0
         self._escalated: set[str] = set()
 
@@ -68,7 +69,7 @@ class Protection:
         if snap is not None:
             try:
                 self.risk.restore(snap)
-                self._saved_risk = snap
+                self._saved_risk = self.risk.snapshot(window=False)
                 notes += [f"risk limit {t.limit} ({t.action}): {t.reason}"
                           for t in self.risk.trips]
             except ValueError as e:
@@ -153,15 +154,18 @@ class Protection:
                                                 f"probes: {ch.reason}"))
 
     def _save_risk(self, now: int, force: bool) -> None:
-        snap = self.risk.snapshot()
-        if snap == self._saved_risk:
+        """Trips and round-trip counts at once (compared without the VaR window, which is
+        cheap on every tick); the equity peak and the VaR window at most every
+        _SAVE_EVERY_NS. What is written is always the whole snapshot."""
+        small = self.risk.snapshot(window=False)
+        samples = self.risk.window.samples
+        state = (small, len(samples), samples[-1][0] if samples else None)
+        urgent = force or _without_peak(small.get("losses")) != \
+            _without_peak((self._saved_risk or {}).get("losses"))
+        if not urgent and (state == self._saved_state or now - self._saved_at < _SAVE_EVERY_NS):
             return
-        prev = self._saved_risk or {}
-        # Trips and round-trip counts at once; the equity peak and the VaR window may lag.
-        urgent = force or _without_peak(snap.get("losses")) != _without_peak(prev.get("losses"))
-        if urgent or now - self._saved_at >= _SAVE_EVERY_NS:
-            self.journal.save_state(RISK_KEY, snap)
-            self._saved_risk, self._saved_at = snap, now
+        self.journal.save_state(RISK_KEY, self.risk.snapshot())
+        self._saved_risk, self._saved_state, self._saved_at = small, state, now
 
     # -- operator --------------------------------------------------------------------------
     def blocked(self) -> str | None:
@@ -181,7 +185,7 @@ class Protection:
             self.journal.audit("limit_reset", limits=lifted)
         self.risk.reset()
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
-        self._saved_risk, self._saved_at = self.risk.snapshot(), now
+        self._saved_risk, self._saved_at = self.risk.snapshot(window=False), now
         g = self.board.breakers[GLOBAL]
         if g.reason and g.reason.startswith(RISK_BREAKER_PREFIX) and g.state.value != "closed":
             self.board.reset(GLOBAL, now, by="operator reset")

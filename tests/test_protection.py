@@ -191,3 +191,16 @@ def test_a_snapshot_that_cannot_be_read_is_journalled_and_the_limits_start_afres
     rows = audits(j, "state_unreadable")
     assert [r["key"] for r in rows] == [RISK_KEY, BREAKERS_KEY]
     assert p.blocked() is None
+
+
+def test_the_var_window_is_saved_now_and_then_even_when_nothing_else_moves(tmp_path):
+    p, j, c = make(tmp_path, risk={"var_window": 30, "var_sample_interval_s": 1})
+    for _ in range(25):                       # flat book, steady mark: only samples accrue
+        c.now += S
+        p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    saved = j.load_state(RISK_KEY)
+    assert len(saved["var_window"]) >= 20, len(saved["var_window"])
+    commits = j.commits
+    c.now += S // 10
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    assert j.commits == commits, "nothing new within the interval: no write"
