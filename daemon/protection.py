@@ -84,7 +84,7 @@ class Protection:
                           for b in self.board.status() if b["state"] != "closed"]
                 if skipped:
                     notes.append(f"breakers no longer configured: {', '.join(skipped)}")
-            except (ValueError, KeyError, TypeError) as e:
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 log.error("breaker state of the previous run unreadable: %s", e)
                 self.journal.audit("state_unreadable", key=BREAKERS_KEY, error=str(e))
         return notes
@@ -160,8 +160,7 @@ class Protection:
         small = self.risk.snapshot(window=False)
         samples = self.risk.window.samples
         state = (small, len(samples), samples[-1][0] if samples else None)
-        urgent = force or _without_peak(small.get("losses")) != \
-            _without_peak((self._saved_risk or {}).get("losses"))
+        urgent = force or _urgent_part(small) != _urgent_part(self._saved_risk)
         if not urgent and (state == self._saved_state or now - self._saved_at < _SAVE_EVERY_NS):
             return
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
@@ -186,9 +185,8 @@ class Protection:
         self.risk.reset()
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
         self._saved_risk, self._saved_at = self.risk.snapshot(window=False), now
-        g = self.board.breakers[GLOBAL]
-        if g.reason and g.reason.startswith(RISK_BREAKER_PREFIX) and g.state.value != "closed":
-            self.board.reset(GLOBAL, now, by="operator reset")
+        if self.board.breakers[GLOBAL].reason.startswith(RISK_BREAKER_PREFIX):
+            self.board.reset(GLOBAL, now, by="operator reset")   # (no-op when closed)
         self._escalated.clear()
         return lifted
 
@@ -207,7 +205,7 @@ class Protection:
                 "breakers": self.board.status()}
 
 
-def _without_peak(losses: Any) -> Any:
-    if not isinstance(losses, dict):
-        return losses
-    return {k: v for k, v in losses.items() if "peak" not in k and "equity" not in k}
+def _urgent_part(snap: dict | None) -> dict:
+    """What of a risk snapshot must reach the journal at once: everything of the loss
+    limits but the equity peak, which moves with every mark."""
+    return {k: v for k, v in (snap or {}).get("losses", {}).items() if k != "peak"}

@@ -204,3 +204,179 @@ def test_the_var_window_is_saved_now_and_then_even_when_nothing_else_moves(tmp_p
     c.now += S // 10
     p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
     assert j.commits == commits, "nothing new within the interval: no write"
+
+
+# -- feeds, restore and operator paths, pinned where mutation testing asked ---------------
+def _book(bid: float, ask: float, valid_ids: bool = True):
+    from daemon.market.book import OrderBook
+    from daemon.market.events import DepthSnapshot
+    b = OrderBook(SYM, futures=False)
+    b.on_snapshot(DepthSnapshot(SYM, 0, 100, [(bid, 1.5)], [(ask, 2.5)]))
+    return b
+
+
+def test_a_valid_books_top_reaches_the_market_watch_of_its_symbol_and_venue(tmp_path):
+    p, j, c = make(tmp_path)
+    p.on_book(SYM, _book(100.0, 101.0), 7 * S)
+    w = p.board.symbols[("paper", SYM)].watch
+    assert w._prev == (100.0, 1.5, 101.0, 2.5) and w.first_ns == 7 * S   # noqa: SLF001
+
+
+def test_an_invalid_book_feeds_nothing(tmp_path):
+    from daemon.market.book import OrderBook
+    p, j, c = make(tmp_path)
+    p.on_book(SYM, OrderBook(SYM, futures=False), S)              # never synced
+    assert ("paper", SYM) not in p.board.symbols
+
+
+def test_trades_reach_the_volume_watch_with_price_quantity_and_time(tmp_path):
+    from daemon.market.events import Trade
+    p, j, c = make(tmp_path)
+    p.on_trade(Trade(SYM, 3 * S, 3000, 1, 100.0, 0.25, False))
+    p.on_trade(Trade(SYM, 3 * S + 1, 3000, 2, 100.0, 0.5, True))
+    w = p.board.symbols[("paper", SYM)].watch
+    assert w._bucket == pytest.approx(0.75 * 100.0) or w._bucket == pytest.approx(0.75)  # noqa: SLF001
+    assert w._bucket_start is not None and w._bucket_start <= 3 * S  # noqa: SLF001
+
+
+def test_stale_book_through_poll_opens_the_venue_breaker(tmp_path):
+    p, j, c = make(tmp_path, breakers={"book_invalid_s": 2.0, "cascade": False})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: False}, [])
+    c.now += 2 * S
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: False}, []) == []   # exactly 2 s: not yet
+    c.now += S
+    (a,) = p.poll(flat(), {SYM: D("60000")}, {SYM: False}, [])
+    assert a == Action("cancel_increasing",
+                       f"breaker paper open: {p.board.breakers['paper'].reason}")
+    assert p.board.breakers["paper"].reason.startswith(f"{SYM} order book invalid for")
+
+
+def test_restore_notes_say_what_came_back(tmp_path):
+    p, j, c = make(tmp_path, risk={"max_drawdown": D("20"), "daily_loss_limit": D("1000")})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    c.now += S
+    p.poll(long_at("60000"), {SYM: D("59970")}, {SYM: True}, [])
+    p.trip_breaker("paper", "maintenance")
+    j.close()
+    p2, j2, _ = make(tmp_path, risk={"max_drawdown": D("20"), "daily_loss_limit": D("1000")},
+                     clock=c, journal=Journal(tmp_path / "j.sqlite3"))
+    notes = p2.restore()
+    trip = p2.risk.trips[0]
+    g = p2.board.breakers["global"]
+    assert notes == [f"risk limit drawdown (halted): {trip.reason}",
+                     f"breaker global open: {g.reason}",
+                     "breaker paper open: manual: maintenance"]
+
+
+def test_restore_skips_breakers_no_longer_configured_and_says_so(tmp_path):
+    p, j, c = make(tmp_path)
+    snap = p.board.snapshot()
+    snap["breakers"]["oldvenue"] = {"state": "open", "kind": "manual", "reason": "x",
+                                    "figures": {}, "since_ns": 1, "cooldown_ns": S,
+                                    "reopens": 0, "escalated": False}
+    j.save_state("breakers", snap)
+    assert p.restore() == ["breakers no longer configured: oldvenue"]
+
+
+@pytest.mark.parametrize("key,bad,word", [
+    (RISK_KEY, {"version": 999}, "version"),
+    (BREAKERS_KEY, {"version": 1}, "breakers"),            # KeyError: no breakers
+    (BREAKERS_KEY, {"version": 1, "breakers": 5}, "int"),  # AttributeError: once a crash
+])
+def test_each_unreadable_snapshot_is_journalled_with_its_error(tmp_path, caplog, key, bad,
+                                                              word):
+    p, j, c = make(tmp_path)
+    j.save_state(key, bad)
+    assert p.restore() == []
+    (row,) = audits(j, "state_unreadable")
+    assert row["key"] == key and word in row["error"]
+    assert any(r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_reset_leaves_a_global_breaker_opened_by_hand_alone(tmp_path):
+    p, j, c = make(tmp_path)
+    p.trip_breaker("global", "weekend")
+    assert p.reset() == [] and audits(j, "limit_reset") == []
+    g = p.board.breakers["global"]
+    assert g.state.value == "open" and g.reason == "manual: weekend"
+    c.now += 3600 * S                                     # manual: no cooldown, no probing
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    assert g.state.value == "open"
+    assert p.reset_breaker("global") is True and g.state.value == "closed"
+    assert p.reset_breaker("global") is False            # already closed
+
+
+def test_an_escalation_halts_again_after_a_reset_of_its_breaker(tmp_path):
+    p, j, c = make(tmp_path, breakers={"max_consecutive_errors": 1, "max_reopens": 1,
+                                       "cascade": False})
+
+    def escalate():
+        p.board.on_error("paper", "timeout", c.now)
+        c.now += 11 * S
+        p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+        p.board.allow("paper", D("10"), False, c.now, "probe")
+        p.board.on_reject("paper", "probe", "no", c.now)
+        return [a.kind for a in p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])]
+
+    assert escalate() == ["cancel_increasing", "halt"]
+    assert p.reset_breaker("paper")
+    assert escalate() == ["cancel_increasing", "halt"]
+
+
+def test_half_open_and_closed_changes_are_journalled_but_ask_for_nothing(tmp_path):
+    p, j, c = make(tmp_path, breakers={"max_consecutive_errors": 1, "cascade": False,
+                                       "probe_orders": 1})
+    p.board.on_error("paper", "timeout", c.now)
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    c.now += 11 * S
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []     # -> half_open
+    p.board.allow("paper", D("10"), False, c.now, "probe")
+    p.board.on_ack("paper", "probe", 1000, c.now)                       # -> closed
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
+    rows = audits(j, "breaker")
+    assert [(r["old"], r["new"], r["escalated"]) for r in rows] == [
+        ("closed", "open", False), ("open", "half_open", False), ("half_open", "closed", False)]
+    assert j.load_state(BREAKERS_KEY) == p.board.snapshot()
+
+
+def test_a_streak_change_is_saved_at_once_the_peak_waits(tmp_path):
+    from daemon.execution.orders import Fill, Liquidity, Side
+    p, j, c = make(tmp_path, risk={"daily_loss_limit": D("100000"),
+                                   "max_drawdown": D("100000")})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    first = j.load_state(RISK_KEY)
+    c.now += S
+    pos = long_at("60000", "0.001")
+    p.poll(pos, {SYM: D("61000")}, {SYM: True}, [])          # a new peak only: waits
+    assert j.load_state(RISK_KEY) == first
+    pos = Position(SYM)
+    for n, (side, px) in enumerate(((Side.BUY, "60000"), (Side.SELL, "59990")), 1):
+        f = Fill(f"f{n}", f"c{n}", SYM, side, D(px), D("0.001"), D("0"), Liquidity.TAKER,
+                 c.now)
+        pos.apply(f)
+        p.risk.on_fill(f, pos, c.now)
+    c.now += S
+    p.poll({SYM: pos}, {SYM: D("59990")}, {SYM: True}, [])   # a losing round trip: at once
+    assert j.load_state(RISK_KEY)["losses"]["streak"] == 1
+
+
+def test_status_counts_the_open_orders_it_is_given(tmp_path):
+    from daemon.execution.orders import Order, OrderType, Side, TimeInForce
+    p, j, c = make(tmp_path)
+    o = Order(client_id="x", symbol=SYM, side=Side.BUY, type=OrderType.LIMIT,
+              qty=D("0.001"), price=D("59000"), tif=TimeInForce.GTC)
+    st = p.status(flat(), {SYM: D("60000")}, [o])
+    assert st["risk"]["limits"]["open_orders"]["used"] == "1"
+    assert [b["name"] for b in st["breakers"]] == ["global", "paper"]
+
+
+def test_a_valid_book_with_one_side_empty_feeds_nothing(tmp_path):
+    from daemon.market.book import OrderBook
+    from daemon.market.events import DepthSnapshot
+    p, j, c = make(tmp_path)
+    for bids, asks in (([(100.0, 1.0)], []), ([], [(101.0, 1.0)])):
+        b = OrderBook(SYM, futures=False)
+        b.on_snapshot(DepthSnapshot(SYM, 0, 100, bids, asks))
+        assert b.valid
+        p.on_book(SYM, b, S)
+    assert ("paper", SYM) not in p.board.symbols
