@@ -68,10 +68,12 @@ def conformity(m: float) -> str:
 
 
 class RollingDigits:
-    """First-digit counts over the last `window` sizes (a ring of digits), and the counts
-    of the first full window, kept as the symbol's reference."""
+    """First-digit counts over the last `window` sizes (a ring of digits), and a reference:
+    the counts of the first full window, renewed by `renew_reference` (the monitor does,
+    once a whole new window has passed while the layer was not in fault)."""
 
-    __slots__ = ("window", "ring", "pos", "n", "counts", "reference", "skipped")
+    __slots__ = ("window", "ring", "pos", "n", "counts", "reference", "skipped",
+                 "since_reference")
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -81,6 +83,7 @@ class RollingDigits:
         self.counts = [0] * 9
         self.reference: list[int] | None = None
         self.skipped = 0
+        self.since_reference = 0   # sizes pushed since the reference was taken
 
     def push(self, size: float) -> None:
         d = first_digit(size)
@@ -94,9 +97,14 @@ class RollingDigits:
             self.n += 1
         ring[pos] = d
         self.counts[d - 1] += 1
+        self.since_reference += 1
         self.pos = pos + 1 if pos + 1 < self.window else 0
         if self.reference is None and self.n == self.window and self.pos == 0:
-            self.reference = list(self.counts)
+            self.renew_reference()
+
+    def renew_reference(self) -> None:
+        self.reference = list(self.counts)
+        self.since_reference = 0
 
     def full(self) -> bool:
         return self.n == self.window

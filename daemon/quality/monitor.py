@@ -416,6 +416,11 @@ class DataQuality:
                                            f"{cfg.benford_mad_margin:g}")
                 else:
                     f.verdict["benford"] = "ok"
+                    # A whole new window passed without a fault: it becomes the reference,
+                    # so the test follows the slow drift of a day's sizes (a manipulation
+                    # that ramps up slower than one window per margin is not caught).
+                    if d.since_reference >= d.window:
+                        d.renew_reference()
         # (3) sources
         if f.sources_fault is not None:
             f.verdict["sources"] = "fault"
