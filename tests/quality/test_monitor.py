@@ -236,3 +236,31 @@ def test_an_invalid_book_after_sync_counts_as_invalid():
     m.step(50)
     st = dq.status()["symbols"][SYM]["layers"]["monitoring"]
     assert st["depth_gaps"] == 1 and st["invalid"] == 50
+
+
+def test_benford_reference_follows_fault_free_windows():
+    import random
+    rng = random.Random(5)
+    dq = DataQuality(QualityCfg(benford_window=500), [SYM])
+    m = Market(dq)
+    for _ in range(600):
+        m.step(qty=10 ** rng.uniform(-4, 0))
+    d = dq._primary[SYM].digits
+    first = list(d.reference)
+    for _ in range(1500):
+        m.step(qty=10 ** rng.uniform(-4, 0))
+    assert d.reference != first and d.since_reference < 2 * d.window
+    # In a fault the reference is kept: the manipulated window never becomes normal.
+    out = []
+    for _ in range(1500):
+        out += m.step(qty=0.5)
+    held = list(d.reference)
+    assert [a.layer for a in out] == ["benford"] and bf_mad(held) < 0.05
+    for _ in range(500):
+        m.step(qty=0.5)
+    assert d.reference == held
+
+
+def bf_mad(counts):
+    from daemon.quality.benford import mad
+    return mad(counts)
