@@ -52,7 +52,7 @@ LAYERS = ("benford", "kalman", "sources", "changepoint", "score", "alerting", "m
           "drift")
 SERIES = ("return_bps", "spread_bps", "events", "basis_bps")
 _SEVERITY = {"off": 0, "reducing": 1, "breaker": 2}
-_MAX_PENDING = 100_000        # samples kept when poll is not called (bounded memory)
+_MAX_PENDING = 3600           # samples kept when poll is not called (bounded memory)
 _MAX_BACKFILL = 100           # missing-trade windows kept for the backfill
 
 
@@ -549,6 +549,7 @@ class DataQuality:
                                    ("invalid", "invalid"), ("late", "late"),
                                    ("missing_trades", "missing"),
                                    ("depth_gaps", "depth_gaps"),
+                                   ("feed_gaps", "feed_gaps"),
                                    ("duplicates", "duplicates"))},
                                "last_event_ns": f.last_ns},
                 "drift": {"verdict": f.verdict["drift"],

@@ -264,3 +264,16 @@ def test_benford_reference_follows_fault_free_windows():
 def bf_mad(counts):
     from daemon.quality.benford import mad
     return mad(counts)
+
+
+def test_reported_feed_gaps_count_against_completeness():
+    dq = DataQuality(QualityCfg(score_min=0.95), [SYM])
+    m = Market(dq)
+    m.step(100)
+    for _ in range(40):                  # a reconnect storm the feed reports itself
+        dq.on_gap(SYM, m.t, "reconnect")
+    dq.on_gap("DOGEUSDT", m.t, "not ours")          # ignored
+    a = m.step(60)
+    assert [(x.layer, x.action) for x in a] == [("score", "reducing")]
+    assert "completeness" in a[0].reason
+    assert dq.status()["symbols"][SYM]["layers"]["monitoring"]["feed_gaps"] == 40
