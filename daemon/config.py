@@ -538,6 +538,20 @@ class FeaturesCfg(_Section):
     history_rows: int = Field(0, ge=0, le=10_000_000)   # >0: keep rows for Parquet export
 
 
+class AnalyticsCfg(_Section):
+    """Heavy analytics in the daemon (daemon/analytics/runner.py): periodic PIN and GARCH
+    fits in the heavy-analytics worker, and the Glosten-Milgrom spread floor offered to the
+    quoter. Times are seconds of the runner's clock (event time in a replay, wall time
+    live); PIN periods are seconds of exchange time."""
+    enabled: bool = True
+    pin_period_s: float = Field(10.0, ge=1, le=86_400)        # one PIN period (buy/sell counts)
+    pin_periods: int = Field(60, ge=10, le=100_000)           # periods per PIN fit
+    pin_every_s: float = Field(300.0, ge=1, le=86_400)        # PIN fit interval
+    garch_every_s: float = Field(300.0, ge=1, le=86_400)      # GARCH fit interval
+    deadline_s: float = Field(30.0, ge=1, le=3_600)           # per job: queue + start + run
+    gm_horizon_s: float = Field(10.0, gt=0, le=86_400)        # Glosten-Milgrom information horizon
+
+
 QualityAction = Literal["off", "reducing", "breaker"]
 
 
@@ -608,6 +622,7 @@ class Config(_Section):
     alerts: AlertsCfg = AlertsCfg()
     features: FeaturesCfg = FeaturesCfg()    # streaming features (daemon/features)
     quality: QualityCfg = QualityCfg()       # data quality and drift (daemon/quality)
+    analytics: AnalyticsCfg = AnalyticsCfg()   # heavy-analytics jobs (daemon/analytics/runner.py)
     instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
 
 

@@ -22,8 +22,12 @@ log = logging.getLogger(__name__)
 
 class Quoter:
     def __init__(self, cfg: StrategyCfg, gateway: OrderGateway, market: Any,
-                 can_trade: Callable[[], bool], heartbeat: Heartbeat | None = None) -> None:
+                 can_trade: Callable[[], bool], heartbeat: Heartbeat | None = None,
+                 spread_floor: Callable[[str], float | None] | None = None) -> None:
         self.cfg = cfg
+        # A floor on the quoted spread in bps of the mid (the Glosten-Milgrom spread from
+        # daemon/analytics): the half spread is max(configured, floor / 2). None: no floor.
+        self.spread_floor = spread_floor
         self.gateway = gateway
         self.market = market
         self.can_trade = can_trade
@@ -57,10 +61,11 @@ class Quoter:
                 return
         ids = []
         qty = self.cfg.quote_qty
+        hs = self.half_spread(symbol)
         with self.gateway.batch():   # the two cancels and two new quotes: one fsync
             if not self._pull(symbol, "requote"):
                 return   # cancel rate limit: keep the quotes we have, place nothing new
-            for side, px in ((Side.BUY, mid * (1 - self._hs)), (Side.SELL, mid * (1 + self._hs))):
+            for side, px in ((Side.BUY, mid * (1 - hs)), (Side.SELL, mid * (1 + hs))):
                 try:
                     o = self.gateway.submit(symbol, side, qty, to_decimal(round(px, 8)),
                                             tif=TimeInForce.POST_ONLY)
@@ -71,6 +76,16 @@ class Quoter:
                         log.debug("quote refused: %s", e)
         self._quotes[symbol] = (mid, ts_ns, ids)
         self.stats["requotes"] += 1
+
+    def half_spread(self, symbol: str) -> float:
+        """The half spread to quote `symbol` at, as a fraction of the mid: the configured
+        one, widened to half the spread floor when a floor is known."""
+        if self.spread_floor is None:
+            return self._hs
+        floor = self.spread_floor(symbol)
+        if floor is None or not floor > 0:   # also refuses NaN: never quote on it
+            return self._hs
+        return max(self._hs, floor / 2e4)
 
     def _pull(self, symbol: str, why: str, protective: bool = False) -> bool:
         """Cancel this symbol's quotes. A requote's cancels count toward the cancel-rate
