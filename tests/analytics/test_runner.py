@@ -360,3 +360,14 @@ def test_a_bug_while_applying_a_result_ends_run_with_it(env) -> None:
             task.result()
 
     loop.run_until_complete(scenario())
+
+
+def test_the_runner_keeps_numpy_and_scipy_out_of_the_daemon_process() -> None:
+    # The fits import numpy/scipy in the worker only; the daemon imports the runner.
+    import subprocess
+    import sys
+    code = ("import sys, daemon.analytics.runner; "
+            "print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
