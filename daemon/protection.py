@@ -17,6 +17,7 @@ snapshot's slowly moving parts (equity peak, VaR window) are saved at most every
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Mapping
@@ -53,10 +54,10 @@ class Protection:
         self.board = BreakerBoard(cfg.breakers, venues, on_change=self._changed)
         self.venues = list(venues)
         self._actions: list[Action] = []
-        self._saved_risk: dict | None = None   # the last saved snapshot without its window
-        self._saved_state: tuple | None = None   # ... with the window's extent
+        # What the journal last got of the risk engine: its snapshot without the VaR window
+        # and the window's extent (None: nothing yet this run), and when.
+        self._saved: tuple | None = None
         self._saved_at = 0
-        self._escalated: set[str] = set()
 
     # -- restart ---------------------------------------------------------------------------
     def restore(self) -> list[str]:
@@ -64,14 +65,12 @@ class Protection:
         restored, for the log. A snapshot that cannot be read is journalled and the limits
         start afresh, never silently."""
         notes: list[str] = []
-        now = self.clock()
         snap = self.journal.load_state(RISK_KEY)
         if snap is not None:
             try:
                 self.risk.restore(snap)
-                self._saved_risk = self.risk.snapshot(window=False)
-                notes += [f"risk limit {t.limit} ({t.action}): {t.reason}"
-                          for t in self.risk.trips]
+                notes = [f"risk limit {t.limit} ({t.action}): {t.reason}"
+                         for t in self.risk.trips]
             except ValueError as e:
                 log.error("risk state of the previous run unreadable, limits start afresh: "
                           "%s", e)
@@ -79,7 +78,7 @@ class Protection:
         snap = self.journal.load_state(BREAKERS_KEY)
         if snap is not None:
             try:
-                skipped = self.board.restore(snap, now)
+                skipped = self.board.restore(snap, self.clock())
                 notes += [f"breaker {b['name']} {b['state']}: {b['reason']}"
                           for b in self.board.status() if b["state"] != "closed"]
                 if skipped:
@@ -115,15 +114,13 @@ class Protection:
         self.board.tick(now)
         self.risk.sample(positions, marks, now)
         trips = self.risk.evaluate(positions, marks, now, open_orders=open_orders)
-        if trips:
-            # One commit: the trip rows, the breaker they open and the risk snapshot that
-            # carries them across a restart (a kill between them must not lose a trip).
-            with self.journal.batch():
-                for t in trips:
-                    self._risk_tripped(t, now)
-                self._save_risk(now, force=True)
-        else:
-            self._save_risk(now, force=False)
+        # One commit: the trip rows, the breaker they open and the risk snapshot that
+        # carries them across a restart (a kill between them must not lose a trip; a trip
+        # changes the snapshot, so it is always saved at once).
+        with self.journal.batch() if trips else nullcontext():
+            for t in trips:
+                self._risk_tripped(t, now)
+            self._save_risk(now)
         actions, self._actions = self._actions, []
         return actions
 
@@ -148,23 +145,25 @@ class Protection:
         if ch.new == "open":
             self._actions.append(Action("cancel_increasing", f"breaker {ch.name} open: "
                                                              f"{ch.reason}"))
-        if ch.escalated and ch.name not in self._escalated:
-            self._escalated.add(ch.name)
+        if ch.escalated:   # once: an escalated breaker stays open until its reset
             self._actions.append(Action("halt", f"breaker {ch.name} keeps failing its "
                                                 f"probes: {ch.reason}"))
 
-    def _save_risk(self, now: int, force: bool) -> None:
+    def _save_risk(self, now: int) -> None:
         """Trips and round-trip counts at once (compared without the VaR window, which is
-        cheap on every tick); the equity peak and the VaR window at most every
+        cheap on every tick); a moved equity peak or VaR window at most every
         _SAVE_EVERY_NS. What is written is always the whole snapshot."""
         small = self.risk.snapshot(window=False)
-        samples = self.risk.window.samples
-        state = (small, len(samples), samples[-1][0] if samples else None)
-        urgent = force or _urgent_part(small) != _urgent_part(self._saved_risk)
-        if not urgent and (state == self._saved_state or now - self._saved_at < _SAVE_EVERY_NS):
+        samples = self.risk.window.samples   # never empty: poll() sampled first
+        state = (small, len(samples), samples[-1][0])
+        saved = self._saved
+        if saved == state:
+            return
+        if saved is not None and _urgent_part(small) == _urgent_part(saved[0]) \
+                and now - self._saved_at < _SAVE_EVERY_NS:
             return
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
-        self._saved_risk, self._saved_state, self._saved_at = small, state, now
+        self._saved, self._saved_at = state, now
 
     # -- operator --------------------------------------------------------------------------
     def blocked(self) -> str | None:
@@ -184,19 +183,16 @@ class Protection:
             self.journal.audit("limit_reset", limits=lifted)
         self.risk.reset()
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
-        self._saved_risk, self._saved_at = self.risk.snapshot(window=False), now
+        self._saved = None   # the next poll saves the fresh state once more
         if self.board.breakers[GLOBAL].reason.startswith(RISK_BREAKER_PREFIX):
             self.board.reset(GLOBAL, now, by="operator reset")   # (no-op when closed)
-        self._escalated.clear()
         return lifted
 
     def trip_breaker(self, name: str, reason: str) -> None:
         self.board.trip(name, f"manual: {reason}", self.clock(), manual=True)
 
     def reset_breaker(self, name: str) -> bool:
-        ok = self.board.reset(name, self.clock(), by="operator")
-        self._escalated.discard(name)
-        return ok
+        return self.board.reset(name, self.clock(), by="operator")
 
     def status(self, positions: Mapping[str, Position], marks: Mapping[str, Decimal | None],
                open_orders: list[Order]) -> dict:
@@ -205,7 +201,7 @@ class Protection:
                 "breakers": self.board.status()}
 
 
-def _urgent_part(snap: dict | None) -> dict:
+def _urgent_part(snap: dict) -> dict:
     """What of a risk snapshot must reach the journal at once: everything of the loss
     limits but the equity peak, which moves with every mark."""
-    return {k: v for k, v in (snap or {}).get("losses", {}).items() if k != "peak"}
+    return {k: v for k, v in snap["losses"].items() if k != "peak"}

@@ -65,8 +65,11 @@ def test_daily_loss_trip_is_journalled_with_figures_then_acted_on(tmp_path, acti
     assert [a.kind for a in actions] == ["cancel_increasing", kind]
     assert actions[1].reason.startswith("risk limit daily_loss: daily loss 60")
     (row,) = audits(j, "limit_trip")
-    assert (row["limit"], row["action"], row["fig_loss"], row["fig_limit"]) == \
-        ("daily_loss", action, "60", "50")
+    (trip,) = p.risk.trips
+    assert (row["limit"], row["action"], row["reason"], row["fig_loss"], row["fig_limit"]) == \
+        ("daily_loss", action, trip.reason, "60", "50")
+    g = p.board.breakers["global"]
+    assert g.figures == trip.figures and g.kind.value == "manual"
     (br,) = audits(j, "breaker")
     assert (br["name"], br["old"], br["new"]) == ("global", "closed", "open")
     assert br["reason"].startswith("risk: daily_loss: daily loss 60")
@@ -77,9 +80,11 @@ def test_daily_loss_trip_is_journalled_with_figures_then_acted_on(tmp_path, acti
     st = p.status(pos, {SYM: D("59940")}, [])
     assert [t["limit"] for t in st["risk"]["trips"]] == ["daily_loss"]
     assert next(b for b in st["breakers"] if b["name"] == "global")["state"] == "open"
-    # Each trip once: the next poll acts on nothing new.
-    c.now += S
-    assert p.poll(pos, {SYM: D("59000")}, {SYM: True}, []) == []
+    # Each trip once: the next poll acts on nothing new; the global breaker it opened is
+    # manual: no cooldown, no probing, whatever the time.
+    c.now += 3600 * S
+    assert p.poll(pos, {SYM: D("59940")}, {SYM: True}, []) == []
+    assert g.state.value == "open"
     assert len(audits(j, "limit_trip")) == 1
 
 
@@ -380,3 +385,107 @@ def test_a_valid_book_with_one_side_empty_feeds_nothing(tmp_path):
         assert b.valid
         p.on_book(SYM, b, S)
     assert ("paper", SYM) not in p.board.symbols
+
+
+
+def test_breaker_rows_carry_every_figure_of_the_change(tmp_path):
+    p, j, c = make(tmp_path, breakers={"max_rejects_per_min": 1, "cascade": False})
+    p.board.on_reject("paper", "a", "no", c.now)
+    p.board.on_reject("paper", "b", "no", c.now)
+    b = p.board.breakers["paper"]
+    (row,) = audits(j, "breaker")
+    assert b.figures and all(row[f"fig_{k}"] == v for k, v in b.figures.items())
+
+
+def test_the_window_is_saved_when_full_and_steady_and_not_before_the_interval(tmp_path):
+    p, j, c = make(tmp_path, risk={"var_window": 30, "var_sample_interval_s": 1})
+    for _ in range(45):                       # full window, one steady mark
+        c.now += S
+        p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    window = j.load_state(RISK_KEY)["var_window"]
+    assert len(window) == 31 and window[-1][0] >= c.now - 10 * S
+    last = window[-1][0]
+    commits = j.commits
+    for _ in range(9):                        # 9 more samples: inside the 10 s interval
+        c.now += S
+        p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    if j.commits == commits:                  # ... exactly 10 s after the last write: due
+        c.now = last + 10 * S
+        p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    assert j.commits == commits + 1
+    assert j.load_state(RISK_KEY)["var_window"][-1][0] > last
+
+
+def test_the_stress_limit_sees_the_resting_orders(tmp_path):
+    from daemon.execution.orders import Order, OrderType, Side, TimeInForce
+    p, j, c = make(tmp_path, risk={"max_stress_loss": D("5"), "stress_action": "halted"})
+    o = Order(client_id="x", symbol=SYM, side=Side.BUY, type=OrderType.LIMIT,
+              qty=D("0.01"), price=D("60000"), tif=TimeInForce.GTC)
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
+    c.now += S
+    kinds = [a.kind for a in p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [o])]
+    assert kinds == ["cancel_increasing", "halt"]     # filled, then -20 %: 120 > 5
+
+
+def test_blocked_lists_every_standing_trip(tmp_path):
+    p, j, c = make(tmp_path, risk={"daily_loss_limit": D("50"), "max_drawdown": D("50")})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    c.now += S
+    p.poll(long_at("60000"), {SYM: D("59900")}, {SYM: True}, [])
+    a, b = p.risk.trips
+    assert p.blocked() == (f"risk limit {a.limit} tripped ({a.action}): {a.reason}; "
+                           f"risk limit {b.limit} tripped ({b.action}): {b.reason}")
+
+
+def test_reset_is_saved_and_closes_the_risk_breaker_at_the_clock(tmp_path):
+    p, j, c = make(tmp_path, risk={"daily_loss_limit": D("50")})
+    p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    c.now += S
+    p.poll(long_at("60000"), {SYM: D("59900")}, {SYM: True}, [])
+    c.now += S
+    assert p.reset() == ["daily_loss"]
+    assert j.load_state(RISK_KEY)["losses"]["trips"] == []
+    g = p.board.breakers["global"]
+    assert (g.state.value, g.reason, g.since_ns) == ("closed", "reset by operator reset", c.now)
+    c.now += S
+    p.trip_breaker("paper", "x")
+    c.now += S
+    assert p.reset_breaker("paper")
+    b = p.board.breakers["paper"]
+    assert (b.reason, b.since_ns) == ("reset by operator", c.now)
+
+
+def test_an_automatic_trip_restored_cools_down_from_the_restart(tmp_path):
+    p, j, c = make(tmp_path, breakers={"max_consecutive_errors": 1, "cascade": False})
+    p.board.on_error("paper", "timeout", c.now)
+    j.close()
+    c.now += 1000 * S
+    p2, j2, _ = make(tmp_path, breakers={"max_consecutive_errors": 1, "cascade": False},
+                     clock=c, journal=Journal(tmp_path / "j.sqlite3"))
+    p2.restore()
+    b = p2.board.breakers["paper"]
+    assert b.state.value == "open" and b.half_open_at_ns == c.now + 10 * S
+
+
+def test_unreadable_snapshots_are_logged_with_the_error(tmp_path, caplog):
+    p, j, c = make(tmp_path)
+    j.save_state(RISK_KEY, {"version": 999})
+    j.save_state(BREAKERS_KEY, {"version": 999})
+    p.restore()
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    (risk_row, br_row) = audits(j, "state_unreadable")
+    assert msgs == [
+        "risk state of the previous run unreadable, limits start afresh: "
+        f"{risk_row['error']}",
+        f"breaker state of the previous run unreadable: {br_row['error']}"]
+
+
+def test_every_skipped_breaker_is_named(tmp_path):
+    p, j, c = make(tmp_path)
+    snap = p.board.snapshot()
+    for v in ("old1", "old2"):
+        snap["breakers"][v] = {"state": "open", "kind": "manual", "reason": "x",
+                               "figures": {}, "since_ns": 1, "cooldown_ns": S,
+                               "reopens": 0, "escalated": False}
+    j.save_state("breakers", snap)
+    assert p.restore() == ["breakers no longer configured: old1, old2"]
