@@ -39,6 +39,8 @@ from daemon.config import EX_CONFIG, Config, ConfigError, fingerprint as config_
 from daemon.control.server import ControlServer, CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.reconcile import reconcile
+from daemon.analytics.heavy import LocalHeavyAnalytics
+from daemon.analytics.runner import AnalyticsRunner
 from daemon.features.engine import FeatureEngine
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
@@ -105,6 +107,8 @@ class Supervisor:
         self.protection: Protection | None = None   # risk limits + circuit breakers
         self.reconciliation: dict | None = None   # this boot's crash-recovery result
         self.features: FeatureEngine | None = None   # streaming features + online store
+        self.heavy: LocalHeavyAnalytics | None = None   # worker process for heavy fits
+        self.analytics: AnalyticsRunner | None = None   # schedules PIN/GARCH fits on it
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
         self.statedir = StateDir(self.state_dir)
@@ -203,7 +207,8 @@ class Supervisor:
         self.strategy = Quoter(cfg.strategy, self.gateway, self.market,
                                can_trade=lambda: self.state is State.TRADING,
                                heartbeat=self.watchdog.register(
-                                   "strategy", cfg.watchdog.strategy_deadline_s))
+                                   "strategy", cfg.watchdog.strategy_deadline_s),
+                               spread_floor=self._spread_floor)
         self.market.subscribe(self.strategy.on_market)
         self.market.subscribe(self.protection.on_book)
         self.market.subscribe_trades(self.protection.on_trade)
@@ -212,6 +217,13 @@ class Supervisor:
             self.market.subscribe(self.features.on_book)
             self.market.subscribe_trades(self.features.on_trade)
             self.gateway.listeners.append(self._own_fill_to_features)
+        if cfg.analytics.enabled:   # PIN/GARCH fits in the heavy worker; GM floor for the quoter
+            # The worker process starts with the first job (minutes in), not here: ~2 s of
+            # spawn and scipy import would hold up every boot.
+            self.heavy = LocalHeavyAnalytics()
+            self.analytics = AnalyticsRunner(cfg.analytics, self.heavy, self.features,
+                                             list(self.market.symbols), self.clock)
+            self.market.subscribe_trades(self.analytics.on_trade)
         self.control = ControlServer(self.socket_path, self.handle_command,
                                      group=cfg.daemon.socket_group)
         await self.control.start()
@@ -223,6 +235,8 @@ class Supervisor:
         self._tasks = [asyncio.create_task(c, name=n) for n, c in (
             ("safety-poll", self._safety_poll()), ("watchdog", self._watchdog_task(loop_hb)),
             ("market", self.market.run()), ("strategy", self.strategy.run()))]
+        if self.analytics is not None:
+            self._tasks.append(asyncio.create_task(self.analytics.run(), name="analytics"))
         for t in self._tasks:
             t.add_done_callback(self._task_done)
         # Initial state: the latch from the journal, then the circuit as it is now.
@@ -246,6 +260,10 @@ class Supervisor:
             self._set_state(State.TRADING, "auto_start")
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
+
+    def _spread_floor(self, symbol: str) -> float | None:
+        """The Glosten-Milgrom spread floor (bps) from the latest PIN fit, if any."""
+        return self.analytics.floor_bps(symbol) if self.analytics is not None else None
 
     def _own_fill_to_features(self, order: Any, fill: Any) -> None:
         if fill is not None:   # adverse selection of our own fills
@@ -741,6 +759,7 @@ class Supervisor:
                        **(self.gateway.stats if self.gateway else {})},
             "positions": self._positions_status(),
             "reconciliation": self._reconciliation_status(),
+            "analytics": self.analytics.status() if self.analytics else None,
             **(self.protection.status(self.gateway.positions, {
                 s: self.market.mark(s) for s in self.market.symbols},
                 list(self.gateway.open.values()))
@@ -800,6 +819,8 @@ class Supervisor:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.heavy:
+            await self._async_step("stop: heavy analytics", self.heavy.close)
         if self.loop_monitor:
             self._step("stop: loop monitor", self.loop_monitor.stop)
         if self.market:

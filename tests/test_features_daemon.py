@@ -34,3 +34,20 @@ def test_features_of_a_replay_are_served_by_the_daemon(start_daemon):
     assert human.returncode == 0 and "microprice" in human.stdout
     assert all(len(line) <= 80 for line in human.stdout.splitlines())
     assert d.terminate() == 0
+
+
+@pytest.mark.skipif(not SPOT[0].is_file(), reason=f"shared captures not found under {DATA}")
+def test_heavy_analytics_fit_pin_in_the_worker_and_floor_the_quoters_spread(start_daemon):
+    d = start_daemon("--replay", str(SPOT[0]), "--replay-speed", "0",
+                     env={"BOT4__ANALYTICS__PIN_PERIOD_S": "1",
+                          "BOT4__ANALYTICS__PIN_PERIODS": "30",
+                          "BOT4__ANALYTICS__PIN_EVERY_S": "60"})
+    d.wait_ready()
+    st = wait_for(lambda: (s := d.status())["analytics"]["symbols"]["BTCUSDT"]["pin"] and s,
+                  120, interval=0.5, what="a PIN fit from the heavy worker")
+    a = st["analytics"]["symbols"]["BTCUSDT"]
+    assert 0 < a["pin"]["pin"] < 1 and a["jobs"]["pin.fit"]["ok"] >= 1
+    # With a volatility from the feature store the PIN becomes the quoter's spread floor.
+    floor = a["floor_bps"]
+    assert floor is None or floor > 0
+    assert d.terminate() == 0
