@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 LAYERS = ("benford", "kalman", "sources", "changepoint", "score", "alerting", "monitoring",
           "drift")
 SERIES = ("return_bps", "spread_bps", "events", "basis_bps")
+# BOCPD (an O(bocpd_max_run) numpy step per sample) runs on the price series only; the
+# CUSUM (O(1)) and drift run on all of them.
+BOCPD_SERIES = ("return_bps", "basis_bps")
 _SEVERITY = {"off": 0, "reducing": 1, "breaker": 2}
 _MAX_PENDING = 3600           # samples kept when poll is not called (bounded memory)
 _MAX_BACKFILL = 100           # missing-trade windows kept for the backfill
@@ -96,12 +99,13 @@ class _Feed:
                                 cfg.changepoint_sample_s)
         self.cusum = {s: Cusum(cfg.cusum_k, cfg.cusum_h, cfg.cusum_warmup) for s in SERIES}
         self.bocpd = {s: Bocpd(cfg.bocpd_expected_run, cfg.bocpd_max_run,
-                               cfg.bocpd_clip_sigmas, cfg.cusum_warmup) for s in SERIES}
+                               cfg.bocpd_clip_sigmas, cfg.cusum_warmup)
+                      for s in BOCPD_SERIES}
         self.drift = {s: DriftMonitor(cfg.drift_reference, cfg.drift_live, cfg.drift_bins,
                                       cfg.drift_psi_max, cfg.drift_kl_max,
                                       cfg.drift_wasserstein_max) for s in SERIES}
         # Interval counters (since the last poll); totals are kept in `total`.
-        self.ev = self.trades = self.quotes = self.books = 0
+        self.trades = self.quotes = self.books = 0   # events = their sum (`ev`)
         self.invalid = self.late = self.missing = self.depth_gaps = self.feed_gaps = 0
         self.duplicates = 0
         self.silence = 0
@@ -140,6 +144,11 @@ class _Feed:
         self.active: dict[str, str] = {}
         self.alerts = 0
 
+    @property
+    def ev(self) -> int:
+        """Events in the current interval (kept as three counters: one add per event)."""
+        return self.trades + self.quotes + self.books
+
 
 class DataQuality:
     def __init__(self, cfg: QualityCfg, symbols: list[str], venue: str = "spot") -> None:
@@ -159,6 +168,7 @@ class DataQuality:
         self._poll_ns = int(cfg.poll_interval_s * 1e9)
         self._late_ms = cfg.late_ms
         self._next_poll = 0
+        self.next_poll_ns = 0       # poll() before this event time returns [] at once
         self.polls = 0
         self.unknown = 0            # events of symbols not configured (ignored)
         self.backfill: deque[MissingTrades] = deque(maxlen=_MAX_BACKFILL)
@@ -199,7 +209,6 @@ class DataQuality:
             self.unknown += 1
             return
         ts = t.ts_ns
-        f.ev += 1
         f.trades += 1
         if ts >= f.next_sample or ts - f.last_ns > self._stale_ns:
             self._tick(f, ts)
@@ -237,7 +246,6 @@ class DataQuality:
         if f is None:
             self.unknown += 1
             return
-        f.ev += 1
         f.quotes += 1
         ts = q.ts_ns
         if ts >= f.next_sample or ts - f.last_ns > self._stale_ns:
@@ -260,7 +268,6 @@ class DataQuality:
         if f is None:
             self.unknown += 1
             return
-        f.ev += 1
         f.books += 1
         if ts_ns >= f.next_sample or ts_ns - f.last_ns > self._stale_ns:
             self._tick(f, ts_ns)
@@ -354,7 +361,7 @@ class DataQuality:
         time); the new alerts (layers that entered a fault or escalated), else []."""
         if now_ns < self._next_poll:
             return []
-        self._next_poll = now_ns + self._poll_ns
+        self._next_poll = self.next_poll_ns = now_ns + self._poll_ns
         self.polls += 1
         alerts: list[QualityAlert] = []
         for f in self._feeds.values():
@@ -380,7 +387,8 @@ class DataQuality:
                     continue
                 if f.cusum[name].update(x) is not None:
                     changed += 1
-                if f.bocpd[name].update(x) is not None:
+                b = f.bocpd.get(name)
+                if b is not None and b.update(x) is not None:
                     changed += 1
                 f.drift[name].push(x)
         f.pending.clear()
@@ -466,7 +474,7 @@ class DataQuality:
                         ("samples", f.samples), ("sample_problems", f.sample_problems)):
             t[name] += v
         t["polls"] += 1
-        f.ev = f.trades = f.quotes = f.books = f.invalid = f.late = f.missing = 0
+        f.trades = f.quotes = f.books = f.invalid = f.late = f.missing = 0
         f.depth_gaps = f.feed_gaps = f.duplicates = f.silence = 0
         f.samples = f.sample_problems = 0
         if math.isfinite(f.lat_min):

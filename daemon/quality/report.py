@@ -49,7 +49,8 @@ def changepoint_report(dq: DataQuality, penalty: float | None = None) -> dict:
             chrono = np.roll(mon.ring, -mon.pos)[-mon.n:] if mon.n else np.zeros(0)
             seg = segment(chrono, penalty)
             seg["online"] = {"cusum": f.cusum[name].signals,
-                             "bocpd": len(f.bocpd[name].changes)}
+                             "bocpd": len(f.bocpd[name].changes) if name in f.bocpd
+                             else None}
             per[name] = seg
         out[f.key] = per
     return out
