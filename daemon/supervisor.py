@@ -42,6 +42,7 @@ from daemon.execution.reconcile import reconcile
 from daemon.analytics.heavy import LocalHeavyAnalytics
 from daemon.analytics.runner import AnalyticsRunner
 from daemon.features.engine import FeatureEngine
+from daemon.quality.monitor import DataQuality
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
 from daemon.operator.view import Operator   # operator's view: page, metrics, alerts
@@ -108,6 +109,7 @@ class Supervisor:
         self.reconciliation: dict | None = None   # this boot's crash-recovery result
         self.features: FeatureEngine | None = None   # streaming features + online store
         self.heavy: LocalHeavyAnalytics | None = None   # worker process for heavy fits
+        self.quality: DataQuality | None = None   # data validation, seven layers
         self.analytics: AnalyticsRunner | None = None   # schedules PIN/GARCH fits on it
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
@@ -217,6 +219,10 @@ class Supervisor:
             self.market.subscribe(self.features.on_book)
             self.market.subscribe_trades(self.features.on_trade)
             self.gateway.listeners.append(self._own_fill_to_features)
+        if cfg.quality.enabled:   # the data-validation layers read every sane market event
+            self.quality = DataQuality(cfg.quality, list(self.market.symbols),
+                                       venue=cfg.market.exchange)
+            self.market.subscribe_events(self.quality.on_event)
         if cfg.analytics.enabled:   # PIN/GARCH fits in the heavy worker; GM floor for the quoter
             # The worker process starts with the first job (minutes in), not here: ~2 s of
             # spawn and scipy import would hold up every boot.
@@ -568,6 +574,31 @@ class Supervisor:
                                        list(self.gateway.open.values()))
         for a in actions:
             self._protect(a)
+        if self.quality is not None:
+            self._check_quality()
+
+    def _check_quality(self) -> None:
+        """The validation layers' alerting: journalled first; "breaker" opens the venue's
+        breaker (it probes its way closed like any detector's trip), "reducing" only
+        reduces exposure until every layer is healthy again (LED amber)."""
+        now = self.clock()
+        if now < self.quality.next_poll_ns:
+            return
+        venue = self.market.venue.name
+        for a in self.quality.poll(now):
+            self.journal.audit("quality_alert", symbol=a.symbol, layer=a.layer,
+                               action=a.action, reason=a.reason)
+            log.warning("data quality %s %s: %s (%s)", a.symbol, a.layer, a.reason, a.action)
+            if a.action == "breaker":
+                self.protection.board.trip(venue, f"data quality: {a.symbol} {a.layer}: "
+                                                  f"{a.reason}", now, manual=False)
+            elif self.state is State.TRADING:
+                self._set_state(State.REDUCING, f"data quality: {a.symbol} {a.layer}: "
+                                                f"{a.reason}")
+                self.gateway.cancel_increasing("reducing: data quality")
+        if self.quality.outcome() == "none" and self.state is State.REDUCING \
+                and self.state_reason.startswith("data quality"):
+            self._set_state(State.TRADING, "data quality healthy again")
 
     def _protect(self, a: Action) -> None:
         if a.kind == "halt":
@@ -634,6 +665,10 @@ class Supervisor:
             return self._history(cmd, req)
         if cmd == "breaker":
             return self._breaker(req)
+        if cmd == "quality":
+            if self.quality is None:
+                raise CommandError("data quality checks are off ([quality] enabled = false)")
+            return {"quality": self.quality.status()}
         if cmd == "features":
             if self.features is None:
                 raise CommandError("features are off ([features] enabled = false)")
@@ -760,6 +795,10 @@ class Supervisor:
             "positions": self._positions_status(),
             "reconciliation": self._reconciliation_status(),
             "analytics": self.analytics.status() if self.analytics else None,
+            "quality": None if self.quality is None else {
+                "outcome": self.quality.outcome(),
+                "scores": {k: v.get("score") for k, v in
+                           self.quality.status()["symbols"].items()}},
             **(self.protection.status(self.gateway.positions, {
                 s: self.market.mark(s) for s in self.market.symbols},
                 list(self.gateway.open.values()))
