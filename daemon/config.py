@@ -352,6 +352,9 @@ class BreakersCfg(_Section):
     ofi_window_s: float = Field(10.0, ge=1, le=600)
     ofi_max: float = Field(100.0, gt=0, le=1e6)                   # |OFI| / median depth
     ofi_hold_s: float = Field(5.0, ge=0, le=600)
+    # Toxic flow from the feature store: VPIN (daemon/features) above this opens the venue's
+    # breaker (an automatic trip: it probes its way closed). 0 = off.
+    vpin_max: float = Field(0.9, ge=0, lt=1)
     spread_window_s: float = Field(300.0, ge=10, le=86_400)
     spread_factor: float = Field(10.0, ge=1.5, le=10_000)         # x rolling median spread
     spread_floor_bps: float = Field(10.0, gt=0, le=10_000)

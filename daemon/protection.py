@@ -53,6 +53,10 @@ class Protection:
         self.risk = RiskEngine(cfg.risk, cfg.instruments)
         self.board = BreakerBoard(cfg.breakers, venues, on_change=self._changed)
         self.venues = list(venues)
+        self.vpin_max = cfg.breakers.vpin_max
+        # The feature engine, once the supervisor has one: the toxic-flow rule reads VPIN
+        # from its store (the board's own detector reads order-flow imbalance off the book).
+        self.features: Any = None
         self._actions: list[Action] = []
         # What the journal last got of the risk engine: its snapshot without the VaR window
         # and the window's extent (None: nothing yet this run), and when.
@@ -112,6 +116,7 @@ class Protection:
             for venue in self.venues:
                 self.board.book_state(sym, venue, ok, now)
         self.board.tick(now)
+        self._check_vpin(now)
         self.risk.sample(positions, marks, now)
         trips = self.risk.evaluate(positions, marks, now, open_orders=open_orders)
         # One commit: the trip rows, the breaker they open and the risk snapshot that
@@ -123,6 +128,23 @@ class Protection:
             self._save_risk(now)
         actions, self._actions = self._actions, []
         return actions
+
+    def _check_vpin(self, now: int) -> None:
+        """Toxic flow: a ready VPIN above vpin_max opens the venue's breaker while it is
+        closed (an automatic trip; a VPIN still high after the probes opens it again)."""
+        if self.features is None or not self.vpin_max:
+            return
+        venue = self.venues[0]
+        if self.board.breakers[venue].state.value != "closed":
+            return
+        for sym in self.features.symbols:
+            v = self.features.get(sym, "vpin")
+            if v.ready and v.value > self.vpin_max:
+                self.board.trip(venue, f"toxic flow: {sym} VPIN {v.value:.3f} above vpin_max "
+                                       f"{self.vpin_max:g}", now, manual=False,
+                                figures={"vpin": f"{v.value:.6f}", "limit": f"{self.vpin_max:g}",
+                                         "symbol": sym})
+                return
 
     def _risk_tripped(self, t: RiskTrip, now: int) -> None:
         self.journal.audit("limit_trip", limit=t.limit, action=t.action, reason=t.reason,

@@ -219,6 +219,7 @@ class Supervisor:
             self.market.subscribe(self.features.on_book)
             self.market.subscribe_trades(self.features.on_trade)
             self.gateway.listeners.append(self._own_fill_to_features)
+            self.protection.features = self.features   # toxic flow reads VPIN from the store
         if cfg.quality.enabled:   # the data-validation layers read every sane market event
             self.quality = DataQuality(cfg.quality, list(self.market.symbols),
                                        venue=cfg.market.exchange)

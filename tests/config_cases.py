@@ -406,6 +406,8 @@ CASES: list[Case] = [
     Case("volume_z_max_inf", setv("breakers", "volume_z_max", "inf"),
          ("[breakers] volume_z_max", "finite")),
     Case("ofi_max_nan", setv("breakers", "ofi_max", "nan"), ("[breakers] ofi_max", "finite")),
+    Case("vpin_max_one", setv("breakers", "vpin_max", "1.0"), ("[breakers] vpin_max",)),
+    Case("vpin_max_negative", setv("breakers", "vpin_max", "-0.1"), ("[breakers] vpin_max",)),
     Case("spread_floor_zero", setv("breakers", "spread_floor_bps", "0.0"),
          ("[breakers] spread_floor_bps",)),
     Case("cascade_string", setv("breakers", "cascade", '"yes"'), ("[breakers] cascade",)),
@@ -418,6 +420,7 @@ CASES: list[Case] = [
 # environment overrides on the shipped file.
 GOOD_BREAKERS: list[dict[str, str]] = [
     {"BOT4__BREAKERS__CASCADE": "false"},
+    {"BOT4__BREAKERS__VPIN_MAX": "0"},                # the toxic-flow rule off
     {"BOT4__BREAKERS__ERROR_RATE_FLOOR": "0.25", "BOT4__BREAKERS__ERROR_RATE_CEILING": "0.25"},
     {"BOT4__BREAKERS__ERROR_RATE_CEILING": "1.0", "BOT4__BREAKERS__ERROR_CONFIDENCE": "0.9999"},
     {"BOT4__BREAKERS__COOLDOWN_S": "600", "BOT4__BREAKERS__COOLDOWN_MAX_S": "600"},

@@ -489,3 +489,37 @@ def test_every_skipped_breaker_is_named(tmp_path):
                                "reopens": 0, "escalated": False}
     j.save_state("breakers", snap)
     assert p.restore() == ["breakers no longer configured: old1, old2"]
+
+
+
+def test_toxic_flow_from_the_feature_stores_vpin_opens_the_venue_breaker(tmp_path):
+    from daemon.config import FeaturesCfg
+    from daemon.features.engine import FeatureEngine
+    p, j, c = make(tmp_path, breakers={"vpin_max": 0.8, "cascade": False})
+    fe = FeatureEngine(FeaturesCfg(), [SYM])
+    p.features = fe
+    slot = fe.store.slot(SYM, "vpin")
+    fe.store.put(slot, 0.8, c.now)                   # at the limit: not above it
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
+    fe.store.put(slot, None, c.now)                  # not ready: nothing, whatever it was
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
+    fe.store.put(slot, 0.93, c.now)
+    (a,) = p.poll(flat(), {SYM: D("60000")}, {SYM: True}, [])
+    b = p.board.breakers["paper"]
+    assert a.kind == "cancel_increasing"
+    assert b.reason == f"toxic flow: {SYM} VPIN 0.930 above vpin_max 0.8"
+    assert b.figures == {"vpin": "0.930000", "limit": "0.8", "symbol": SYM}
+    assert b.kind.value == "auto"                    # probes its way closed
+    c.now += S
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == [], "open: not again"
+    (row,) = audits(j, "breaker")
+    assert row["fig_vpin"] == "0.930000"
+
+
+def test_toxic_flow_rule_is_off_at_zero(tmp_path):
+    from daemon.config import FeaturesCfg
+    from daemon.features.engine import FeatureEngine
+    p, j, c = make(tmp_path, breakers={"vpin_max": 0.0})
+    p.features = FeatureEngine(FeaturesCfg(), [SYM])
+    p.features.store.put(p.features.store.slot(SYM, "vpin"), 0.99, c.now)
+    assert p.poll(flat(), {SYM: D("60000")}, {SYM: True}, []) == []
