@@ -13,7 +13,7 @@ Layers (issue 11 item 5) and what makes each one a fault:
   4 changepoint  reported only ("changed"): a market regime change is not a data fault
   5 score        the quality score of the last interval is below `score_min`
   6 alerting     the outcome: the most severe action of the layers in fault
-  7 monitoring   `status()` (and `bot4ctl quality`)
+  7 monitoring   `status()` (and `bot4ctl quality`), with the REST backfill counts
   and drift (item 4) on 1 s samples of return, spread, event rate and basis.
 A layer in fault with an action other than "off" raises one `QualityAlert` when it enters
 the fault (or escalates from "reducing" to "breaker"); it re-arms when the layer is ok again.
@@ -143,6 +143,9 @@ class _Feed:
         self.cp_changed = 0
         self.active: dict[str, str] = {}
         self.alerts = 0
+        # REST backfill of the missing-trade windows (live only): what `on_backfill` saw.
+        self.backfill: dict[str, Any] = {"windows": 0, "fetched": 0, "failed": 0,
+                                         "given_up": 0, "trades": 0, "last_error": None}
 
     @property
     def ev(self) -> int:
@@ -223,6 +226,7 @@ class DataQuality:
             d = tid - f.last_id
             if d > 1:
                 f.missing += d - 1
+                f.backfill["windows"] += 1
                 self.backfill.append(MissingTrades(t.symbol, f.venue, f.last_id + 1, tid - 1,
                                                    f.last_exch_ms, t.exch_ms))
             elif d <= 0:
@@ -521,6 +525,23 @@ class DataQuality:
         self.backfill.clear()
         return out
 
+    def on_backfill(self, window: MissingTrades, trades: int, error: str | None = None,
+                    gave_up: bool = False) -> None:
+        """The outcome of one REST fetch of `window`: `trades` aggregate trades, or `error`
+        (`gave_up`: the last attempt). Counted only: aggregate ids are not the stream's
+        trade ids, so the trades never re-enter the id sequence or the layers."""
+        f = self._feed(window.symbol, window.venue)
+        if f is None:
+            return
+        b = f.backfill
+        if error is None:
+            b["fetched"] += 1
+            b["trades"] += trades
+        else:
+            b["failed"] += 1
+            b["given_up"] += int(gave_up)
+            b["last_error"] = error[:300]
+
     def status(self) -> dict:
         """{"polls", "outcome", "symbols": {key: {...}}}, JSON-able, no NaN/inf."""
         syms: dict[str, dict] = {}
@@ -559,7 +580,7 @@ class DataQuality:
                                    ("depth_gaps", "depth_gaps"),
                                    ("feed_gaps", "feed_gaps"),
                                    ("duplicates", "duplicates"))},
-                               "last_event_ns": f.last_ns},
+                               "last_event_ns": f.last_ns, "backfill": dict(f.backfill)},
                 "drift": {"verdict": f.verdict["drift"],
                           **{s: {kk: _fin(v) for kk, v in m.last.items()}
                              for s, m in f.drift.items()}},
