@@ -42,6 +42,7 @@ from daemon.execution.reconcile import reconcile
 from daemon.analytics.heavy import LocalHeavyAnalytics
 from daemon.analytics.runner import AnalyticsRunner
 from daemon.features.engine import FeatureEngine
+from daemon.quality.backfill_task import BackfillTask
 from daemon.quality.monitor import DataQuality
 from daemon.execution.orders import Instrument
 from daemon.market.runtime import MarketRuntime
@@ -110,6 +111,7 @@ class Supervisor:
         self.features: FeatureEngine | None = None   # streaming features + online store
         self.heavy: LocalHeavyAnalytics | None = None   # worker process for heavy fits
         self.quality: DataQuality | None = None   # data validation, seven layers
+        self.backfill: BackfillTask | None = None   # live: trades missing from the feed
         self.analytics: AnalyticsRunner | None = None   # schedules PIN/GARCH fits on it
         self.board = board.detect()
         self.state_dir = Path(opts.state_dir or cfg.daemon.state_dir)
@@ -224,6 +226,10 @@ class Supervisor:
             self.quality = DataQuality(cfg.quality, list(self.market.symbols),
                                        venue=cfg.market.exchange)
             self.market.subscribe_events(self.quality.on_event)
+            if cfg.market.source == "binance":   # live only: REST trades for feed gaps
+                self.backfill = BackfillTask(self.quality, cfg.market.rest_base,
+                                             cfg.market.exchange,
+                                             limit=cfg.quality.backfill_limit)
         if cfg.analytics.enabled:   # PIN/GARCH fits in the heavy worker; GM floor for the quoter
             # The worker process starts with the first job (minutes in), not here: ~2 s of
             # spawn and scipy import would hold up every boot.
@@ -244,6 +250,8 @@ class Supervisor:
             ("market", self.market.run()), ("strategy", self.strategy.run()))]
         if self.analytics is not None:
             self._tasks.append(asyncio.create_task(self.analytics.run(), name="analytics"))
+        if self.backfill is not None:
+            self._tasks.append(asyncio.create_task(self.backfill.run(), name="backfill"))
         for t in self._tasks:
             t.add_done_callback(self._task_done)
         # Initial state: the latch from the journal, then the circuit as it is now.
@@ -669,7 +677,8 @@ class Supervisor:
         if cmd == "quality":
             if self.quality is None:
                 raise CommandError("data quality checks are off ([quality] enabled = false)")
-            return {"quality": self.quality.status()}
+            return {"quality": {**self.quality.status(), "backfill":
+                                self.backfill.status() if self.backfill else None}}
         if cmd == "features":
             if self.features is None:
                 raise CommandError("features are off ([features] enabled = false)")

@@ -73,7 +73,7 @@ class BackfillTask:
         self._seen: OrderedDict[tuple[str, str, int, int], None] = OrderedDict()
         self.counts: dict[str, int] = dict.fromkeys(
             ("windows", "fetched", "failed", "given_up", "trades", "requests", "repeated",
-             "dropped", "other_venue", "errors"), 0)
+             "dropped", "other_venue"), 0)
         self.last_error: str | None = None
         self.running = False
 
@@ -84,12 +84,10 @@ class BackfillTask:
         try:
             async with aiohttp.ClientSession() as session:
                 while True:
-                    try:
-                        await self.step(session)
-                    except Exception as e:   # noqa: BLE001 - a bug here must not end the task
-                        self.counts["errors"] += 1
-                        self.last_error = f"{type(e).__name__}: {e}"
-                        log.exception("trade backfill step failed")
+                    # Network and HTTP trouble comes back in the fetch's result (counted,
+                    # retried); anything raised here is a bug and ends the task, which the
+                    # daemon's one exception policy turns into a fault.
+                    await self.step(session)
                     await asyncio.sleep(self.interval_s)
         finally:
             self.running = False
@@ -140,12 +138,7 @@ class BackfillTask:
             log.info("%s %s: backfilled trades %d..%d: %d aggregate trades", w.venue,
                      w.symbol, w.first_id, w.last_id, len(res.trades))
             if self.on_trades is not None and res.trades:
-                try:
-                    self.on_trades(res.trades)
-                except Exception as e:   # noqa: BLE001 - a consumer's bug: the others go on
-                    self.counts["errors"] += 1
-                    self.last_error = f"on_trades: {type(e).__name__}: {e}"
-                    log.exception("backfilled trades: on_trades failed")
+                self.on_trades(res.trades)   # a consumer's bug ends the task (fault)
             return
         self.counts["failed"] += 1
         self.last_error = res.error
