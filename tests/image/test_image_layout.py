@@ -1,4 +1,4 @@
-"""The Debian-base image as built by `scripts/build-image --no-xz`, read without
+"""The Debian-base image as built by `scripts/build-image --raw-only`, read without
 mounting (tests/image/imagefile.py: sfdisk, mtools, debugfs): partitions, boot files,
 bot4 installed and enabled, no secrets and no password.
 
@@ -30,7 +30,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def image() -> Image:
     if not IMAGE.exists():
-        proc = subprocess.run([str(REPO / "scripts/build-image"), "--no-xz", "--out",
+        proc = subprocess.run([str(REPO / "scripts/build-image"), "--raw-only", "--out",
                                str(IMAGE.parent)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return Image(IMAGE)
