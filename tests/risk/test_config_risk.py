@@ -11,7 +11,7 @@ from daemon import config
 from daemon.risk.engine import RiskEngine
 from tests.daemon_harness import CONFIG
 
-GOOD = CONFIG.read_text().replace("[breakers]", '''max_order_qty = "0.5"
+_SET = """max_order_qty = "0.5"
 max_open_orders_per_symbol = 10
 max_gross_exposure = "20000"
 max_net_exposure = "10000"
@@ -37,9 +37,33 @@ stress_default_spread_bps = 5.0
 stress_fill_all = false
 max_stress_loss = "300"
 stress_action = "halted"
+"""
+_KEYS = {line.split("=")[0].strip() for line in _SET.splitlines()}
 
-[breakers]''', 1).replace('min_notional = "5"\n\n[instruments.ETHUSDT]',
-                          'min_notional = "5"\nmax_position = "0.2"\n\n[instruments.ETHUSDT]', 1)
+
+def _without_keys_in_risk(text: str, keys: set[str]) -> str:
+    """The shipped file with these [risk] keys (and their comment continuation lines)
+    taken out, so the test's own values are the only ones."""
+    out, in_risk, dropping = [], False, False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            in_risk = line.startswith("[risk]")
+            dropping = False
+        elif in_risk and "=" in line and line.split("=")[0].strip() in keys:
+            dropping = True
+            continue
+        elif dropping and line.startswith(" ") and line.strip().startswith("#"):
+            continue
+        else:
+            dropping = False
+        out.append(line)
+    return "".join(out)
+
+
+GOOD = _without_keys_in_risk(CONFIG.read_text(), _KEYS).replace(
+    "[breakers]", _SET + "\n[breakers]", 1).replace(
+    'min_notional = "5"\n\n[instruments.ETHUSDT]',
+    'min_notional = "5"\nmax_position = "0.2"\n\n[instruments.ETHUSDT]', 1)
 
 
 def test_a_full_risk_section_loads_as_written(tmp_path):
