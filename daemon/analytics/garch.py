@@ -149,7 +149,13 @@ def fit(returns: Sequence[float], *, mean: str = "zero", variance_targeting: boo
     with np.errstate(all="ignore"):
         res = minimize(objective, np.array(best_start), method="SLSQP", bounds=bounds,
                        constraints=cons, options={"maxiter": 500, "ftol": 1e-12})
-    th = res.x if np.all(np.isfinite(res.x)) and res.fun <= best_val else np.array(best_start)
+    # SLSQP may stop (unconverged) slightly outside the inequality constraint: only a
+    # feasible optimum counts, else the best start (feasible by construction) stands.
+    usable = np.all(np.isfinite(res.x)) and res.fun <= best_val
+    if usable:
+        _, _, ra, rb = unpack(res.x)
+        usable = max(ra, 0.0) + max(rb, 0.0) <= 1.0
+    th = res.x if usable else np.array(best_start)
     mu_z, om_z, a, bb = unpack(th)
     a, bb = max(a, 0.0), max(bb, 0.0)
     nll_z = _nll(z - mu_z, om_z, a, bb, 1.0)
@@ -164,4 +170,5 @@ def fit(returns: Sequence[float], *, mean: str = "zero", variance_targeting: boo
     nxt = omega + a * float(e[-1]) ** 2 + bb * last
     if not all_finite(mu, omega, a, bb, ll, last, nxt):
         return fail("fit is not finite")
-    return ok(GarchFit(mu, omega, a, bb, ll, int(r.size), b, last, nxt, bool(res.success)))
+    return ok(GarchFit(mu, omega, a, bb, ll, int(r.size), b, last, nxt,
+                       bool(res.success and usable)))

@@ -168,3 +168,17 @@ def test_any_finite_returns_give_a_finite_fit_or_a_reason(rets) -> None:
     v = r.value
     assert all(math.isfinite(x) for x in (v.omega, v.alpha, v.beta, v.loglik, v.last_variance, v.next_variance))
     assert v.omega > 0 and v.alpha >= 0 and v.beta >= 0 and v.alpha + v.beta <= 1 + 1e-9
+
+
+def test_a_fit_that_stops_outside_the_stationarity_bound_is_not_returned():
+    """Found by hypothesis in a full run: SLSQP stopped unconverged at alpha + beta =
+    1.0000005 on one huge return followed by small ones. A fit must satisfy the model's
+    constraints (alpha + beta <= 1), or fall back to the best feasible start."""
+    rets = [773341.625, 12.0, 5.0, 6.0, 11.0, 4.0, 1.0, 0.0, 0.0, 2.0, 4.0, 1.0, 2.0, 4.0,
+            2.0, 1.0, 1.0, 2.0, 3.0, 0.0, 2.0, 2.0, 3.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 5.0]
+    r = garch.fit(rets)
+    if r.value is None:
+        assert r.reason
+        return
+    v = r.value
+    assert v.omega > 0 and v.alpha >= 0 and v.beta >= 0 and v.alpha + v.beta <= 1 + 1e-9
