@@ -421,13 +421,18 @@ class OrderGateway:
 
     def _settle(self, order: Order, fill: Fill | None) -> None:
         if order.status.is_terminal:
-            self._sent_ns.pop(order.client_id, None)
-        if order.status.is_terminal and self.open.pop(order.client_id, None) is not None:
-            self._recent[order.client_id] = order
-            if len(self._recent) > _RECENT:
-                self._recent.popitem(last=False)
+            self._finished(order)
         for cb in self.listeners:
             cb(order, fill)
+
+    def _finished(self, order: Order) -> None:
+        """A finished order leaves `open` for the bounded list of recently finished ones
+        (a late report about it is still recognised)."""
+        self._sent_ns.pop(order.client_id, None)
+        self.open.pop(order.client_id, None)
+        self._recent[order.client_id] = order
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
 
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
@@ -448,12 +453,9 @@ class OrderGateway:
         resend = []
         for o in orders:
             if o.status.is_terminal:
-                self.open.pop(o.client_id, None)
-                self._recent[o.client_id] = o
-                if len(self._recent) > _RECENT:
-                    self._recent.popitem(last=False)
-                continue
-            self.open[o.client_id] = o
-            if o.status is OrderStatus.PENDING_CANCEL and self.venue.survives_restart:
-                resend.append(o.client_id)
+                self._finished(o)
+            else:
+                self.open[o.client_id] = o
+                if o.status is OrderStatus.PENDING_CANCEL and self.venue.survives_restart:
+                    resend.append(o.client_id)
         self._run_all([lambda cid=cid: self.venue.cancel(cid) for cid in resend], None)
