@@ -86,6 +86,7 @@ def test_the_breaker_is_asked_last_with_the_orders_notional_flags_time_and_id(tm
     ((a, k),) = r.breakers.of("allow")
     assert a == ("paper", D("118.00000"), False, 5_000, o.client_id) and k == {}
     r.gw.position(SYM).qty = D("0.01")
+    r.gw.mark = lambda s: MARK if s == SYM else None   # the order's own symbol is priced
     m = r.gw.submit(SYM, Side.SELL, D("0.001"), None, type=OrderType.MARKET,
                     tif=TimeInForce.IOC, reduce_only=True)
     a, _ = r.breakers.of("allow")[-1]
@@ -126,6 +127,7 @@ def test_a_venue_that_raises_on_submit_is_a_breaker_error_and_the_error_goes_on(
     with pytest.raises(RuntimeError, match="connection reset"):
         o = r.buy()
     (o,) = r.gw.open.values()
+    assert o.client_id not in r.gw._sent_ns, "no ack will come: nothing to wait for"  # noqa: SLF001
     ((a, k),) = r.breakers.of("on_error")
     assert a == ("paper", f"submit {o.client_id}: RuntimeError('connection reset')", 9_000)
 
@@ -185,6 +187,8 @@ def test_a_fill_before_the_ack_leaves_no_latency_to_report(tmp_path):
     o = r.buy(price="59000", qty="0.002")
     r.gw.on_fill(Fill("f1", o.client_id, SYM, Side.BUY, D("59000"), D("0.001"), D("0"),
                       Liquidity.MAKER, 1_500))
+    assert o.status is OrderStatus.PARTIALLY_FILLED
+    assert o.client_id not in r.gw._sent_ns   # noqa: SLF001
     r.gw.on_order_status(o.client_id, OrderStatus.NEW, None, 1_600)
     assert r.breakers.of("on_ack") == []
 

@@ -174,9 +174,10 @@ class OrderGateway:
                                  mark=self.mark, now_ns=now)
         if reason:
             raise self._reject("risk", reason)
+        # A market order has a mark here: risk refused it above otherwise.
         ref = order.price if order.price is not None else self.mark(symbol)
-        reason = self.breakers.allow(self.venue.name, order.qty * (ref or Decimal(0)), reducing,
-                                     now, order.client_id)
+        reason = self.breakers.allow(self.venue.name, order.qty * ref, reducing, now,
+                                     order.client_id)
         if reason:
             raise self._reject("breaker", reason)
         return self._send(order)
@@ -256,7 +257,8 @@ class OrderGateway:
             self.venue.submit(order)
         except Exception as e:
             # The venue call itself failed (a live venue's connection): the breaker counts
-            # it; the caller's batch records the failure.
+            # it; the caller's batch records the failure. No ack will come for it.
+            self._sent_ns.pop(order.client_id)
             self.breakers.on_error(self.venue.name, f"submit {order.client_id}: {e!r}", now)
             raise
 
@@ -373,8 +375,7 @@ class OrderGateway:
             log.error("venue reported %s for unknown order %s", status, client_id)
             self.journal.audit("unknown_order_report", client_id=client_id, status=status.value)
             return
-        sent = self._sent_ns.pop(client_id, None) if status is not OrderStatus.PENDING_CANCEL \
-            else None
+        sent = self._sent_ns.pop(client_id, None)   # any report ends the wait for the ack
         if status is OrderStatus.NEW and order.status is not OrderStatus.PENDING_NEW:
             return  # ack after a cancel request or a fill: the later state stands
         order.status, order.updated_ns = status, ts_ns
@@ -428,7 +429,6 @@ class OrderGateway:
     def _finished(self, order: Order) -> None:
         """A finished order leaves `open` for the bounded list of recently finished ones
         (a late report about it is still recognised)."""
-        self._sent_ns.pop(order.client_id, None)
         self.open.pop(order.client_id, None)
         self._recent[order.client_id] = order
         if len(self._recent) > _RECENT:
