@@ -15,7 +15,7 @@ from daemon.config import RiskCfg
 from daemon.execution.gateway import Rejected
 from daemon.execution.orders import (Fill, Instrument, Liquidity, Order, OrderStatus,
                                      OrderType, Position, Side, TimeInForce, to_decimal)
-from daemon.risk.limits import RiskLimits
+from daemon.risk.engine import RiskEngine
 from daemon.safety.latch import LatchKind
 from tests.test_sabotage import SYM, Rig
 
@@ -99,29 +99,47 @@ def test_position_long_close_and_flip_through_zero():
     assert (p.qty, p.avg_price, p.realized_pnl) == (D("0.2"), D("59800"), D("30"))
 
 
-# -- risk limits (RiskLimits.check directly, then through the gateway) --------------------
+# -- risk limits (RiskEngine.check directly, then through the gateway) --------------------
 def _order(side: Side = Side.BUY, qty: str = "0.001", price: str | None = "60000",
            symbol: str = SYM, type: OrderType = OrderType.LIMIT) -> Order:
     return Order("c", symbol, side, type, D(qty), None if price is None else D(price),
                  TimeInForce.GTC)
 
 
+_ROOMY = dict(max_gross_exposure=D("1e9"), max_net_exposure=D("1e9"), max_order_qty=D("1e6"))
+
+
+class _Limits:
+    """RiskEngine.check with the old five-limit call shape: the limits these tests pin
+    (notional, position, band, open orders, rate) without the exposure caps in the way."""
+
+    def __init__(self, cfg: RiskCfg) -> None:
+        self.engine = RiskEngine(cfg.model_copy(update=_ROOMY), {})
+
+    def check(self, order: Order, position_qty: D, opens: list, mark: D | None, now: int):
+        return self.engine.check(order, positions={SYM: Position(SYM, position_qty)},
+                                 open_orders=opens, mark=lambda s: mark, now_ns=now)
+
+    def note_sent(self, now: int) -> None:
+        self.engine.note_sent(_order(), now)
+
+
 def test_market_order_needs_a_mark():
-    r = RiskLimits(RiskCfg())
+    r = _Limits(RiskCfg())
     assert r.check(_order(price=None, type=OrderType.MARKET), D(0), [], None, 0) == \
         "no mark price for a market order"
     assert r.check(_order(price=None, type=OrderType.MARKET), D(0), [], D("60000"), 0) is None
 
 
 def test_max_order_notional_boundary():
-    r = RiskLimits(RiskCfg(max_order_notional=D("600")))
+    r = _Limits(RiskCfg(max_order_notional=D("600")))
     assert r.check(_order(qty="0.01", price="60000"), D(0), [], D("60000"), 0) is None   # 600
     assert r.check(_order(qty="0.01", price="60000.01"), D(0), [], D("60000"), 0) == \
         "order notional 600.0001 above max_order_notional 600"
 
 
 def test_position_limit_counts_only_same_symbol_same_side_orders():
-    r = RiskLimits(RiskCfg(max_position=D("0.01"), max_order_notional=D("100000")))
+    r = _Limits(RiskCfg(max_position=D("0.01"), max_order_notional=D("100000")))
     other_symbol = _order(qty="0.009", symbol="ETHUSDT")
     other_side = _order(Side.SELL, qty="0.009")
     assert r.check(_order(qty="0.002"), D(0), [other_symbol, other_side], D("60000"), 0) is None
@@ -132,7 +150,7 @@ def test_position_limit_counts_only_same_symbol_same_side_orders():
 
 
 def test_position_limit_with_an_existing_position():
-    r = RiskLimits(RiskCfg(max_position=D("0.05"), max_order_notional=D("100000")))
+    r = _Limits(RiskCfg(max_position=D("0.05"), max_order_notional=D("100000")))
     assert r.check(_order(qty="0.02"), D("0.04"), [], D("60000"), 0) == \
         "position could reach 0.06 BTCUSDT, max_position is 0.05"
     assert r.check(_order(Side.SELL, qty="0.02"), D("-0.04"), [], D("60000"), 0) == \
@@ -144,7 +162,7 @@ def test_position_limit_with_an_existing_position():
 
 
 def test_price_band_boundary_both_sides():
-    r = RiskLimits(RiskCfg(price_band_bps=200.0, max_order_notional=D("100000"),
+    r = _Limits(RiskCfg(price_band_bps=200.0, max_order_notional=D("100000"),
                            max_position=D("1000")))
     mark = D("60000")                         # band = 1200
     assert r.check(_order(price="61200"), D(0), [], mark, 0) is None
@@ -159,7 +177,7 @@ def test_price_band_boundary_both_sides():
 
 
 def test_limit_order_needs_a_usable_mark_for_its_band():
-    r = RiskLimits(RiskCfg(price_band_bps=200.0))
+    r = _Limits(RiskCfg(price_band_bps=200.0))
     for mark in (None, D(0), D("-1")):   # no trusted mark: the band cannot be checked
         assert r.check(_order(price="60000"), D(0), [], mark, 0) == \
             "no trusted reference price for the price band"
@@ -169,14 +187,14 @@ def test_limit_order_needs_a_usable_mark_for_its_band():
 
 
 def test_rate_window_counts_orders_sent_not_checked():
-    r = RiskLimits(RiskCfg(max_orders_per_min=2))
+    r = _Limits(RiskCfg(max_orders_per_min=2))
     for t in (0, 1):
         assert r.check(_order(), D(0), [], D("60000"), t) is None
     assert r.check(_order(), D(0), [], D("60000"), 2) is None, "checks alone do not count"
     r.note_sent(0)
     r.note_sent(1)
     assert r.check(_order(), D(0), [], D("60000"), 2) == \
-        "order rate above max_orders_per_min 2"
+        "order rate: 2 in the last 60 s, max_orders_per_min is 2"
 
 
 # -- gateway ---------------------------------------------------------------------------------

@@ -4,8 +4,7 @@ is broken (naming the limit and the figures) or None.
 Per order: quantity, notional, price band around the mark (fat-finger guard; a limit order
 without a trusted mark is refused). Per symbol: worst-case position, open orders. Global:
 open orders, gross and net exposure in quote currency, order and cancel rates over a 60 s
-window. `RiskLimits` is the gateway's original five-limit check, kept with its signature
-and messages until the gateway calls `daemon.risk.engine.RiskEngine` instead.
+window. `daemon/risk/engine.py` combines them for the gateway.
 
 Worst case everywhere means: every open order on the order's side fills, then this one.
 An order that does not make a measure worse is never refused by that measure, so an
@@ -20,7 +19,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Mapping
 
-from daemon.config import RiskCfg
 from daemon.execution.orders import Order, OrderType, Side
 
 WINDOW_NS = 60_000_000_000   # the rate limits are per minute
@@ -152,38 +150,3 @@ class RateWindow:
         if n >= limit:
             return f"{what} rate: {n} in the last 60 s, {key} is {limit}"
         return None
-
-
-class RiskLimits:
-    """The gateway's original pre-trade check (kept until it calls RiskEngine)."""
-
-    def __init__(self, cfg: RiskCfg) -> None:
-        self.cfg = cfg
-        self._sent = RateWindow()
-
-    def check(self, order: Order, position_qty: Decimal, open_orders_: Iterable[Order],
-              mark: Decimal | None, now_ns: int) -> str | None:
-        cfg = self.cfg
-        price = order.price if order.price is not None else mark
-        if price is None:
-            return "no mark price for a market order"
-        reason = order_notional(price * order.qty, cfg.max_order_notional)
-        if reason:
-            return reason
-        same_side = Decimal(0)
-        n_open = 0
-        for o in open_orders_:
-            n_open += 1
-            if o.symbol == order.symbol and o.side is order.side:
-                same_side += o.remaining
-        reason = (open_orders(n_open, cfg.max_open_orders)
-                  or position(order, position_qty, same_side, cfg.max_position)
-                  or price_band(order, mark, cfg.price_band_bps))
-        if reason:
-            return reason
-        if self._sent.count(now_ns) >= cfg.max_orders_per_min:
-            return f"order rate above max_orders_per_min {cfg.max_orders_per_min}"
-        return None
-
-    def note_sent(self, now_ns: int) -> None:
-        self._sent.note(now_ns)

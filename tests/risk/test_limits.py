@@ -295,21 +295,6 @@ def test_exposures_skip_any_unpriced_symbol_wherever_it_comes():
     assert limits.exposures(bk, {BTC: D("50000")}) == (D("500"), D("500"))
 
 
-def test_legacy_risk_limits_counts_open_orders_and_same_side_quantity():
-    # RiskLimits is the gateway's old five-limit check, kept for its callers.
-    from daemon.config import RiskCfg
-    r = limits.RiskLimits(RiskCfg(max_open_orders=3, max_position=D("0.01"),
-                                  max_order_notional=D("1e6")))
-    two = [order(qty="0.004"), order(qty="0.004")]
-    assert r.check(order(qty="0.002"), D(0), two, D("60000"), T0) is None
-    assert r.check(order(qty="0.00201"), D(0), two, D("60000"), T0) == \
-        "position could reach 0.01001 BTCUSDT, max_position is 0.01"
-    three = two + [order(Side.SELL, price="60100")]
-    assert r.check(order(qty="0.001"), D(0), three, D("60000"), T0) == \
-        "3 open orders, max_open_orders is 3"
-    assert r.check(order(price=None), D(0), [], None, T0) == "no mark price for a market order"
-
-
 def test_rate_window_counts_and_forgets():
     w = RateWindow()
     assert w.count(0) == 0
