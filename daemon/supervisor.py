@@ -561,15 +561,20 @@ class Supervisor:
                     self.pings += 1
                 last_ping = now
 
+    def _reduce(self, reason: str) -> None:
+        """Only exposure-reducing orders from now on (journalled first): every open order
+        that would grow a position is cancelled. The reason's prefix says who may lift it
+        ("degraded", "data quality": by themselves once healthy; a risk limit: reset)."""
+        self._set_state(State.REDUCING, reason)
+        n = len(self.gateway.cancel_increasing(f"reducing: {reason}"))
+        log.warning("%s; %d exposure-increasing orders cancelled", reason, n)
+
     def _check_degraded(self) -> None:
         """Bad market data while trading: only reduce exposure until it is good again
-        (the stale-book breaker halts if it lasts)."""
+        (the stale-book breaker opens the venue's breaker if it lasts)."""
         degraded = self._degraded()
         if degraded and self.state is State.TRADING:
-            reason = "degraded: " + "; ".join(degraded)
-            self._set_state(State.REDUCING, reason)
-            n = len(self.gateway.cancel_increasing("reducing"))
-            log.warning("%s; %d exposure-increasing orders cancelled", reason, n)
+            self._reduce("degraded: " + "; ".join(degraded))
         elif not degraded and self.state is State.REDUCING \
                 and self.state_reason.startswith("degraded"):
             self._set_state(State.TRADING, "market data healthy again")
@@ -602,9 +607,7 @@ class Supervisor:
                 self.protection.board.trip(venue, f"data quality: {a.symbol} {a.layer}: "
                                                   f"{a.reason}", now, manual=False)
             elif self.state is State.TRADING:
-                self._set_state(State.REDUCING, f"data quality: {a.symbol} {a.layer}: "
-                                                f"{a.reason}")
-                self.gateway.cancel_increasing("reducing: data quality")
+                self._reduce(f"data quality: {a.symbol} {a.layer}: {a.reason}")
         if self.quality.outcome() == "none" and self.state is State.REDUCING \
                 and self.state_reason.startswith("data quality"):
             self._set_state(State.TRADING, "data quality healthy again")
@@ -615,9 +618,7 @@ class Supervisor:
                 self.halt(a.reason)
         elif a.kind == "reducing":
             if self.state in (State.TRADING, State.REDUCING):
-                self._set_state(State.REDUCING, a.reason)
-                n = len(self.gateway.cancel_increasing("reducing: " + a.reason))
-                log.warning("%s; %d exposure-increasing orders cancelled", a.reason, n)
+                self._reduce(a.reason)
         elif self.gateway.open:   # cancel_increasing: a breaker opened
             self._step("breaker: cancel increasing",
                        lambda: self.gateway.cancel_increasing(a.reason))
