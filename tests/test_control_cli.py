@@ -3,17 +3,16 @@ Unix socket in tmp_path (the handler answers from a real journal built from the 
 fixture), and the 80-column rule for every line of human output."""
 from __future__ import annotations
 
-import asyncio
 import copy
-import threading
 from pathlib import Path
 
 import orjson
 import pytest
 
 from daemon.control import ctl, render
-from daemon.control.server import CommandError, ControlServer
+from daemon.control.server import CommandError
 from daemon.store.journal import Journal
+from tests.control_thread import ControlThread
 from tests.store.test_migrations import build
 
 NS = 1_796_117_342_170_499_069   # 2026-12-01 09:29:02Z
@@ -98,24 +97,16 @@ RICH: dict = {
 }
 
 
-class Daemonish:
-    """A real ControlServer on its own event loop thread, answering like bot4d's handler
-    from a real journal; every request it got is kept."""
+class Daemonish(ControlThread):
+    """Answers like bot4d's handler from a real journal; every request it got is kept."""
 
     def __init__(self, sock: Path, journal: Journal, status: dict) -> None:
         self.journal = journal
         self.status = status
-        self.requests: list[dict] = []
         self.breakers: dict[str, str] = {"global": "closed", "venue:paper": "closed"}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = ControlServer(str(sock), self.handle)
-        self.path = str(sock)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        super().__init__(sock)
 
     async def handle(self, req: dict) -> dict:
-        self.requests.append(req)
         cmd = req["cmd"]
         if cmd == "status":
             return self.status
@@ -129,12 +120,6 @@ class Daemonish:
             self.breakers[name] = "open" if req["action"] == "trip" else "closed"
             return {"name": name, "state": self.breakers[name]}
         raise CommandError(f"unknown command {cmd!r}")
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ answering like the daemon side will: {"features": FeatureEngine.status()} from a
 engine fed real events. Human output: one row per feature, every line <= 80 columns."""
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
 
 import orjson
@@ -12,34 +10,21 @@ import pytest
 
 from daemon.config import FeaturesCfg
 from daemon.control import ctl, render
-from daemon.control.server import ControlServer
 from daemon.features.engine import FeatureEngine
 from daemon.market.events import Trade
+from tests.control_thread import ControlThread
 
 S = 1_000_000_000
 T0 = 1_796_117_342 * S      # 2026-12-01 09:29:02Z
 
 
-class _Daemon:
+class _Daemon(ControlThread):
     def __init__(self, sock: Path, engine: FeatureEngine | None) -> None:
         self.engine = engine
-        self.requests: list[dict] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = ControlServer(str(sock), self.handle)
-        self.path = str(sock)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        super().__init__(sock)
 
     async def handle(self, req: dict) -> dict:
-        self.requests.append(req)
         return {"features": self.engine.status() if self.engine else {}}
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
 
 
 def _engine() -> FeatureEngine:

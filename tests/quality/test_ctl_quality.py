@@ -4,8 +4,6 @@ real events (a price spike on BTCUSDT, spot and USD-M). Human output: one row pe
 and layer, the score parts, every line <= 80 columns."""
 from __future__ import annotations
 
-import asyncio
-import threading
 from pathlib import Path
 
 import orjson
@@ -13,31 +11,18 @@ import pytest
 
 from daemon.config import QualityCfg
 from daemon.control import ctl, render
-from daemon.control.server import ControlServer
 from daemon.quality.monitor import LAYERS, DataQuality
+from tests.control_thread import ControlThread
 from tests.quality.test_monitor import Market
 
 
-class _Daemon:
+class _Daemon(ControlThread):
     def __init__(self, sock: Path, dq: DataQuality | None) -> None:
         self.dq = dq
-        self.requests: list[dict] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = ControlServer(str(sock), self.handle)
-        self.path = str(sock)
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        super().__init__(sock)
 
     async def handle(self, req: dict) -> dict:
-        self.requests.append(req)
         return {"quality": self.dq.status() if self.dq else {}}
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
 
 
 def _dq() -> DataQuality:
