@@ -78,6 +78,14 @@ def test_price_band_boundary_both_sides():
     assert check(e, order(Side.SELL, price="61000")) is None
 
 
+def test_price_band_itself_refuses_a_zero_or_negative_mark():
+    # (The engine hands it None for such a mark; the function must not trust one either.)
+    for mark in (None, D(0), D("-1")):
+        assert limits.price_band(order(price="60000"), mark, 200.0) == \
+            "no trusted reference price for the price band"
+    assert limits.price_band(order(price="60000"), D("60000"), 200.0) is None
+
+
 def test_global_open_orders_boundary():
     e = engine(**{**BIG, "max_open_orders": 3, "max_open_orders_per_symbol": 3})
     two = [order(), order(symbol=ETH, price="3000")]
