@@ -25,7 +25,7 @@ from typing import Annotated, Any, Iterator, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, field_validator)
+                      ValidationError, field_validator, model_validator)
 
 EX_CONFIG = 78
 ENV_PREFIX = "BOT4__"
@@ -486,10 +486,24 @@ class AlertsCfg(_Section):
 
 
 class InstrumentCfg(_Section):
+    """[instruments.<id>]: one instrument's filters and contract. Quantities (lot_size,
+    max_position) are base currency for linear instruments and contracts for inverse ones;
+    min_notional is quote currency (USD for inverse: contracts x contract_size)."""
     tick_size: Step
     lot_size: Step
     min_notional: MinNotional = Decimal("5")
     max_position: Qty | None = None   # overrides [risk] max_position for this symbol
+    # "inverse" (COIN-M, coin-settled, quantity in contracts) only on the coinm market.
+    kind: Literal["linear", "inverse"] = "linear"
+    # USD per contract of an inverse instrument (BTCUSD_PERP 100, ETHUSD_PERP 10); 1 for linear.
+    contract_size: Qty = Decimal("1")
+
+    @model_validator(mode="after")
+    def _contract(self) -> InstrumentCfg:
+        if self.kind == "linear" and self.contract_size != 1:
+            raise ValueError(f"contract_size = {self.contract_size} needs kind = \"inverse\" "
+                             f"(a linear instrument trades base quantity: use lot_size)")
+        return self
 
 
 _DEFAULT_INSTRUMENTS = {

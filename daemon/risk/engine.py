@@ -18,6 +18,11 @@ a trip stays until `reset()`. What to do with a trip (journal it, go `reducing` 
 
 A symbol without a usable mark is priced at its last good mark seen by the engine, else
 at its position's average price (exposure, equity, VaR and stress alike).
+
+Every amount is in quote currency. An inverse (COIN-M) instrument's quantities are
+contracts worth `contract_size` USD each whatever the price, so its notional and exposure
+are qty * contract_size (not qty * mark), its VaR exposure likewise, its Kelly size and
+headroom are in contracts, and its coin PnL is converted at the mark (losses.equity).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from decimal import Decimal
 from typing import Callable, Iterable, Mapping
 
 from daemon.config import InstrumentCfg, RiskCfg
-from daemon.execution.orders import Fill, Order, Position, Side, to_decimal
+from daemon.execution.orders import INVERSE, Fill, Order, Position, Side, to_decimal
 from daemon.risk import limits, sizing, stress, var
 from daemon.risk.limits import Book, RateWindow
 from daemon.risk.losses import LossLimits, RiskTrip, fmt
@@ -47,6 +52,9 @@ class RiskEngine:
     def __init__(self, cfg: RiskCfg, instruments: Mapping[str, InstrumentCfg]) -> None:
         self.cfg = cfg
         self.instruments = dict(instruments)
+        # Inverse instruments -> USD per contract: their unit of exposure.
+        self._contract: dict[str, Decimal] = {s: i.contract_size for s, i in
+                                              self.instruments.items() if i.kind == INVERSE}
         self.losses = LossLimits(cfg)
         self.window = var.MarkWindow(cfg.var_window, int(cfg.var_sample_interval_s * 1e9))
         self.scenarios = stress.scenarios(cfg.stress_price_shocks, cfg.stress_spread_mult,
@@ -78,6 +86,13 @@ class RiskEngine:
             if m is not None:
                 out[sym] = m
         return out
+
+    def _units(self, prices: Mapping[str, Decimal]) -> dict[str, Decimal]:
+        """Quote value of one unit of quantity per symbol: the price (linear), or the
+        contract size whatever the price (inverse)."""
+        if not self._contract:
+            return dict(prices)
+        return {s: self._contract.get(s, p) for s, p in prices.items()}
 
     # -- trips -----------------------------------------------------------------------------
     @property
@@ -119,7 +134,9 @@ class RiskEngine:
         if price is None:
             return "no mark price for a market order"
         reason = (limits.order_qty(order, cfg.max_order_qty)
-                  or limits.order_notional(price * order.qty, cfg.max_order_notional)
+                  or limits.order_notional(order.qty * self._contract[sym]
+                                           if sym in self._contract else price * order.qty,
+                                           cfg.max_order_notional)
                   or limits.price_band(order, m, cfg.price_band_bps)
                   or limits.open_orders(len(opens), cfg.max_open_orders)
                   or limits.symbol_open_orders(sym, sum(1 for o in opens if o.symbol == sym),
@@ -128,11 +145,12 @@ class RiskEngine:
         if reason:
             return reason
         prices[sym] = m   # set: a market order needs the mark, a limit order its band
+        units = self._units(prices)
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
-        before = limits.exposures(bk, prices)
+        before = limits.exposures(bk, units)
         bk_after = dict(bk)
         bk_after[sym] = bk.get(sym, Book(_ZERO, _ZERO)).add(order.side, order.qty)
-        reason = (limits.exposure(before, limits.exposures(bk_after, prices),
+        reason = (limits.exposure(before, limits.exposures(bk_after, units),
                                   cfg.max_gross_exposure, cfg.max_net_exposure)
                   or self._sent.check(now_ns, cfg.max_orders_per_min, "order",
                                       "max_orders_per_min"))
@@ -151,7 +169,8 @@ class RiskEngine:
         cfg = self.cfg
         syms = sorted(s for s in qtys if s in prices)
         rets = self.window.returns(syms)
-        exp = [float(qtys[s] * prices[s]) for s in syms]
+        units = self._units(prices)
+        exp = [float(qtys[s] * units[s]) for s in syms]
         est = var.estimate(var.pnl(rets, exp), cfg.var_method, cfg.var_limit_level)
         return None if est is None else est[0]
 
@@ -174,7 +193,7 @@ class RiskEngine:
                       prices: Mapping[str, Decimal], spreads: Mapping[str, Decimal]
                       ) -> tuple[list[tuple[str, Decimal]], str | None, Decimal]:
         res = stress.run(self.scenarios, {s: p.qty for s, p in positions.items()}, orders,
-                         prices, spreads, self._spread_bps)
+                         prices, spreads, self._spread_bps, self._contract)
         name, loss = stress.worst(res)
         return res, name, loss
 
@@ -266,25 +285,27 @@ class RiskEngine:
             return _ZERO
         equity = self.losses.equity if self.losses.equity is not None else \
             self.cfg.capital
+        units = self._units(prices)
+        u = units[symbol]   # quote value of one unit of quantity (contracts for inverse)
         kelly = sizing.kelly_qty(to_decimal(edge), to_decimal(variance), cfg.kelly_fraction,
-                                 equity, m)
+                                 equity, u)
         pos_qty = positions[symbol].qty if symbol in positions else _ZERO
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
         mine = bk.get(symbol, Book(_ZERO, _ZERO))
         pos_room = max(self.max_position(symbol), abs(pos_qty))
         others = {s: b for s, b in bk.items() if s != symbol}
-        gross_others, _ = limits.exposures(others, prices)
+        gross_others, _ = limits.exposures(others, units)
         net_long = net_short = _ZERO
         for s, b in bk.items():
-            if s in prices:
-                net_long += b.long * prices[s]
-                net_short += b.short * prices[s]
+            if s in units:
+                net_long += b.long * units[s]
+                net_short += b.short * units[s]
         caps = [cfg.max_order_qty,
-                cfg.max_order_notional / max(m, price or m),
+                cfg.max_order_notional / (u if symbol in self._contract else max(m, price or m)),
                 sizing.side_headroom(side, mine, pos_room),
                 sizing.side_headroom(side, mine, max((cfg.max_gross_exposure - gross_others)
-                                                     / m, mine.gross)),
-                sizing.net_headroom(side, net_long, net_short, cfg.max_net_exposure, m)]
+                                                     / u, mine.gross)),
+                sizing.net_headroom(side, net_long, net_short, cfg.max_net_exposure, u)]
         if self.action == "reducing":   # toward 0 only, never through it
             caps.append(-mine.long if side is Side.BUY else mine.short)
         return sizing.size(requested, kelly, caps, inst.lot_size)
@@ -299,7 +320,8 @@ class RiskEngine:
         opens = list(open_orders)
         prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
-        gross, net = limits.exposures(bk, prices)
+        units = self._units(prices)
+        gross, net = limits.exposures(bk, units)
         lf = self.losses.figures()
 
         def ul(used: object, limit: object) -> dict:
@@ -313,7 +335,7 @@ class RiskEngine:
         v_now = self._var_of(qtys, prices)
         res, name, loss = self._stress_worst(positions, opens, prices, spreads or {})
         priced = sorted(s for s in qtys if s in prices)
-        p = var.pnl(self.window.returns(priced), [float(qtys[s] * prices[s]) for s in priced])
+        p = var.pnl(self.window.returns(priced), [float(qtys[s] * units[s]) for s in priced])
         eq = self.losses.equity
         day = self.losses.day
         return {

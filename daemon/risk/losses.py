@@ -3,7 +3,8 @@ losing round trips in a row. Each trips once, with the figures, and stays trippe
 until an operator reset: a new UTC day never lifts it.
 
 Equity is `capital` + realised PnL - fees + unrealised PnL at the mark, summed over every
-position. The UTC day comes from the `now_ns` passed in (event time in a replay), never
+position, in quote currency (an inverse position's coin amounts converted at the mark; a
+round trip's PnL for the losing streak is in its settlement currency: only its sign counts). The UTC day comes from the `now_ns` passed in (event time in a replay), never
 from a clock read here. The state that must outlive a restart (day, day-start equity,
 peak, losing streak, open round trips, trips) goes out through `snapshot()` and comes back
 through `restore()`; the caller stores it. Nothing here sends, journals or reads a clock.
@@ -39,13 +40,21 @@ class RiskTrip:
 
 
 def equity(capital: Decimal, positions: Mapping[str, Position],
-           marks: Mapping[str, Decimal | None]) -> Decimal:
-    """capital + realised - fees + unrealised. A position without a mark counts at its
-    average price (no unrealised PnL): the caller passes its last good mark when it has one."""
+           marks: Mapping[str, Decimal | None]) -> Decimal | None:
+    """capital + realised - fees + unrealised, in quote currency. A linear position without
+    a mark counts at its average price (no unrealised PnL): the caller passes its last good
+    mark when it has one. An inverse position's PnL and fees are coin, converted at the
+    mark; with coin amounts and no mark at all, equity cannot be known: None."""
     total = capital
     for sym, pos in positions.items():
-        total += pos.realized_pnl - pos.fees
         m = marks.get(sym)
+        if pos.inverse:
+            if m is not None and m > 0:
+                total += pos.pnl_quote(m)
+            elif pos.qty or pos.realized_pnl or pos.fees:
+                return None
+            continue
+        total += pos.realized_pnl - pos.fees
         if m is not None and pos.qty:
             total += (m - pos.avg_price) * pos.qty
     return total
@@ -132,6 +141,11 @@ class LossLimits:
         """Update day, day-start equity and peak from equity now; return new trips."""
         cfg = self.cfg
         eq = equity(cfg.capital, positions, marks)
+        if eq is None:
+            # Coin amounts with no price to value them (an inverse position before its
+            # first mark): no equity figure, so no day start or peak is set from a wrong one.
+            unreported, self._unreported = self._unreported, []
+            return unreported
         self.equity = eq
         day = utc_day(now_ns)
         if self._rebase or self.day_start is None:   # (day_start and peak go together)

@@ -13,6 +13,11 @@ Scenarios (from [risk]):
   book is valued at the marks now.
 Each scenario's P&L is against the book at the marks now; the worst loss is the largest
 loss over the scenarios (0 if none loses). Decimal throughout; pure: no I/O, no clock.
+
+Inverse instruments (`contract_sizes`: symbol -> USD per contract) are valued in quote
+currency too: their coin P&L converted at the shocked mark, so q contracts from mark m to
+m' make q * cs * (m'/m - 1), an order filled at p then valued at m' makes
+q * cs * (m'/p - 1), and closing across a half spread h costs |q| * cs * h / m.
 """
 from __future__ import annotations
 
@@ -55,9 +60,12 @@ def _fills(o: Order, shocked: Decimal | None, mark: Decimal) -> Decimal | None:
 
 def scenario_pnl(sc: Scenario, positions: Mapping[str, Decimal], orders: Iterable[Order],
                  marks: Mapping[str, Decimal], spreads: Mapping[str, Decimal],
-                 default_spread_bps: Decimal) -> Decimal:
-    """P&L of one scenario in quote currency. Symbols without a mark are left out."""
+                 default_spread_bps: Decimal,
+                 contract_sizes: Mapping[str, Decimal] | None = None) -> Decimal:
+    """P&L of one scenario in quote currency. Symbols without a mark are left out.
+    `contract_sizes`: the inverse instruments (see the module docstring)."""
     total = Decimal(0)
+    inv = contract_sizes or {}
     if sc.spread_mult is not None:
         for sym, q in positions.items():
             m = marks.get(sym)
@@ -66,28 +74,37 @@ def scenario_pnl(sc: Scenario, positions: Mapping[str, Decimal], orders: Iterabl
             spread = spreads.get(sym)
             if spread is None:
                 spread = m * default_spread_bps / _BPS
-            total -= abs(q) * sc.spread_mult * spread / 2
+            cost = abs(q) * sc.spread_mult * spread / 2
+            total -= cost * inv[sym] / m if sym in inv else cost
         return total
     shocked: dict[str, Decimal] = {}
     for sym, m in marks.items():
         shocked[sym] = m if sc.price_shock is None else m * (1 + sc.price_shock)
     for sym, q in positions.items():
         if sym in shocked:
-            total += q * (shocked[sym] - marks[sym])
+            if sym in inv:
+                total += q * inv[sym] * (shocked[sym] / marks[sym] - 1)
+            else:
+                total += q * (shocked[sym] - marks[sym])
     for o in orders:
         if o.symbol not in shocked:
             continue
         at = _fills(o, None if sc.fill_all else shocked[o.symbol], marks[o.symbol])
         if at is not None:
-            total += o.side.sign * o.remaining * (shocked[o.symbol] - at)
+            if o.symbol in inv:
+                total += o.side.sign * o.remaining * inv[o.symbol] * (shocked[o.symbol] / at - 1)
+            else:
+                total += o.side.sign * o.remaining * (shocked[o.symbol] - at)
     return total
 
 
 def run(scs: Iterable[Scenario], positions: Mapping[str, Decimal], orders: Iterable[Order],
         marks: Mapping[str, Decimal], spreads: Mapping[str, Decimal],
-        default_spread_bps: Decimal) -> list[tuple[str, Decimal]]:
+        default_spread_bps: Decimal, contract_sizes: Mapping[str, Decimal] | None = None
+        ) -> list[tuple[str, Decimal]]:
     orders = list(orders)
-    return [(sc.name, scenario_pnl(sc, positions, orders, marks, spreads, default_spread_bps))
+    return [(sc.name, scenario_pnl(sc, positions, orders, marks, spreads, default_spread_bps,
+                                   contract_sizes))
             for sc in scs]
 
 
