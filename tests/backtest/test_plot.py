@@ -1,0 +1,63 @@
+"""report.png: written, a real PNG; a clear error when matplotlib is missing."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from daemon.backtest.plot import INSTALL_HINT, PlotUnavailable, write_png
+from daemon.backtest.report import build_report
+from tests.backtest.scenario import (MAIN_INTERVAL_S, Recorder, flat_samples, main_samples,
+                                     main_scenario)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _image_shape(path):
+    from matplotlib.image import imread
+    return imread(path).shape
+
+
+def test_png_written_with_equity_position_and_price_panels(tmp_path):
+    main_scenario(tmp_path / "j.sqlite3")
+    samples = main_samples()
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
+                       sample_interval_s=MAIN_INTERVAL_S, meta={"strategy": "quoter"})
+    out = tmp_path / "report.png"
+    write_png(rep, samples, out)
+    data = out.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    h, w = _image_shape(out)[:2]
+    # two symbols: equity, position, and one price panel each -> 4 panels of 300 px
+    assert (w, h) == (1100, 1200)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_png_for_a_run_without_fills_or_samples(tmp_path):
+    r = Recorder(tmp_path / "j.sqlite3")
+    r.close()
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=[], sample_interval_s=1,
+                       meta={})
+    write_png(rep, [], tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes().startswith(PNG_MAGIC)
+    assert _image_shape(tmp_path / "empty.png")[:2] == (900, 1100)   # three panels
+
+    samples = flat_samples(3, marks={"BTCUSDT": None})
+    write_png(rep, samples, tmp_path / "flat.png")
+    assert (tmp_path / "flat.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
+    main_scenario(tmp_path / "j.sqlite3")
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=main_samples(),
+                       sample_interval_s=MAIN_INTERVAL_S, meta={})
+    # A None in sys.modules makes `import matplotlib` (and every submodule) raise
+    # ImportError, as on a Pi without the extra.
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(PlotUnavailable) as e:
+        write_png(rep, main_samples(), tmp_path / "report.png")
+    assert INSTALL_HINT in str(e.value) and "bot4[report]" in str(e.value)
+    assert isinstance(e.value.__cause__, ImportError)
+    assert not (tmp_path / "report.png").exists()
