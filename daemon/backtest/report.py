@@ -12,9 +12,10 @@ does not define is null, and the report says when that happens.
 
 Money is Decimal, written as plain decimal strings (no exponent), in the quote currency;
 ratios and statistics are JSON numbers rounded to SIG_DIGITS significant digits; times are
-integer ns since the epoch in engine time. PnL is linear (qty x price difference) and every
-symbol is assumed to share one quote currency: inverse (coin-margined) contracts are not
-modelled here.
+integer ns since the epoch in engine time. Each symbol's PnL is in its settlement currency
+the way Position.apply computes it (quote for linear, coin for inverse contracts, given the
+instruments); the totals are in the quote currency (an inverse symbol's coin amounts
+converted at its last mark), every quote currency (USDT, USD) counted as one.
 """
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, localcontext
 from pathlib import Path
+from typing import Mapping
 
 import orjson
 
-from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Position,
-                                     Side, TimeInForce, to_decimal)
+from daemon.execution.orders import (INVERSE, Fill, Instrument, Liquidity, Order, OrderStatus,
+                                     OrderType, Position, Side, TimeInForce, to_decimal)
 from daemon.store import migrations
 
 log = logging.getLogger(__name__)
@@ -159,19 +161,26 @@ class _SymbolPnl:
     trips: list[Decimal] = field(default_factory=list)     # net PnL of each closed round trip
 
 
-def _replay_fills(fills: list[Fill]) -> dict[str, _SymbolPnl]:
+def _replay_fills(fills: list[Fill], instruments: Mapping[str, Instrument]
+                  ) -> dict[str, _SymbolPnl]:
     """Apply every fill in journal order through Position.apply (as the gateway did and as
-    Journal.positions_from_fills does) and note what each fill closed."""
+    Journal.positions_from_fills does), each symbol settling like its instrument (linear
+    when not given), and note what each fill closed."""
     out: dict[str, _SymbolPnl] = {}
     for f in fills:
-        s = out.setdefault(f.symbol, _SymbolPnl(Position(f.symbol)))
+        s = out.get(f.symbol)
+        if s is None:
+            inst = instruments.get(f.symbol)
+            s = out[f.symbol] = _SymbolPnl(Position(f.symbol) if inst is None
+                                           else inst.new_position())
         pos = s.position
         before_qty, before_real = pos.qty, pos.realized_pnl
         signed = f.qty * f.side.sign
         reduces = before_qty != 0 and (before_qty > 0) != (signed > 0)
         closed = min(abs(signed), abs(before_qty)) if reduces else Decimal(0)
         pos.apply(f)
-        s.turnover += f.price * f.qty
+        inst = instruments.get(f.symbol)
+        s.turnover += f.price * f.qty if inst is None else inst.notional_quote(f.price, f.qty)
         s.fills += 1
         realised = pos.realized_pnl - before_real
         if not reduces:                      # opens or adds: the trip pays the fee
@@ -194,44 +203,64 @@ def _last_mark(samples: list[EquitySample], symbol: str) -> tuple[Decimal | None
     return None, None
 
 
+def _add(total: Decimal | None, x: Decimal | None) -> Decimal | None:
+    return None if total is None or x is None else total + x
+
+
 def _pnl(per: dict[str, _SymbolPnl], samples: list[EquitySample]) -> tuple[dict, dict]:
     by_symbol: dict[str, dict] = {}
-    realised = fees = turnover = Decimal(0)
+    turnover = Decimal(0)
+    realised: Decimal | None = Decimal(0)
+    fees: Decimal | None = Decimal(0)
     unrealised: Decimal | None = Decimal(0)
     for sym in sorted(per):
         s = per[sym]
         pos = s.position
+        inverse = pos.kind == INVERSE
         mark, mark_ts = _last_mark(samples, sym)
         if pos.qty == 0:
             u: Decimal | None = Decimal(0)
         elif mark is None:
             u = None   # a position with no mark: its value is unknown, and so is the total
         else:
-            u = (mark - pos.avg_price) * pos.qty
+            u = pos.unrealized(mark)
+        # Settlement currency -> quote: 1 for linear; the last mark for inverse (coin).
+        rate = (mark if inverse else Decimal(1))
         by_symbol[sym] = {
+            "kind": pos.kind, "contract_size": _money(pos.contract_size),
+            "settlement": "coin" if inverse else "quote",
             "position": _money(pos.qty), "avg_entry": _money(pos.avg_price),
             "mark": _opt_money(mark), "mark_ts_ns": mark_ts,
             "realised": _money(pos.realized_pnl), "unrealised": _opt_money(u),
             "fees": _money(pos.fees), "turnover": _money(s.turnover), "fills": s.fills,
             "total_net": _opt_money(None if u is None
                                     else pos.realized_pnl + u - pos.fees),
+            "total_net_quote": _opt_money(None if u is None or rate is None
+                                          else (pos.realized_pnl + u - pos.fees) * rate),
         }
-        realised += pos.realized_pnl
-        fees += pos.fees
+        realised = _add(realised, None if rate is None else pos.realized_pnl * rate)
+        fees = _add(fees, None if rate is None else pos.fees * rate)
+        unrealised = _add(unrealised, None if u is None or rate is None else u * rate)
         turnover += s.turnover
-        unrealised = None if unrealised is None or u is None else unrealised + u
+    total = None if realised is None or unrealised is None or fees is None \
+        else realised + unrealised - fees
     pnl = {
-        "realised": _money(realised),
+        "realised": _opt_money(realised),
         "unrealised": _opt_money(unrealised),
-        "fees": _money(fees),
-        "total_net": _opt_money(None if unrealised is None else realised + unrealised - fees),
+        "fees": _opt_money(fees),
+        "total_net": _opt_money(total),
         "turnover": _money(turnover),
-        "definition": ("realised: (exit - average entry) x closed qty, before fees, fills "
-                       "applied in journal order; unrealised: (mark - average entry) x "
-                       "position at the last mark seen in the equity samples (null when a "
-                       "position has no mark); fees: sum of fill fees (negative = rebate); "
-                       "total_net = realised + unrealised - fees; turnover: sum of fill "
-                       "price x qty; all in the quote currency"),
+        "definition": ("realised: linear (exit - average entry) x closed qty, inverse closed "
+                       "contracts x contract_size x (1/entry - 1/exit), before fees, fills "
+                       "applied in journal order (Position.apply); unrealised: the same at "
+                       "the last mark seen in the equity samples; fees: sum of fill fees "
+                       "(negative = rebate); total_net = realised + unrealised - fees; "
+                       "turnover: sum of fill notional (price x qty, inverse: contracts x "
+                       "contract_size). by_symbol figures are in the symbol's settlement "
+                       "currency (coin for inverse) except turnover and total_net_quote; "
+                       "these totals are in the quote currency, inverse amounts converted "
+                       "at the symbol's last mark; null when a figure needs a mark the "
+                       "samples never gave"),
     }
     return pnl, by_symbol
 
@@ -483,13 +512,16 @@ def _jsonable(x: object) -> object:
 
 # -- the report --------------------------------------------------------------------------------
 def build_report(*, journal_path: Path, samples: list[EquitySample], sample_interval_s: float,
-                 meta: dict, capital: Decimal | None = None,
+                 meta: dict, instruments: Mapping[str, Instrument] | None = None,
+                 capital: Decimal | None = None,
                  pre_trade_rejects: dict[str, int] | None = None) -> dict:
     """The report as plain JSON values (write it with write_report).
 
     `samples`: equity samples in engine-time order, one every `sample_interval_s` seconds
     of engine time (the sampling Sharpe and Sortino are stated at). `meta` is passed
     through under "meta" (strategy, params, files, seed, journal fsync mode, ...).
+    `instruments`: how each symbol settles (a symbol not in it is linear); pass the
+    engine's instruments, or an inverse contract's PnL comes out wrong.
     `capital`: optional starting capital, the base of the drawdown percentage.
     `pre_trade_rejects`: the gateway's refusals by stage (`OrderGateway.rejects_by_stage`),
     which the journal never sees."""
@@ -503,10 +535,11 @@ def build_report(*, journal_path: Path, samples: list[EquitySample], sample_inte
     if capital is not None and (not isinstance(capital, Decimal) or not capital.is_finite()):
         raise ReportError(f"capital must be a finite Decimal, got {capital!r}")
     j = read_journal(journal_path)
+    instruments = dict(instruments or {})
     fills_of: dict[str, list[Fill]] = {}
     for f in j.fills:
         fills_of.setdefault(f.client_id, []).append(f)
-    per = _replay_fills(j.fills)
+    per = _replay_fills(j.fills, instruments)
     pnl, by_symbol = _pnl(per, samples)
     return {
         "report_version": REPORT_VERSION,
@@ -516,7 +549,9 @@ def build_report(*, journal_path: Path, samples: list[EquitySample], sample_inte
             "floats": f"rounded to {SIG_DIGITS} significant digits",
             "times": "integer ns since the epoch, engine (event) time",
             "wall_clock_fields": list(WALL_CLOCK_FIELDS),
-            "pnl_model": "linear (qty x price difference), one quote currency for all symbols",
+            "pnl_model": ("per symbol in its settlement currency (quote for linear, coin for "
+                          "inverse); totals in the quote currency (USDT and USD counted as "
+                          "one), inverse amounts converted at their last mark"),
         },
         "journal_schema": j.schema,
         "meta": _jsonable(meta),

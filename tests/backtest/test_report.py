@@ -15,7 +15,8 @@ import pytest
 
 from daemon.backtest.report import (SECONDS_PER_YEAR, EquitySample, ReportError, build_report,
                                     dumps, without_wall_clock, write_report)
-from daemon.execution.orders import Liquidity, OrderStatus, Side, TimeInForce
+from daemon.execution.orders import (INVERSE, Instrument, Liquidity, OrderStatus, Side,
+                                     TimeInForce)
 from daemon.store.journal import Journal
 from tests.backtest.scenario import (MAIN_EQUITY, MAIN_INTERVAL_S, S, Recorder, flat_samples,
                                      main_samples, main_scenario)
@@ -445,3 +446,69 @@ def test_write_report_refuses_values_that_are_not_json(tmp_path):
     with pytest.raises(TypeError):
         write_report({"x": D(1)}, tmp_path / "report.json")
     assert not (tmp_path / "report.json").exists()
+
+
+# -- inverse (COIN-M) contracts ------------------------------------------------------------------
+COINM = Instrument("BTCUSD_PERP", D("0.1"), D("1"), D("0"), kind=INVERSE,
+                   contract_size=D("100"))
+
+
+def test_inverse_round_trip_and_open_position_by_hand(tmp_path):
+    # 100 USD contracts. Buy 10 @ 50000, sell 10 @ 55000: 1000 x (1/50000 - 1/55000) coin
+    # = 1/550 coin. Then buy 5 @ 55000, marked 60000: 500 x (1/55000 - 1/60000) = 1/1320.
+    # Fees 1 bp of the coin notional, quantised to 1e-8: 0.000002, 0.00000182, 0.00000091.
+    r = Recorder(tmp_path / "j.sqlite3")
+    sym = COINM.symbol
+    r.positions[sym] = COINM.new_position()
+    r.submit("A", sym, Side.BUY, "10", "50000", 1 * S)
+    r.fill("A", "50000", "10", "0.000002", Liquidity.TAKER, 1 * S)
+    r.submit("B", sym, Side.SELL, "10", "55000", 2 * S)
+    r.fill("B", "55000", "10", "0.00000182", Liquidity.TAKER, 2 * S)
+    r.submit("C", sym, Side.BUY, "5", "55000", 3 * S)
+    r.fill("C", "55000", "5", "0.00000091", Liquidity.TAKER, 3 * S)
+    r.close()
+    samples = [EquitySample(4 * S, D(0), {sym: D(5)}, {sym: D("60000")})]
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
+                       sample_interval_s=1, meta={}, instruments={sym: COINM})
+    _check_plain_json(rep)
+    q = D("1e-20")
+    b = rep["by_symbol"][sym]
+    assert (b["kind"], b["settlement"], b["contract_size"]) == ("inverse", "coin", "100")
+    assert D(b["realised"]).quantize(q) == (D(1) / 550).quantize(q)
+    assert D(b["unrealised"]).quantize(q) == (D(1) / 1320).quantize(q)
+    fees = D("0.000002") + D("0.00000182") + D("0.00000091")
+    assert D(b["fees"]) == fees == D("0.00000473")
+    coin = D(1) / 550 + D(1) / 1320 - fees
+    assert D(b["total_net"]).quantize(q) == coin.quantize(q)
+    assert D(b["turnover"]) == D("2500")                     # 25 contracts x 100 USD
+    p = rep["pnl"]                                            # in USD at the mark 60000
+    assert D(p["realised"]).quantize(D("1e-15")) == (D(60000) / 550).quantize(D("1e-15"))
+    assert D(p["fees"]) == D("0.28380")
+    assert D(p["total_net"]).quantize(D("1e-15")) == (coin * 60000).quantize(D("1e-15"))
+    assert D(b["total_net_quote"]) == D(p["total_net"])
+    assert rep["hit_rate"]["wins"] == 1 and rep["hit_rate"]["round_trips"]["wins"] == 1
+
+    # Without the instrument the same fills would be read as linear: a different figure,
+    # which is why the runner must pass the engine's instruments.
+    linear = build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
+                          sample_interval_s=1, meta={})
+    assert linear["by_symbol"][sym]["kind"] == "linear"
+    assert D(linear["by_symbol"][sym]["realised"]) == D("50000")
+
+
+def test_inverse_without_a_mark_has_no_quote_totals(tmp_path):
+    r = Recorder(tmp_path / "j.sqlite3")
+    sym = COINM.symbol
+    r.positions[sym] = COINM.new_position()
+    r.submit("A", sym, Side.BUY, "10", "50000", 1 * S)
+    r.fill("A", "50000", "10", "0.000002", Liquidity.TAKER, 1 * S)
+    r.submit("B", sym, Side.SELL, "10", "55000", 2 * S)
+    r.fill("B", "55000", "10", "0.00000182", Liquidity.TAKER, 2 * S)
+    r.close()
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=[], sample_interval_s=1,
+                       meta={}, instruments={sym: COINM})
+    _check_plain_json(rep)
+    assert rep["by_symbol"][sym]["total_net"] is not None        # flat: known in coin
+    assert rep["by_symbol"][sym]["total_net_quote"] is None      # but no rate to USD
+    assert rep["pnl"]["realised"] is None and rep["pnl"]["total_net"] is None
+    assert rep["pnl"]["turnover"] == "2000"
