@@ -3,7 +3,8 @@
 Panels, sharing one engine-time axis (UTC): equity (quote currency, PnL since the start),
 position per symbol, then one price panel per symbol (its marks from the equity samples,
 buys as green up-triangles and sells as red down-triangles at their fill price), so a
-one-symbol backtest gets the three panels equity / position / price.
+one-symbol backtest gets the three panels equity / position / price. A long series is drawn
+from the lowest and highest sample of each of BUCKETS time buckets (every fill is drawn).
 
 matplotlib lives in the optional `report` extra and is imported only inside write_png, so
 the Pi need not carry it; without it write_png raises PlotUnavailable naming the extra.
@@ -18,6 +19,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from daemon.backtest.report import EquitySample
 
 log = logging.getLogger(__name__)
@@ -29,17 +32,43 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed: report.png cannot be drawn (report.json still can)."""
 
 
-def _utc(ts_ns: int) -> datetime:
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc)
+_NS_PER_DAY = 86_400 * 1_000_000_000
+BUCKETS = 2_000   # a long series is drawn from the min and max of this many time buckets
+
+
+def _days(ts_ns: np.ndarray | list[int]) -> np.ndarray:
+    """Engine time as matplotlib date numbers (days since its epoch), without building a
+    datetime per sample (a day of 1 s samples is 86,400 of them)."""
+    from matplotlib import dates
+    epoch = dates.date2num(datetime(1970, 1, 1, tzinfo=timezone.utc))
+    return np.asarray(ts_ns, dtype=np.int64) / _NS_PER_DAY + epoch
+
+
+def _minmax(x: np.ndarray, y: np.ndarray, buckets: int = BUCKETS
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """At most 2 points per bucket (its lowest and highest, in time order): a drawdown or a
+    price spike stays visible however long the series."""
+    n = len(x)
+    if n <= 2 * buckets:
+        return x, y
+    edges = np.linspace(0, n, buckets + 1).astype(np.int64)
+    keep: list[int] = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        seg = y[a:b]
+        if np.isnan(seg).all():
+            keep.append(int(a))   # a gap (no mark): keep it a gap
+            continue
+        lo, hi = a + int(np.nanargmin(seg)), a + int(np.nanargmax(seg))
+        keep.extend((lo, hi) if lo < hi else (hi,) if lo == hi else (hi, lo))
+    idx = np.asarray(keep, dtype=np.int64)
+    return x[idx], y[idx]
 
 
 def _symbols(report: dict, samples: list[EquitySample]) -> list[str]:
     syms: set[str] = set(report.get("by_symbol", {}))
-    for o in report.get("orders", []):
-        syms.add(o["symbol"])
-    for s in samples:
-        syms.update(s.positions)
-        syms.update(k for k, v in s.marks.items() if v is not None)
+    syms.update(o["symbol"] for o in report.get("orders", []))
+    syms = syms.union(*(s.positions for s in samples))
+    syms = syms.union(*({k for k, v in s.marks.items() if v is not None} for s in samples))
     return sorted(syms)
 
 
@@ -48,6 +77,7 @@ def write_png(report: dict, samples: list[EquitySample], path: Path) -> None:
     Written whole or not at all (temporary file, then rename)."""
     try:
         import matplotlib   # noqa: F401  (first: a missing package fails here, clearly)
+        from matplotlib import dates
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -60,18 +90,18 @@ def write_png(report: dict, samples: list[EquitySample], path: Path) -> None:
     fig = Figure(figsize=(11, 3.0 * (2 + n_price)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(2 + n_price, 1, sharex=True, squeeze=False)[:, 0]
-    t = [_utc(s.ts_ns) for s in samples]
+    t = _days([s.ts_ns for s in samples])
 
     ax = axes[0]
-    ax.plot(t, [float(s.equity) for s in samples], color="tab:blue", lw=1)
+    ax.plot(*_minmax(t, np.array([float(s.equity) for s in samples])), color="tab:blue", lw=1)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("equity (quote)")
     ax.set_title(_title(report), fontsize=10, loc="left")
 
     ax = axes[1]
     for sym in symbols:
-        ax.step(t, [float(s.positions.get(sym, 0)) for s in samples], where="post", lw=1,
-                label=sym)
+        qty = np.array([float(s.positions.get(sym, 0)) for s in samples])
+        ax.step(*_minmax(t, qty), where="post", lw=1, label=sym)
     ax.axhline(0, color="grey", lw=0.5)
     ax.set_ylabel("position")
     if symbols:
@@ -79,17 +109,21 @@ def write_png(report: dict, samples: list[EquitySample], path: Path) -> None:
 
     fills = _fills_by_symbol(report)
     for ax, sym in zip(axes[2:], symbols or [""]):
-        marks = [s.marks.get(sym) for s in samples]
-        ax.plot(t, [math.nan if m is None else float(m) for m in marks], color="grey", lw=0.8,
-                label=f"{sym} mark")
+        marks = np.array([math.nan if (m := s.marks.get(sym)) is None else float(m)
+                          for s in samples])
+        ax.plot(*_minmax(t, marks), color="grey", lw=0.8, label=f"{sym} mark")
         for side, style in (("buy", dict(marker="^", color="tab:green")),
                             ("sell", dict(marker="v", color="tab:red"))):
             pts = fills.get((sym, side), [])
             if pts:
-                ax.scatter([_utc(ts) for ts, _ in pts], [p for _, p in pts], s=18, zorder=3,
+                ax.scatter(_days([ts for ts, _ in pts]), [p for _, p in pts], s=18, zorder=3,
                            label=f"{side} fills ({len(pts)})", **style)
         ax.set_ylabel(f"{sym} price" if sym else "price")
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")   # prices as prices
         ax.legend(loc="upper left", fontsize=8)
+    locator = dates.AutoDateLocator(tz=timezone.utc)
+    axes[-1].xaxis.set_major_locator(locator)
+    axes[-1].xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, tz=timezone.utc))
     axes[-1].set_xlabel("engine time (UTC)")
     if not samples:
         axes[0].text(0.5, 0.5, "no equity samples", transform=axes[0].transAxes,

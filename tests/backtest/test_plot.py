@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
-from daemon.backtest.plot import INSTALL_HINT, PlotUnavailable, write_png
+from daemon.backtest.plot import INSTALL_HINT, PlotUnavailable, _minmax, write_png
 from daemon.backtest.report import build_report
 from tests.backtest.scenario import (MAIN_INTERVAL_S, Recorder, flat_samples, main_samples,
                                      main_scenario)
@@ -61,3 +62,16 @@ def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     assert INSTALL_HINT in str(e.value) and "bot4[report]" in str(e.value)
     assert isinstance(e.value.__cause__, ImportError)
     assert not (tmp_path / "report.png").exists()
+
+
+def test_long_series_keep_each_buckets_lowest_and_highest_point():
+    x = np.arange(10_000, dtype=float)
+    y = np.zeros(10_000)
+    y[1234], y[8765] = -50.0, 70.0          # a drawdown and a spike
+    y[5000:5100] = np.nan                   # a gap no bigger than a bucket
+    xs, ys = _minmax(x, y, buckets=100)
+    assert len(xs) <= 200 and list(xs) == sorted(xs)
+    assert -50.0 in ys and 70.0 in ys
+    assert np.isnan(ys).sum() == 1 and xs[np.isnan(ys)][0] == 5000.0   # the gap stays
+    short = np.arange(50, dtype=float)
+    assert _minmax(short, short, buckets=100)[0] is short          # short: untouched
