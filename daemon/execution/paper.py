@@ -66,8 +66,10 @@ Matching model.
   N / (O - T). Increases join behind us and change nothing. (A trade whose message arrives
   after the depth update that already shows it is counted twice - once as a cancellation -
   which errs slightly in our favour.)
-* Fees: maker/taker bps of the notional, in quote currency, quantised to 1e-8, positive =
-  paid (negative maker bps = rebate). Fill prices are the level's (or our limit's) exact
+* Fees: maker/taker bps of the notional in the settlement currency, quantised to
+  `fee_quantum` (1e-8), positive = paid (negative maker bps = rebate): price * qty in quote
+  currency for a linear instrument; qty * contract_size / price in coin for an inverse one
+  (`instruments`; COIN-M quantities are contracts, as in its book and trades). Fill prices are the level's (or our limit's) exact
   decimal; fill quantities are floored to the symbol's lot step (`lot_sizes`, default
   `qty_step`).
 * Reports: NEW when an order becomes active and is accepted, then its fills; EXPIRED for
@@ -106,12 +108,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Generic, TypeVar
 
-from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Side,
-                                     TimeInForce, to_decimal)
+from daemon.execution.orders import (Fill, Instrument, Liquidity, Order, OrderStatus, OrderType,
+                                     Side, TimeInForce, to_decimal)
 from daemon.execution.venue import VenueListener, VenueOrderState
 from daemon.market.book import OrderBook
 from daemon.market.events import Trade
@@ -287,8 +289,11 @@ class PaperVenue:
                  md_latency_ns: int = 2_000_000, jitter_ns: int = 0, seed: int = 1,
                  qty_step: Decimal = Decimal("0.00000001"),
                  lot_sizes: dict[str, Decimal] | None = None,
-                 fee_quantum: Decimal = Decimal("0.00000001"), history: int = 10_000
-                 ) -> None:
+                 fee_quantum: Decimal = Decimal("0.00000001"), history: int = 10_000,
+                 instruments: Mapping[str, Instrument] | None = None) -> None:
+        """`instruments` (id -> Instrument): how each symbol settles (inverse fees are coin)
+        and its lot step when `lot_sizes` does not name it; a symbol in neither is linear
+        with lot step `qty_step`."""
         if entry_latency_ns < 0 or md_latency_ns < 0 or jitter_ns < 0:
             raise ValueError("latencies and jitter must be >= 0")
         if history < 1:
@@ -299,7 +304,11 @@ class PaperVenue:
         self.entry_latency_ns = int(entry_latency_ns)
         self.jitter_ns = int(jitter_ns)
         self.qty_step = qty_step
-        self.lot_sizes = dict(lot_sizes or {})
+        insts = dict(instruments or {})
+        self.lot_sizes = {**{s: i.lot_size for s, i in insts.items()}, **(lot_sizes or {})}
+        # Inverse symbols -> USD per contract: their fees are bps of qty * cs / price coin.
+        self._contract: dict[str, Decimal] = {s: i.contract_size for s, i in insts.items()
+                                              if i.inverse}
         self.fee_quantum = fee_quantum
         # Separate streams so adding market-data jitter never changes order-entry draws.
         self._rng = random.Random(f"{seed}/entry")
@@ -666,7 +675,9 @@ class PaperVenue:
     def _fill(self, w: _Working, price: Decimal, qty: Decimal, liq: Liquidity, ts: int) -> None:
         maker = liq is Liquidity.MAKER
         bps = self.maker_fee_bps if maker else self.taker_fee_bps
-        fee = (price * qty * bps / _BPS).quantize(self.fee_quantum, rounding=ROUND_HALF_EVEN)
+        cs = self._contract.get(w.symbol) if self._contract else None
+        notional = price * qty if cs is None else qty * cs / price
+        fee = (notional * bps / _BPS).quantize(self.fee_quantum, rounding=ROUND_HALF_EVEN)
         w.remaining -= qty
         if w.remaining <= 0:
             self._retire(w)

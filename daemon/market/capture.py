@@ -17,6 +17,7 @@ a message's bytes (a recording replays exactly as received) and never overwrites
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import re
@@ -615,3 +616,24 @@ class CaptureRecorder:
             fh.close()
             self._fh = None
             self._comp = None
+
+
+def merge_records(sources: list[tuple[str, Iterable[Record]]]
+                  ) -> Iterator[tuple[int, bytes, str]]:
+    """Several captures (of different markets) as one stream in receive-time order:
+    ``(recv_ns, raw, prefix)`` with the prefix of the source each record came from (the
+    instrument-id prefix its decoder uses, "" for the default market).
+
+    Each source must already be in receive-time order (a CaptureReader is). Stable: on
+    equal receive times, records keep the order of `sources` (and their order within a
+    source). Lazy: holds one record per source; never reorders or drops a record."""
+    def tagged(i: int, prefix: str, records: Iterable[Record]
+               ) -> Iterator[tuple[int, int, bytes, str]]:
+        for ns, raw in records:
+            yield ns, i, raw, prefix
+
+    # Keyed on (recv_ns, source index): never compares the bytes, and ties go to the
+    # earlier source; heapq.merge keeps each source's own order.
+    streams = [tagged(i, prefix, recs) for i, (prefix, recs) in enumerate(sources)]
+    for ns, _i, raw, prefix in heapq.merge(*streams, key=lambda r: (r[0], r[1])):
+        yield ns, raw, prefix

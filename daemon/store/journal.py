@@ -34,13 +34,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import orjson
 
 from daemon.store import migrations
-from daemon.execution.orders import (Fill, Liquidity, Order, OrderStatus, OrderType, Position,
-                                     Side, TimeInForce)
+from daemon.execution.orders import (Fill, Instrument, Liquidity, Order, OrderStatus, OrderType,
+                                     Position, Side, TimeInForce)
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,12 @@ def _fill(r: tuple) -> Fill:
     return Fill(fill_id=r[0], client_id=r[1], symbol=r[2], side=Side(r[3]),
                 price=Decimal(r[4]), qty=Decimal(r[5]), fee=Decimal(r[6]),
                 liquidity=Liquidity(r[7]), ts_ns=r[8])
+
+
+def _new_position(symbol: str, instruments: Mapping[str, Instrument] | None) -> Position:
+    """An empty position for `symbol`: inverse when its instrument is, else linear."""
+    inst = instruments.get(symbol) if instruments is not None else None
+    return inst.new_position() if inst is not None else Position(symbol)
 
 
 def _limit(n: int) -> int:
@@ -470,14 +476,20 @@ class Journal:
             f"SELECT {_FILL_COLUMNS} FROM fills WHERE client_id = ? ORDER BY rowid",
             (client_id,))]
 
-    def positions_from_fills(self) -> dict[str, Position]:
+    def positions_from_fills(self, instruments: Mapping[str, Instrument] | None = None
+                             ) -> dict[str, Position]:
         """Every position recomputed from the fills alone, replayed in the order they were
         journalled through Position.apply: the independent figure crash recovery compares
-        with the `positions` table."""
+        with the `positions` table. `instruments` (id -> Instrument) says how each symbol
+        settles; a symbol not in it is linear (an inverse one must be given, or its PnL
+        is computed as if linear)."""
         out: dict[str, Position] = {}
         for r in self._db.execute(f"SELECT {_FILL_COLUMNS} FROM fills ORDER BY rowid"):
             f = _fill(r)
-            out.setdefault(f.symbol, Position(f.symbol)).apply(f)
+            pos = out.get(f.symbol)
+            if pos is None:
+                pos = out[f.symbol] = _new_position(f.symbol, instruments)
+            pos.apply(f)
         return out
 
     def has_fill(self, fill_id: str) -> bool:
@@ -493,10 +505,17 @@ class Journal:
         return [r[0] for r in self._db.execute(
             "SELECT status FROM order_events WHERE client_id = ? ORDER BY id", (client_id,))]
 
-    def positions(self) -> dict[str, Position]:
-        return {r[0]: Position(r[0], Decimal(r[1]), Decimal(r[2]), Decimal(r[3]), Decimal(r[4]))
-                for r in self._db.execute(
-                    "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions")}
+    def positions(self, instruments: Mapping[str, Instrument] | None = None
+                  ) -> dict[str, Position]:
+        """The `positions` table, each row as a Position that settles like its instrument
+        in `instruments` (linear when not given; see positions_from_fills)."""
+        out: dict[str, Position] = {}
+        for r in self._db.execute(
+                "SELECT symbol, qty, avg_price, realized_pnl, fees FROM positions"):
+            pos = out[r[0]] = _new_position(r[0], instruments)
+            pos.qty, pos.avg_price = Decimal(r[1]), Decimal(r[2])
+            pos.realized_pnl, pos.fees = Decimal(r[3]), Decimal(r[4])
+        return out
 
     def count(self, table: str) -> int:
         if table not in {"audit", "orders", "order_events", "fills", "positions", "kv_state",
