@@ -76,8 +76,7 @@ def write_png(report: dict, samples: list[EquitySample], path: Path) -> None:
     """Draw report.png from a report (build_report) and the samples it was built from.
     Written whole or not at all (temporary file, then rename)."""
     try:
-        import matplotlib   # noqa: F401  (first: a missing package fails here, clearly)
-        from matplotlib import dates
+        from matplotlib import dates   # first: imports the package itself
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:

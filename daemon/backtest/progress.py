@@ -8,6 +8,9 @@ failing stream only turns it off. It never decides or changes anything in the ru
 One line, redrawn in place: bar, % done, the engine (event) time reached in UTC, speed in
 lines per second of wall time, and the count, e.g.
   [#######.............]  35.2% | 2024-08-08 13:45:12 UTC | 119,000 lines/s | 1,031,000/2,931,000
+The % may follow another measure than lines (bytes of a compressed file read): pass the
+lines handled as `lines` and the speed and count are in lines, e.g.
+  [#######.............]  35.2% | 2024-08-08 13:45:12 UTC | 119,000 lines/s | 1,031,000 lines
 """
 from __future__ import annotations
 
@@ -47,20 +50,21 @@ class Progress:
         self._start = clock()
         self._drawn_at: float | None = None
         self._width = 0          # length of the last line drawn, to blank what is left of it
-        self._last: tuple[int, int] | None = None
+        self._last: tuple[int, int, int | None] | None = None
         self._closed = False
 
-    def update(self, done: int, event_ns: int) -> None:
-        """`done` units handled so far; `event_ns` the engine time reached."""
+    def update(self, done: int, event_ns: int, lines: int | None = None) -> None:
+        """`done` of `total` handled so far (the %); `event_ns` the engine time reached;
+        `lines`: lines handled, when `done` counts something else (bytes read)."""
         if not self.enabled or self._closed:
             return
-        self._last = (done, event_ns)
+        self._last = (done, event_ns, lines)
         now = self._clock()
         finished = self.total > 0 and done >= self.total
         if (self._drawn_at is not None and now - self._drawn_at < self.min_interval_s
                 and not finished):
             return
-        self._draw(done, event_ns, now)
+        self._draw(done, event_ns, lines, now)
 
     def close(self) -> None:
         """Draw the last state and end the line (only if anything was shown). Idempotent."""
@@ -69,10 +73,10 @@ class Progress:
         self._closed = True
         if not self.enabled or self._last is None:
             return
-        self._draw(*self._last, self._clock())
+        self._draw(*self._last, now=self._clock())
         self._write("\n")
 
-    def line(self, done: int, event_ns: int, now: float) -> str:
+    def line(self, done: int, event_ns: int, lines: int | None, now: float) -> str:
         """The text of the bar (without the carriage return)."""
         parts = []
         if self.total > 0:
@@ -81,12 +85,16 @@ class Progress:
             parts.append(f"[{'#' * full}{'.' * (_BAR - full)}] {frac * 100:5.1f}%")
         parts.append(_utc(event_ns))
         took = now - self._start
-        parts.append(f"{done / took:,.0f} {self.unit}/s" if took > 0 else f"-- {self.unit}/s")
-        parts.append(f"{done:,}/{self.total:,}" if self.total > 0 else f"{done:,}")
+        count, unit = (done, self.unit) if lines is None else (lines, "lines")
+        parts.append(f"{count / took:,.0f} {unit}/s" if took > 0 else f"-- {unit}/s")
+        if lines is not None:
+            parts.append(f"{lines:,} lines")
+        else:
+            parts.append(f"{done:,}/{self.total:,}" if self.total > 0 else f"{done:,}")
         return " | ".join(parts)
 
-    def _draw(self, done: int, event_ns: int, now: float) -> None:
-        text = self.line(done, event_ns, now)
+    def _draw(self, done: int, event_ns: int, lines: int | None, now: float) -> None:
+        text = self.line(done, event_ns, lines, now)
         pad = " " * max(self._width - len(text), 0)
         self._width = len(text)
         self._drawn_at = now

@@ -324,30 +324,59 @@ def _drawdown(samples: list[EquitySample], capital: Decimal | None) -> dict:
     return out
 
 
+MAX_GRID = 5_000_000   # grid points; a finer sampling of a long run is refused
+
+
+def _on_grid(samples: list[EquitySample], interval_ns: int) -> list[Decimal]:
+    """Equity every `interval_ns` of engine time from the first sample to the last: at each
+    grid point the newest sample at or before it (a quiet market leaves equity where it
+    was). So the changes are exactly `interval_ns` apart however the runner sampled."""
+    if not samples:
+        return []
+    t0 = samples[0].ts_ns
+    points = (samples[-1].ts_ns - t0) // interval_ns + 1
+    if points > MAX_GRID:
+        raise ReportError(f"sample_interval_s is too small for the run: {points} grid points "
+                          f"(at most {MAX_GRID})")
+    out: list[Decimal] = []
+    i, n = 0, len(samples)
+    for k in range(points):
+        g = t0 + k * interval_ns
+        while i + 1 < n and samples[i + 1].ts_ns <= g:
+            i += 1
+        out.append(samples[i].equity)
+    return out
+
+
 def _risk_adjusted(samples: list[EquitySample], interval_s: Decimal) -> dict:
     periods = Decimal(SECONDS_PER_YEAR) / interval_s
+    interval_ns = max(int((interval_s * _NS).to_integral_value()), 1)
+    grid = _on_grid(samples, interval_ns)
     out: dict = {
         "sharpe": None, "sortino": None,
         "sample_interval_s": _sig(interval_s),
         "periods_per_year": _sig(periods),
         "annualisation_factor": None,
-        "changes": max(len(samples) - 1, 0),
-        "definition": ("on the per-sample changes of equity (quote currency, not percent "
-                       "returns: equity is PnL, there is no capital base), risk-free rate 0, "
-                       "365-day year. sharpe = mean / sample stdev (n-1) x "
+        "changes": max(len(grid) - 1, 0),
+        "definition": ("on the changes of equity (quote currency, not percent returns: "
+                       "equity is PnL, there is no capital base) between points of a grid "
+                       "every sample_interval_s of engine time from the first sample to the "
+                       "last (each point takes the newest sample at or before it), "
+                       "risk-free rate 0, 365-day year. sharpe = mean / sample stdev (n-1) x "
                        "annualisation_factor; sortino = mean / downside deviation x "
                        "annualisation_factor, downside deviation = sqrt(sum(min(change, 0)^2) "
                        "/ n); annualisation_factor = sqrt(periods_per_year), periods_per_year "
                        "= 365 x 86400 / sample_interval_s"),
-        "null_when": ("fewer than 2 changes (fewer than 3 samples); sharpe: zero variance "
-                      "(flat equity, or equity changing by the same amount every sample); "
-                      "sortino: no negative change. Never NaN or infinity"),
+        "null_when": ("fewer than 2 changes (a run shorter than 2 sampling intervals); "
+                      "sharpe: zero variance (flat equity, or equity changing by the same "
+                      "amount every interval); sortino: no negative change. Never NaN or "
+                      "infinity"),
     }
     with localcontext() as ctx:
         ctx.prec = 34
         factor = periods.sqrt()
         out["annualisation_factor"] = _sig(factor)
-        d = [b.equity - a.equity for a, b in zip(samples, samples[1:])]
+        d = [b - a for a, b in zip(grid, grid[1:])]
         n = len(d)
         if n < 2:
             return out

@@ -120,3 +120,13 @@ def test_on_a_real_pty():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_percent_of_bytes_with_speed_in_lines():
+    out, clock = FakeTty(), Clock()
+    p = Progress(1_000_000, out, clock=clock, unit="bytes")
+    clock.t += 4.0
+    p.update(250_000, T0, lines=2_000_000)
+    text = out.getvalue()
+    assert " 25.0%" in text and "500,000 lines/s" in text and text.endswith("2,000,000 lines")
+    assert "bytes" not in text

@@ -326,7 +326,7 @@ def test_two_samples_give_one_change_and_no_ratio(tmp_path):
 def test_flat_equity_gives_null_ratios_not_inf_or_nan(tmp_path):
     main_scenario(tmp_path / "j.sqlite3")
     rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=flat_samples(50, "3.5"),
-                       sample_interval_s=60, meta={})
+                       sample_interval_s=1, meta={})
     _check_plain_json(rep)
     ra = rep["risk_adjusted"]
     assert ra["changes"] == 49 and ra["sharpe"] is None and ra["sortino"] is None
@@ -512,3 +512,36 @@ def test_inverse_without_a_mark_has_no_quote_totals(tmp_path):
     assert rep["by_symbol"][sym]["total_net_quote"] is None      # but no rate to USD
     assert rep["pnl"]["realised"] is None and rep["pnl"]["total_net"] is None
     assert rep["pnl"]["turnover"] == "2000"
+
+
+def test_irregular_samples_are_put_on_the_stated_grid(tmp_path):
+    # Samples at 0, 1, 2, 5 s (a quiet market between 2 and 5 s) and 5.5 s; grid every 1 s
+    # from 0 to 5 s takes the newest sample at or before each point: 0, 1, 3, 3, 3, 2.
+    main_scenario(tmp_path / "j.sqlite3")
+    at = [(0, "0"), (1, "1"), (2, "3"), (5, "2"), (5.5, "7")]
+    samples = [EquitySample(int(t * S), D(e), {}, {}) for t, e in at]
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
+                       sample_interval_s=1, meta={})
+    d = [1.0, 2.0, 0.0, 0.0, -1.0]
+    factor = math.sqrt(SECONDS_PER_YEAR)
+    ra = rep["risk_adjusted"]
+    assert ra["changes"] == 5
+    assert ra["sharpe"] == pytest.approx(statistics.mean(d) / statistics.stdev(d) * factor,
+                                         rel=1e-5)
+    assert ra["sortino"] == pytest.approx(statistics.mean(d) / math.sqrt(1 / 5) * factor,
+                                          rel=1e-5)
+    assert rep["drawdown"]["absolute"] == "1"      # from every sample: 3 -> 2
+    # Finer sampling than the grid: only the grid points count.
+    fine = [EquitySample(k * S // 10, D(k % 10), {}, {}) for k in range(31)]   # 0..3 s
+    rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=fine,
+                       sample_interval_s=1, meta={})
+    assert rep["risk_adjusted"]["changes"] == 3
+    assert rep["risk_adjusted"]["sharpe"] is None    # 0 at every whole second: flat
+
+
+def test_refuses_a_grid_too_fine_for_the_run(tmp_path):
+    main_scenario(tmp_path / "j.sqlite3")
+    samples = [EquitySample(0, D(0), {}, {}), EquitySample(86_400 * S, D(1), {}, {})]
+    with pytest.raises(ReportError, match="too small"):
+        build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
+                     sample_interval_s=0.001, meta={})
