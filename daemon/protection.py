@@ -181,8 +181,9 @@ class Protection:
         saved = self._saved
         if saved == state:
             return
+        # (0 <= : a save "later" than now means the clock stepped back; save again.)
         if saved is not None and _urgent_part(small) == _urgent_part(saved[0]) \
-                and now - self._saved_at < _SAVE_EVERY_NS:
+                and 0 <= now - self._saved_at < _SAVE_EVERY_NS:
             return
         self.journal.save_state(RISK_KEY, self.risk.snapshot())
         self._saved, self._saved_at = state, now

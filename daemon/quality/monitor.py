@@ -292,7 +292,7 @@ class DataQuality:
         p.book_ns = ts_ns
 
     def on_event(self, ev: object, book: Any = None, venue: str | None = None) -> None:
-        """Any market event (what `MarketRuntime.subscribe_events` hands over): quotes,
+        """Any market event (what the engine hands over for each admitted event): quotes,
         trades, and depth diffs/snapshots with the book that applied them."""
         t = type(ev)
         if t is Quote:
@@ -362,15 +362,19 @@ class DataQuality:
     # -- the poll: heavy tests, the score, verdicts and alerts ------------------------------
     def poll(self, now_ns: int) -> list[QualityAlert]:
         """Run the heavy tests if `poll_interval_s` has passed since the last run (event
-        time); the new alerts (layers that entered a fault or escalated), else []."""
+        time); the new alerts (layers that entered a fault or escalated), else []. Before
+        any feed has data a poll evaluates and schedules nothing."""
         if now_ns < self._next_poll:
+            return []
+        feeds = [f for f in self._feeds.values() if f.last_ns]
+        if not feeds:
+            # Nothing to evaluate yet: the interval starts with the data, on the data's
+            # clock (before a replay's first event the engine clock still reads the wall).
             return []
         self._next_poll = self.next_poll_ns = now_ns + self._poll_ns
         self.polls += 1
         alerts: list[QualityAlert] = []
-        for f in self._feeds.values():
-            if f.last_ns == 0:
-                continue
+        for f in feeds:
             self._evaluate(f, now_ns)
             alerts.extend(self._alerts(f, now_ns))
         return alerts

@@ -52,8 +52,11 @@ class MarkWindow:
         self._cache: tuple[tuple, np.ndarray] | None = None
 
     def sample(self, marks: Mapping[str, Decimal | None], now_ns: int) -> bool:
-        """Keep `marks` if an interval has passed since the last sample; True if kept."""
-        if self.samples and now_ns - self.samples[-1][0] < self.interval_ns:
+        """Keep `marks` if an interval has passed since the last sample; True if kept.
+        A last sample later than `now_ns` (the clock stepped back: a replay's event time
+        after a sample taken on the wall clock at boot, or a wall clock set back) does not
+        hold sampling back until the clock reaches it again."""
+        if self.samples and 0 <= now_ns - self.samples[-1][0] < self.interval_ns:
             return False
         self.samples.append((now_ns, {s: float(m) for s, m in marks.items()
                                       if m is not None and m > 0}))
