@@ -63,10 +63,12 @@ class ReportError(Exception):
 
 # -- number formatting ---------------------------------------------------------------------
 def _money(d: Decimal) -> str:
-    """A Decimal as a plain decimal string: no exponent, no negative zero."""
+    """A Decimal as a plain decimal string: no exponent, no negative zero, no trailing
+    zeros after the point (a division leaves 28 digits: "0.0117896200000000000")."""
     if d.is_zero():
-        d = abs(d)
-    return format(d, "f")
+        return "0"
+    text = format(d, "f")   # exact: strip text, never round through a context
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _opt_money(d: Decimal | None) -> str | None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from daemon.backtest.report import (SECONDS_PER_YEAR, EquitySample, ReportError, build_report,
-                                    dumps, without_wall_clock, write_report)
+from daemon.backtest.report import (SECONDS_PER_YEAR, EquitySample, ReportError, _money,
+                                    build_report, dumps, without_wall_clock, write_report)
 from daemon.execution.orders import (INVERSE, Instrument, Liquidity, OrderStatus, Side,
                                      TimeInForce)
 from daemon.store.journal import Journal
@@ -197,7 +197,7 @@ def test_per_order_records(main):
     b = recs[1]
     assert b == {
         "client_id": "B", "symbol": "BTCUSDT", "side": "sell", "type": "limit", "tif": "gtc",
-        "price": "60100", "qty": "0.010", "filled": "0.004", "avg_price": "60100",
+        "price": "60100", "qty": "0.01", "filled": "0.004", "avg_price": "60100",
         "status": "cancelled", "reason": "requested", "reduce_only": False,
         "created_ns": 5 * S, "updated_ns": 8_100_000_000, "accepted_ns": 5_200_000_000,
         "fills": [{"fill_id": "f2", "price": "60100", "qty": "0.004", "fee": "0.02404",
@@ -435,7 +435,7 @@ def test_meta_is_made_plain_json_deterministically(tmp_path):
             "tags": {"b", "a"}, "nan": float("nan"), 3: (1, 2)}
     rep = build_report(journal_path=tmp_path / "j.sqlite3", samples=[], sample_interval_s=1,
                        meta=meta)
-    assert rep["meta"] == {"files": ["/a/b.gz"], "size": "0.00100", "sync": "off",
+    assert rep["meta"] == {"files": ["/a/b.gz"], "size": "0.001", "sync": "off",
                            "tags": ["a", "b"], "nan": None, "3": [1, 2]}
     with pytest.raises(TypeError, match="deterministically"):
         build_report(journal_path=tmp_path / "j.sqlite3", samples=[], sample_interval_s=1,
@@ -545,3 +545,12 @@ def test_refuses_a_grid_too_fine_for_the_run(tmp_path):
     with pytest.raises(ReportError, match="too small"):
         build_report(journal_path=tmp_path / "j.sqlite3", samples=samples,
                      sample_interval_s=0.001, meta={})
+
+
+@pytest.mark.parametrize("value, text", [
+    ("0.01178962000000000000000000", "0.01178962"), ("1.50", "1.5"), ("100", "100"),
+    ("1E+2", "100"), ("-0.000", "0"), ("0E-8", "0"), ("-2.3600", "-2.36"),
+    ("0.00000001", "0.00000001"),
+    ("123456789012345678901234567890.10", "123456789012345678901234567890.1")])
+def test_money_text_is_exact_and_plain(value, text):
+    assert _money(D(value)) == text
