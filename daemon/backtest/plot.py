@@ -147,7 +147,10 @@ def _title(report: dict) -> str:
     pnl = report.get("pnl", {})
     dd = report.get("drawdown", {})
     ra = report.get("risk_adjusted", {})
-    parts = [str(meta.get("strategy", "backtest")),
+    strategy = meta.get("strategy", "backtest")
+    if isinstance(strategy, dict):   # the runner's {"name": ..., "params": ...}
+        strategy = strategy.get("name", "backtest")
+    parts = [str(strategy),
              f"net PnL {pnl.get('total_net')}", f"fees {pnl.get('fees')}",
              f"max DD {dd.get('absolute')}", f"Sharpe {ra.get('sharpe')}",
              f"fills {report.get('counts', {}).get('fills')}"]

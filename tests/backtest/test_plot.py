@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from daemon.backtest.plot import INSTALL_HINT, PlotUnavailable, _minmax, write_png
+from daemon.backtest.plot import INSTALL_HINT, PlotUnavailable, _minmax, _title, write_png
 from daemon.backtest.report import build_report
 from tests.backtest.scenario import (MAIN_INTERVAL_S, Recorder, flat_samples, main_samples,
                                      main_scenario)
@@ -75,3 +75,12 @@ def test_long_series_keep_each_buckets_lowest_and_highest_point():
     assert np.isnan(ys).sum() == 1 and xs[np.isnan(ys)][0] == 5000.0   # the gap stays
     short = np.arange(50, dtype=float)
     assert _minmax(short, short, buckets=100)[0] is short          # short: untouched
+
+
+def test_title_names_the_strategy_however_meta_gives_it():
+    rep = {"meta": {"strategy": {"name": "quoter", "params": {"x": 1}}},
+           "pnl": {"total_net": "1.5", "fees": "0.1"}, "drawdown": {"absolute": "0.2"},
+           "risk_adjusted": {"sharpe": 1.2}, "counts": {"fills": 3}}
+    assert _title(rep).startswith("quoter  |  net PnL 1.5  |  fees 0.1")
+    rep["meta"] = {"strategy": "maker"}
+    assert _title(rep).startswith("maker  |")
