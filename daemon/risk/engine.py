@@ -22,13 +22,16 @@ at its position's average price (exposure, equity, VaR and stress alike).
 Every amount is in quote currency. An inverse (COIN-M) instrument's quantities are
 contracts worth `contract_size` USD each whatever the price, so its notional and exposure
 are qty * contract_size (not qty * mark), its VaR exposure likewise, its Kelly size and
-headroom are in contracts, and its coin PnL is converted at the mark (losses.equity).
+headroom are in contracts, and its coin PnL is converted at the mark (losses.equity). The
+[risk] quantity limits (max_order_qty, max_position) are base currency: for an inverse
+instrument they become contracts at the mark (base x mark / contract_size, down to the
+lot); an [instruments.X] max_position is the instrument's own unit (contracts).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Callable, Iterable, Mapping
 
 from daemon.config import InstrumentCfg, RiskCfg
@@ -65,11 +68,23 @@ class RiskEngine:
         self._last_mark: dict[str, Decimal] = {}
 
     # -- prices ----------------------------------------------------------------------------
-    def max_position(self, symbol: str) -> Decimal:
+    def max_position(self, symbol: str, mark: Decimal | None = None) -> Decimal:
+        """In the instrument's unit: [instruments.X] max_position as given, else [risk]
+        max_position (base currency; in contracts at `mark` for an inverse instrument)."""
         inst = self.instruments.get(symbol)
         if inst is not None and inst.max_position is not None:
             return inst.max_position
-        return self.cfg.max_position
+        return self._qty_limit(symbol, self.cfg.max_position, mark)
+
+    def _qty_limit(self, symbol: str, base: Decimal, mark: Decimal | None) -> Decimal:
+        """A base-currency quantity limit as a quantity of `symbol`: itself for a linear
+        instrument; base x mark / contract_size contracts, down to the lot, for an inverse
+        one (without a mark, the base figure: as small as it is, it errs on the safe side)."""
+        cs = self._contract.get(symbol)
+        if cs is None or mark is None or mark <= 0:
+            return base
+        lot = self.instruments[symbol].lot_size
+        return (base * mark / cs / lot).to_integral_value(ROUND_DOWN) * lot
 
     def _prices(self, symbols: Iterable[str], mark: Callable[[str], Decimal | None],
                 positions: Mapping[str, Position]) -> dict[str, Decimal]:
@@ -133,7 +148,8 @@ class RiskEngine:
         price = order.price if order.price is not None else m
         if price is None:
             return "no mark price for a market order"
-        reason = (limits.order_qty(order, cfg.max_order_qty)
+        at = m if m is not None else price   # base-currency limits in contracts at the mark
+        reason = (limits.order_qty(order, self._qty_limit(sym, cfg.max_order_qty, at))
                   or limits.order_notional(order.qty * self._contract[sym]
                                            if sym in self._contract else price * order.qty,
                                            cfg.max_order_notional)
@@ -141,7 +157,8 @@ class RiskEngine:
                   or limits.open_orders(len(opens), cfg.max_open_orders)
                   or limits.symbol_open_orders(sym, sum(1 for o in opens if o.symbol == sym),
                                                cfg.max_open_orders_per_symbol)
-                  or limits.position(order, pos_qty, same_side, self.max_position(sym)))
+                  or limits.position(order, pos_qty, same_side,
+                                     self.max_position(sym, at)))
         if reason:
             return reason
         prices[sym] = m   # set: a market order needs the mark, a limit order its band
@@ -292,7 +309,7 @@ class RiskEngine:
         pos_qty = positions[symbol].qty if symbol in positions else _ZERO
         bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
         mine = bk.get(symbol, Book(_ZERO, _ZERO))
-        pos_room = max(self.max_position(symbol), abs(pos_qty))
+        pos_room = max(self.max_position(symbol, m), abs(pos_qty))
         others = {s: b for s, b in bk.items() if s != symbol}
         gross_others, _ = limits.exposures(others, units)
         net_long = net_short = _ZERO
@@ -300,7 +317,7 @@ class RiskEngine:
             if s in units:
                 net_long += b.long * units[s]
                 net_short += b.short * units[s]
-        caps = [cfg.max_order_qty,
+        caps = [self._qty_limit(symbol, cfg.max_order_qty, m),
                 cfg.max_order_notional / (u if symbol in self._contract else max(m, price or m)),
                 sizing.side_headroom(side, mine, pos_room),
                 sizing.side_headroom(side, mine, max((cfg.max_gross_exposure - gross_others)
@@ -349,7 +366,8 @@ class RiskEngine:
                 "open_orders_per_symbol": {
                     s: ul(sum(1 for o in opens if o.symbol == s), cfg.max_open_orders_per_symbol)
                     for s in syms},
-                "position": {s: ul(_s(abs(qtys.get(s, _ZERO))), self.max_position(s))
+                "position": {s: ul(_s(abs(qtys.get(s, _ZERO))),
+                                   self.max_position(s, prices.get(s)))
                              for s in syms},
                 "gross_exposure": ul(_s(gross), cfg.max_gross_exposure),
                 "net_exposure": ul(_s(net), cfg.max_net_exposure),

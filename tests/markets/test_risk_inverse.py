@@ -132,3 +132,37 @@ def test_sizing_caps_inverse_orders_in_contracts() -> None:
     for px in ("50000", "20000"):
         assert e.size(PERP, Side.BUY, D("500"), edge=1, variance=1, positions=pos,
                       open_orders=[], mark=marks(**{PERP: px})) == D("2")
+
+
+def test_base_currency_quantity_limits_become_contracts_at_the_mark() -> None:
+    # [risk] max_order_qty = 1 BTC and max_position = 0.05 BTC; at 50000 a contract of
+    # 100 USD is 0.002 BTC: 500 and 25 contracts. No [instruments] max_position here.
+    insts = {PERP: InstrumentCfg(tick_size="0.1", lot_size="1", min_notional="0",
+                                 kind="inverse", contract_size="100")}
+    e = RiskEngine(RiskCfg(max_order_qty="1", max_position="0.05",
+                           max_order_notional="1000000", max_gross_exposure="1000000",
+                           max_net_exposure="1000000"), insts)
+    m = marks(**{PERP: "50000"})
+    assert e.max_position(PERP, D("50000")) == D("25")
+    assert e.max_position(PERP, D("61000")) == D("30")      # 30.5 down to the lot
+    assert e.max_position(PERP) == D("0.05"), "no mark: the base figure, on the safe side"
+    assert e.check(order(Side.BUY, "25", "50000", PERP), positions={}, open_orders=[], mark=m,
+                   now_ns=T0) is None
+    assert e.check(order(Side.BUY, "26", "50000", PERP), positions={}, open_orders=[], mark=m,
+                   now_ns=T0) == \
+        f"position could reach 26 {PERP}, max_position is 25"
+    e2 = RiskEngine(RiskCfg(max_order_qty="1", max_position="100",
+                            max_order_notional="1000000", max_gross_exposure="1000000",
+                            max_net_exposure="1000000"), insts)
+    assert e2.check(order(Side.BUY, "501", "50000", PERP), positions={}, open_orders=[],
+                    mark=m, now_ns=T0) == \
+        f"order quantity 501 {PERP} above max_order_qty 500"
+    # The limit price does not move the conversion: the mark does.
+    assert e2.check(order(Side.BUY, "500", "49900", PERP), positions={}, open_orders=[],
+                    mark=m, now_ns=T0) is None
+    # Sizing uses the same figures.
+    assert e.size(PERP, Side.BUY, D("1000"), edge=100, variance=1, positions={},
+                  open_orders=[], mark=m) == D("25")
+    assert e.status({}, {PERP: D("50000")}, T0, open_orders=[order(Side.BUY, "3", "50000",
+                                                                    PERP)]
+                    )["limits"]["position"][PERP]["limit"] == "25"
