@@ -61,3 +61,36 @@ def test_pin_fits_are_scheduled_on_the_engine_clock(tl):
     asyncio.run(scenario())
     assert heavy.submitted == [PIN_JOB, PIN_JOB]
     assert r.pin(SYM)["ts_ns"] == due[0]          # the fit is as of the engine's time
+
+
+def test_garch_fits_are_scheduled_on_the_engine_clock(tl):
+    from daemon.analytics.runner import GARCH_JOB
+    from daemon.config import FeaturesCfg
+    from daemon.features.engine import FeatureEngine
+    features = FeatureEngine(FeaturesCfg(bar_interval_s=1.0), [SYM])
+    cfg = AnalyticsCfg(pin_period_s=1, pin_periods=10_000, garch_every_s=30)
+    heavy = InProcessHeavy()
+    r = AnalyticsRunner(cfg, heavy, features, [SYM], tl.clock)
+    tid = 0
+
+    def bars(first: int, n: int) -> None:   # one trade per second: one bar (return) each
+        nonlocal tid
+        for k in range(first, first + n):
+            tid += 1
+            ts = tl.at(k + 0.5)
+            features.on_trade(Trade(SYM, ts, ts // MS, tid, 100.0 + (k * 37 % 11) * 0.1,
+                                    0.1, tid % 2 == 0))
+
+    async def scenario() -> None:
+        bars(0, 40)
+        assert r.cycle() == 1
+        await r.wait_idle()
+        t0 = tl.clock()
+        bars(40, 29)                     # new returns, 29 s later: not due yet
+        assert r.cycle() == 0, "submitted again before garch_every_s"
+        tl.at((t0 - tl.base) / 1e9 + 30)
+        assert r.cycle() == 1
+        await r.wait_idle()
+
+    asyncio.run(scenario())
+    assert heavy.submitted == [GARCH_JOB, GARCH_JOB]

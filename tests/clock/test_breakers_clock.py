@@ -215,3 +215,28 @@ def test_a_breaker_restored_at_boot_cools_down_on_event_time(tmp_path, tl):
     tl2.at(10)
     poll(again)
     assert state(again) == "half_open"
+
+
+def test_toxic_flow_from_vpin_trips_on_the_poll_that_first_sees_it(tmp_path, tl):
+    """VPIN (bars closed on the receive clock) above vpin_max opens the venue breaker on
+    the engine's next poll, stamped with the engine's time."""
+    from daemon.config import FeaturesCfg
+    from daemon.features.engine import FeatureEngine
+    from daemon.market.events import Trade
+    p = protection(tmp_path, tl, breakers={"vpin_max": 0.9})
+    eng = FeatureEngine(FeaturesCfg(bar_interval_s=1, vpin_bucket_notional=100,
+                                    vpin_buckets=1, vpin_sigma_bars=2), [SYM])
+    p.features = eng
+    hot_at = None
+    for k, price in enumerate((100.0, 101.0, 104.0, 110.0, 120.0, 135.0)):
+        ts = tl.at(k + 0.5)
+        eng.on_trade(Trade(SYM, ts, ts // 1_000_000, k + 1, price, 10.0, False))
+        v = eng.get(SYM, "vpin")
+        poll(p)
+        if hot_at is None and v.ready and v.value > 0.9:
+            hot_at = ts
+        if hot_at is None:
+            assert state(p) == "closed", "tripped before VPIN was above vpin_max"
+    b = p.board.breakers[VENUE]
+    assert hot_at is not None
+    assert state(p) == "open" and "VPIN" in b.reason and b.since_ns == hot_at

@@ -105,3 +105,24 @@ def test_a_poll_before_the_first_event_does_not_hold_back_the_next(tl):
     dq.poll(tl.clock())
     assert dq.status()["symbols"][SYM]["layers"]["monitoring"]["verdict"] == "ok"
     assert dq.polls >= 2
+
+
+def test_a_late_trade_is_late_against_its_own_receive_time(tl):
+    """Lateness compares a trade's exchange time with its receive time (the engine's time
+    when it arrived) against the feed's own latency floor."""
+    dq = DataQuality(QualityCfg(poll_interval_s=1, late_ms=1000), [SYM])
+    tid = 0
+
+    def trade(s: float, latency_ms: int) -> None:
+        nonlocal tid
+        tid += 1
+        ts = tl.at(s)
+        dq.on_trade(Trade(SYM, ts, ts // MS - latency_ms, tid, 100.0, 0.0123, False))
+
+    for k in range(5):
+        trade(k * 0.1, 100)              # the floor: 100 ms
+    dq.poll(tl.clock())
+    trade(1.0, 1100)                     # 1000 ms above the floor: not late
+    assert _layer(dq, "monitoring")["late"] == 0
+    trade(1.1, 1101)
+    assert _layer(dq, "monitoring")["late"] == 1
