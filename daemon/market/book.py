@@ -45,12 +45,11 @@ decimal text.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
-
-from sortedcontainers import SortedDict
+from typing import Any
 
 from daemon.market.events import DepthDiff, DepthSnapshot, MarketEvent, Quote
 from daemon.ratelog import RateLimitedLog
@@ -60,14 +59,216 @@ log = logging.getLogger(__name__)
 Level = tuple[float, float]
 Top = tuple[float, float, float, float]   # bid, bid_qty, ask, ask_qty
 
-# A SortedDict is a dict subclass plus a SortedList of its keys. Its __setitem__ is "add the
-# key to the list if new, then dict.__setitem__"; __delitem__ is "dict.__delitem__, then
-# remove the key from the list". `_apply` does exactly that itself with the bound list
-# methods SortedDict keeps (`_list_add`/`_list_remove`, sortedcontainers 2.x), saving a
-# Python call per level on the hottest loop. The property tests check that the key list
-# and the dict stay identical.
+# Dict methods taken unbound: BookSide overrides the mutators (so outside writers keep the
+# best price right), and the book's own hot loop must reach the plain C versions.
 _dict_set = dict.__setitem__
-_dict_del = dict.__delitem__
+_dict_pop = dict.pop
+_dict_clear = dict.clear
+_dict_update = dict.update
+_dict_keys = dict.keys
+_INF = float("inf")
+
+
+class BookSide(dict):
+    """One side of the book: a plain dict price -> qty plus its best price, kept as it goes.
+
+    Why not a sorted container: a real diff changes ~46 levels, most of them inserts and
+    deletes deep in the book, and every insert/delete in a SortedDict is a Python-level list
+    insort/remove. Here a level change is one C dict operation; the best price is updated
+    by one compare, and recomputed (one C ``max``/``min`` over the keys) only when the best
+    level itself is removed.
+
+    Ordered reads (``levels``, iteration, ``keys()``/``values()``/``items()``, ``irange``,
+    ``peekitem``) behave as SortedDict's did: keys ascending on both sides. They come from a
+    sorted key list (a flat list) built by the first ordered read and then kept with C
+    bisect/insort while readers keep asking. If nobody reads in order for about half a
+    book's worth of level changes, the list is dropped (the next ordered read re-sorts), so
+    a pipeline that never reads depth pays nothing for it, and one that reads the top levels
+    after every diff pays a C insort per inserted or deleted level. Keys are assumed
+    orderable (finite floats, as the sanity stage guarantees); a NaN key makes the list be
+    rebuilt rather than trusted.
+
+    Writes from outside the book (``side[p] = q``, ``del``, ``pop``, ``update``, ...) work
+    and keep the best price right, but the book is meant to be fed events, not edited.
+    """
+
+    __slots__ = ("best_is_max", "best", "_keys", "_unread")
+
+    def __init__(self, best_is_max: bool) -> None:
+        super().__init__()
+        self.best_is_max = best_is_max
+        # Best price; -inf (bids) / +inf (asks) while empty, so one compare updates it.
+        self.best = -_INF if best_is_max else _INF
+        self._keys: list[float] | None = None   # sorted keys, while someone reads in order
+        self._unread = 0                         # levels applied since the last ordered read
+
+    # -- the feed ----------------------------------------------------------------------------
+
+    def apply(self, levels: list[tuple[float, float]]) -> None:
+        """Apply one diff's levels of this side in order (qty 0 removes the level)."""
+        best = self.best
+        lost = False   # the best level was removed and nothing better came after it
+        keys = self._keys
+        if keys is None:
+            # One C dict operation per level and one compare for the best price. A level
+            # beyond the removed best is the new best outright (all others are worse).
+            if self.best_is_max:
+                for p, q in levels:
+                    if q:
+                        _dict_set(self, p, q)
+                        if p > best:
+                            best = p
+                            lost = False
+                    elif _dict_pop(self, p, None) is not None and p == best:
+                        lost = True
+            else:
+                for p, q in levels:
+                    if q:
+                        _dict_set(self, p, q)
+                        if p < best:
+                            best = p
+                            lost = False
+                    elif _dict_pop(self, p, None) is not None and p == best:
+                        lost = True
+            if lost:
+                self._rebest()
+            else:
+                self.best = best
+            return
+        # Someone reads in order: keep the sorted keys too (C bisect/insort on a flat list).
+        for p, q in levels:
+            if q:
+                if p not in self:
+                    insort(keys, p)
+                _dict_set(self, p, q)
+            elif _dict_pop(self, p, None) is not None:
+                i = bisect_left(keys, p)
+                if i < len(keys) and keys[i] == p:
+                    del keys[i]
+                else:   # unorderable key (NaN): never trust the list, rebuild on demand
+                    self._keys = None
+                    self._rebest()
+                    return
+        if keys:
+            self.best = keys[-1] if self.best_is_max else keys[0]
+        else:
+            self.best = -_INF if self.best_is_max else _INF
+        # Nobody has read in order for a while: stop paying for the sorted list.
+        self._unread += len(levels)
+        if self._unread > 64 + (len(self) >> 1):
+            self._keys = None
+
+    # -- ordered reads ---------------------------------------------------------------------
+
+    def _sorted(self) -> list[float]:
+        """The ascending key list, up to date (never handed out: callers copy or slice)."""
+        keys = self._keys
+        if keys is None:
+            keys = self._keys = sorted(_dict_keys(self))
+        self._unread = 0
+        return keys
+
+    def top(self, n: int) -> list[tuple[float, float]]:
+        """The best `n` levels, best first."""
+        keys = self._sorted()
+        picked = keys[:-n - 1:-1] if self.best_is_max else keys[:n]
+        return [(p, self[p]) for p in picked]
+
+    def keys(self) -> list[float]:            # type: ignore[override]
+        return list(self._sorted())
+
+    def values(self) -> list[float]:          # type: ignore[override]
+        return [self[p] for p in self._sorted()]
+
+    def items(self) -> list[tuple[float, float]]:   # type: ignore[override]
+        return [(p, self[p]) for p in self._sorted()]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(list(self._sorted()))
+
+    def __reversed__(self) -> Iterator[float]:
+        return reversed(list(self._sorted()))
+
+    def irange(self, minimum: float | None = None, maximum: float | None = None,
+               inclusive: tuple[bool, bool] = (True, True), reverse: bool = False
+               ) -> Iterator[float]:
+        """Keys between `minimum` and `maximum` (None: unbounded) in order, as
+        SortedDict.irange."""
+        keys = self._sorted()
+        lo = 0 if minimum is None else (
+            bisect_left if inclusive[0] else bisect_right)(keys, minimum)
+        hi = len(keys) if maximum is None else (
+            bisect_right if inclusive[1] else bisect_left)(keys, maximum)
+        part = keys[lo:hi]
+        return reversed(part) if reverse else iter(part)
+
+    def peekitem(self, index: int = -1) -> tuple[float, float]:
+        """(price, qty) at sorted position `index`, as SortedDict.peekitem."""
+        if self and index == (-1 if self.best_is_max else 0):
+            best = self.best
+            return best, self[best]
+        p = self._sorted()[index]
+        return p, self[p]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def clear(self) -> None:
+        _dict_clear(self)
+        self.best = -_INF if self.best_is_max else _INF
+        self._keys = None
+
+    def load(self, levels: Iterable[tuple[float, float]]) -> None:
+        """Replace the contents with the levels of non-zero quantity (a snapshot)."""
+        self.clear()
+        _dict_update(self, (lv for lv in levels if lv[1]))
+        self._rebest()
+
+    def _rebest(self) -> None:
+        if self:
+            self.best = max(_dict_keys(self)) if self.best_is_max else min(_dict_keys(self))
+        else:
+            self.best = -_INF if self.best_is_max else _INF
+
+    def _changed(self) -> None:
+        # An outside write: recompute everything from the dict (slow, but never the feed).
+        self._rebest()
+        self._keys = None
+
+    def __setitem__(self, price: float, qty: float) -> None:
+        _dict_set(self, price, qty)
+        self._changed()
+
+    def __delitem__(self, price: float) -> None:
+        dict.__delitem__(self, price)
+        self._changed()
+
+    def pop(self, *args: Any) -> Any:
+        out = _dict_pop(self, *args)
+        self._changed()
+        return out
+
+    def popitem(self) -> tuple[float, float]:
+        out = dict.popitem(self)
+        self._changed()
+        return out
+
+    def setdefault(self, price: float, qty: float) -> float:   # type: ignore[override]
+        out = dict.setdefault(self, price, qty)
+        self._changed()
+        return out
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        _dict_update(self, *args, **kwargs)
+        self._changed()
+
+    def __ior__(self, other: Any) -> BookSide:   # type: ignore[override]
+        _dict_update(self, other)
+        self._changed()
+        return self
+
+    def copy(self) -> dict[float, float]:     # type: ignore[override]
+        """A plain dict copy in price order (SortedDict.copy kept the order too)."""
+        return {p: self[p] for p in self._sorted()}
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,8 +282,9 @@ class Disagreement:
 
 
 class OrderBook:
-    """Bids and asks as SortedDict price -> qty, both ascending (best bid = last bid key,
-    best ask = first ask key). Only meaningful while ``synced``; only to be traded on while
+    """Bids and asks as `BookSide` price -> qty (dicts that keep their best price; ordered
+    reads ascending on both sides, so the best bid is the last bid key and the best ask the
+    first ask key). Only meaningful while ``synced``; only to be traded on while
     ``valid`` (see "Trust" in the module docstring; without ``jump_bps`` the two are equal).
 
     ``stats`` counters: diffs_applied, diffs_dropped (u <= last id), diffs_buffered,
@@ -102,8 +304,8 @@ class OrderBook:
                  on_suspect: Callable[[OrderBook], None] | None = None) -> None:
         self.symbol = symbol
         self.futures = futures
-        self.bids: SortedDict = SortedDict()
-        self.asks: SortedDict = SortedDict()
+        self.bids = BookSide(best_is_max=True)
+        self.asks = BookSide(best_is_max=False)
         self.synced = False        # the Binance sync rules hold
         self.valid = False         # synced and trusted (see the module docstring)
         self.last_update_id = 0
@@ -166,10 +368,18 @@ class OrderBook:
         return len(self._pending)
 
     def best_bid(self) -> Level | None:
-        return self.bids.peekitem(-1) if self.bids else None
+        bids = self.bids
+        if not bids:
+            return None
+        p = bids.best
+        return p, bids[p]
 
     def best_ask(self) -> Level | None:
-        return self.asks.peekitem(0) if self.asks else None
+        asks = self.asks
+        if not asks:
+            return None
+        p = asks.best
+        return p, asks[p]
 
     def qty_at(self, is_bid: bool, price: float) -> float:
         return (self.bids if is_bid else self.asks).get(price, 0.0)
@@ -178,12 +388,7 @@ class OrderBook:
         """Top `n` levels of one side, best first."""
         if n <= 0:
             return []
-        side = self.bids if is_bid else self.asks
-        # Iterating (not slicing by position) keeps this O(n) and never makes the
-        # SortedList build its positional index, which every later insert/delete in
-        # `_apply` would then have to maintain.
-        keys = reversed(side) if is_bid else iter(side)
-        return [(k, side[k]) for k in islice(keys, n)]
+        return (self.bids if is_bid else self.asks).top(n)
 
     def depth(self, is_bid: bool, n: int) -> float:
         """Total quantity of the top `n` levels of one side."""
@@ -192,24 +397,25 @@ class OrderBook:
     def mid(self) -> float | None:
         if not self.bids or not self.asks:
             return None
-        return (self.bids.peekitem(-1)[0] + self.asks.peekitem(0)[0]) * 0.5
+        return (self.bids.best + self.asks.best) * 0.5
 
     def microprice(self) -> float | None:
         """Size-weighted mid: leans toward the side with less size (the one likely to go)."""
         if not self.bids or not self.asks:
             return None
-        bp, bq = self.bids.peekitem(-1)
-        ap, aq = self.asks.peekitem(0)
+        bids, asks = self.bids, self.asks
+        bp, ap = bids.best, asks.best
+        bq, aq = bids[bp], asks[ap]
         return (bp * aq + ap * bq) / (bq + aq)
 
     def spread(self) -> float | None:
         if not self.bids or not self.asks:
             return None
-        return self.asks.peekitem(0)[0] - self.bids.peekitem(-1)[0]
+        return self.asks.best - self.bids.best
 
     def crossed(self) -> bool:
         return bool(self.bids and self.asks
-                    and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0])
+                    and self.bids.best >= self.asks.best)
 
     # -- feeding -----------------------------------------------------------------------
 
@@ -285,11 +491,9 @@ class OrderBook:
         was_valid = self.synced
         recovering = self._ever_valid and not was_valid
         bids, asks = self.bids, self.asks
-        bids.clear()
-        asks.clear()
-        # Clear+update keeps the SortedDict objects: other code may hold references.
-        bids.update((p, q) for p, q in snap.bids if q)
-        asks.update((p, q) for p, q in snap.asks if q)
+        # Reloading in place keeps the BookSide objects: other code may hold references.
+        bids.load(snap.bids)
+        asks.load(snap.asks)
         self.last_update_id = lid
         self._bridging = True
         self.synced = True
@@ -299,9 +503,9 @@ class OrderBook:
         self._pending.clear()
         self._tops.clear()
         self._tops_order.clear()
-        if bids and asks and bids.peekitem(-1)[0] >= asks.peekitem(0)[0]:
-            self._invalidate(f"crossed snapshot {lid}: bid {bids.peekitem(-1)[0]} >= ask "
-                             f"{asks.peekitem(0)[0]}", "crossed")
+        if bids and asks and bids.best >= asks.best:
+            self._invalidate(f"crossed snapshot {lid}: bid {bids.best} >= ask "
+                             f"{asks.best}", "crossed")
             self._request()
             return
         self._record_top(lid)
@@ -359,35 +563,19 @@ class OrderBook:
     # -- internals ---------------------------------------------------------------------
 
     def _apply(self, diff: DepthDiff) -> None:
-        # Inlined SortedDict.__setitem__/__delitem__ (see _dict_set): in real captures most
-        # diff levels are inserts and deletes, and the extra Python frame per level was a
-        # fifth of the replay's book cost.
-        bids = self.bids
-        add, remove = bids._list_add, bids._list_remove
-        for p, q in diff.bids:
-            if q:
-                if p not in bids:
-                    add(p)
-                _dict_set(bids, p, q)
-            elif p in bids:
-                _dict_del(bids, p)
-                remove(p)
-        asks = self.asks
-        add, remove = asks._list_add, asks._list_remove
-        for p, q in diff.asks:
-            if q:
-                if p not in asks:
-                    add(p)
-                _dict_set(asks, p, q)
-            elif p in asks:
-                _dict_del(asks, p)
-                remove(p)
+        bids, asks = self.bids, self.asks
+        if diff.bids:
+            bids.apply(diff.bids)
+        if diff.asks:
+            asks.apply(diff.asks)
         u = diff.last_id
         self.last_update_id = u
         self.stats["diffs_applied"] += 1
         if bids and asks:
-            bp, bq = bids.peekitem(-1)
-            ap, aq = asks.peekitem(0)
+            bp = bids.best
+            ap = asks.best
+            bq = bids[bp]
+            aq = asks[ap]
             if bp >= ap:
                 self._invalidate(f"crossed after diff U={diff.first_id} u={u}: bid {bp} >= "
                                  f"ask {ap}", "crossed")
@@ -431,8 +619,10 @@ class OrderBook:
     def _record_top(self, uid: int) -> None:
         bids, asks = self.bids, self.asks
         if bids and asks:
-            bp, bq = bids.peekitem(-1)
-            ap, aq = asks.peekitem(0)
+            bp = bids.best
+            ap = asks.best
+            bq = bids[bp]
+            aq = asks[ap]
             self._tops[uid] = (bp, bq, ap, aq)
             self._set_band(bp, ap)
         else:
