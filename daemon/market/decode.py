@@ -6,6 +6,19 @@ Handles the combined-stream wrapper ``{"stream": ..., "data": ...}`` for diff de
 plus REST depth snapshots (a line without "stream"; its symbol is the decoder's
 ``default_symbol`` or, failing that, the symbol of the last stream message seen).
 
+``prefix`` (default "") is put in front of every event's symbol, so instruments of a second
+market can share one engine: ``Decoder(prefix="usdm:")`` gives "usdm:BTCUSDT".
+``default_symbol`` and ``last_symbol`` stay the exchange's own symbols (no prefix), so a
+caller that names the symbol of the next REST snapshot keeps setting ``last_symbol`` to it.
+
+Speed: decoding is the replay's largest cost after gzip (orjson itself is about a quarter
+of it; the rest is turning decimal strings into floats and building the events). A
+bookTicker fast path that recognises the line with one regular expression and parses only
+its five numbers was measured (issue 9) at 3-5% faster on bookTicker lines and no faster
+over whole captures (the expression costs about what orjson does, and the float
+conversions are the same), so it is not here: repeated backtests skip decoding altogether
+through `daemon.market.cache`.
+
 This module never touches the order book, the network or a file, and `Decoder.decode`
 never raises: bad JSON, unknown streams and missing fields are counted in
 ``decoder.stats``, logged (rate-limited) and answered with None.
@@ -41,16 +54,18 @@ class Decoder:
     control (subscribe acks), error_message, unknown_message, non_market_trade.
     """
 
-    def __init__(self, default_symbol: str | None = None) -> None:
+    def __init__(self, default_symbol: str | None = None, prefix: str = "") -> None:
         self.default_symbol = default_symbol.upper() if default_symbol else None
-        self.last_symbol: str | None = None
+        self.prefix = prefix
+        self.last_symbol: str | None = None   # the exchange's symbol, without the prefix
         self.stats: dict[str, int] = dict.fromkeys(
             ("quotes", "trades", "agg_trades", "depth", "snapshots", "bad_json", "not_object",
              "unknown_stream", "missing_field", "no_symbol", "control", "error_message",
              "unknown_message", "non_market_trade"), 0)
-        # stream name -> (kind, SYMBOL); caching means one dict lookup per message instead
-        # of string parsing, and every event of a stream shares one symbol str object.
-        self._streams: dict[str, tuple[int, str]] = {}
+        # stream name -> (kind, prefix + SYMBOL, SYMBOL); caching means one dict lookup per
+        # message instead of string parsing, and every event of a stream shares one symbol
+        # str object.
+        self._streams: dict[str, tuple[int, str, str]] = {}
         self._warn = RateLimitedLog(log)
 
     def decode(self, recv_ns: int, raw: bytes) -> MarketEvent | None:
@@ -69,8 +84,7 @@ class Decoder:
             entry = self._streams.get(stream)
             if entry is None:
                 entry = self._learn(stream)
-            kind, symbol = entry
-            self.last_symbol = symbol
+            kind, symbol, self.last_symbol = entry
             d = obj["data"]
             if kind == _QUOTE:
                 ev: MarketEvent = Quote(symbol, recv_ns, d["u"], float(d["b"]), float(d["B"]),
@@ -102,12 +116,13 @@ class Decoder:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             return self._reject("missing_field", f"{type(e).__name__} {e}: {raw[:120]!r}")
 
-    def _learn(self, stream: str) -> tuple[int, str]:
+    def _learn(self, stream: str) -> tuple[int, str, str]:
         # "btcusdt@depth@100ms" -> ("depth", "BTCUSDT"). "depth5"/"depth20" (partial book)
         # have a different payload and are not diffs, so they stay unknown.
         sym, _, rest = stream.partition("@")
         kind = _KINDS.get(rest.partition("@")[0], _UNKNOWN) if sym else _UNKNOWN
-        entry = (kind, sym.upper())
+        bare = sym.upper()
+        entry = (kind, self.prefix + bare, bare)
         self._streams[stream] = entry
         return entry
 
@@ -117,8 +132,8 @@ class Decoder:
             if symbol is None:
                 return self._reject("no_symbol", "REST snapshot before any stream message "
                                     "and no default_symbol")
-            snap = DepthSnapshot(symbol, recv_ns, obj["lastUpdateId"], _levels(obj["bids"]),
-                                 _levels(obj["asks"]))
+            snap = DepthSnapshot(self.prefix + symbol, recv_ns, obj["lastUpdateId"],
+                                 _levels(obj["bids"]), _levels(obj["asks"]))
             self.stats["snapshots"] += 1
             return snap
         if "result" in obj and "id" in obj:
