@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
                       ValidationError, field_validator, model_validator)
 
+from daemon.market.instruments import MARKETS, parse_id
+
 EX_CONFIG = 78
 ENV_PREFIX = "BOT4__"
 MAX_FILE_BYTES = 1 << 20          # a config is a few kB; anything this big is the wrong file
@@ -174,7 +176,10 @@ class WatchdogCfg(_Section):
 
 class MarketCfg(_Section):
     source: Literal["synthetic", "replay", "binance"] = "synthetic"
-    exchange: Literal["spot", "usdm"] = "spot"
+    # The default market: its instruments are named by their plain symbol. Instruments of
+    # another market carry it as a prefix: "usdm:BTCUSDT", "coinm:BTCUSD_PERP"
+    # (daemon/market/instruments.py).
+    exchange: Literal["spot", "usdm", "coinm"] = "spot"
     symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
     replay_speed: float = Field(1.0, ge=0, le=1_000_000)
     synthetic_rate_hz: float = Field(50.0, ge=1, le=1_000_000)
@@ -187,9 +192,13 @@ class MarketCfg(_Section):
 
     @field_validator("symbols")
     @classmethod
-    def _symbols(cls, v: list[str]) -> list[str]:
+    def _symbols(cls, v: list[str], info: Any) -> list[str]:
+        exchange = info.data.get("exchange")
         for s in v:
-            _check_symbol(s)
+            if exchange is None:     # (exchange itself is invalid: reported on its own)
+                _check_symbol(s.rpartition(":")[2])
+            else:
+                parse_id(s, exchange)
         dup = next((s for i, s in enumerate(v) if s in v[:i]), None)
         if dup is not None:
             raise ValueError(f"{dup} is listed twice")
@@ -510,6 +519,20 @@ _DEFAULT_INSTRUMENTS = {
     "BTCUSDT": InstrumentCfg(tick_size="0.01", lot_size="0.00001", min_notional="5"),
     "ETHUSDT": InstrumentCfg(tick_size="0.01", lot_size="0.0001", min_notional="5"),
 }
+# Binance COIN-M perpetuals: quantity in contracts (min 1), no minimum notional.
+_DEFAULT_INVERSE = {
+    "BTCUSD_PERP": InstrumentCfg(tick_size="0.1", lot_size="1", min_notional="0",
+                                 kind="inverse", contract_size="100"),
+    "ETHUSD_PERP": InstrumentCfg(tick_size="0.01", lot_size="1", min_notional="0",
+                                 kind="inverse", contract_size="10"),
+}
+
+
+def default_instruments(exchange: str) -> dict[str, InstrumentCfg]:
+    """The instruments a config without [instruments] tables gets: the exchange's own,
+    BTCUSDT and ETHUSDT on spot and USD-M (the spot filters), BTCUSD_PERP and ETHUSD_PERP
+    on COIN-M. Another market's instruments need their own tables."""
+    return dict(_DEFAULT_INVERSE if exchange == "coinm" else _DEFAULT_INSTRUMENTS)
 
 
 class FeaturesCfg(_Section):
@@ -640,13 +663,34 @@ class Config(_Section):
     features: FeaturesCfg = FeaturesCfg()    # streaming features (daemon/features)
     quality: QualityCfg = QualityCfg()       # data quality and drift (daemon/quality)
     analytics: AnalyticsCfg = AnalyticsCfg()   # heavy-analytics jobs (daemon/analytics/runner.py)
-    instruments: dict[str, InstrumentCfg] = Field(default_factory=lambda: dict(_DEFAULT_INSTRUMENTS))
+    # Keyed by instrument id ([instruments."usdm:BTCUSDT"] for another market's).
+    instruments: dict[str, InstrumentCfg] = Field(
+        default_factory=lambda: default_instruments("spot"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _instrument_defaults(cls, data: Any) -> Any:
+        # Without [instruments] tables, the defaults named for this file's exchange (a
+        # plain BTCUSDT means a COIN-M instrument when exchange = "coinm").
+        if isinstance(data, dict) and "instruments" not in data:
+            market = data.get("market")
+            ex = market.get("exchange", "spot") if isinstance(market, dict) else "spot"
+            if ex in MARKETS:
+                data = {**data, "instruments": default_instruments(ex)}
+        return data
 
 
 # -- environment overrides ------------------------------------------------------------------
 # Tables keyed by exchange symbol: an override's path segment below them is the symbol,
 # which is upper case (BOT4__INSTRUMENTS__BTCUSDT__TICK_SIZE -> [instruments.BTCUSDT]).
 _SYMBOL_TABLES = {("instruments",)}
+
+
+def _env_symbol(p: str) -> str:
+    """An instrument id as it appears in a variable name: the symbol upper case, a market
+    prefix lower case (USDM:BTCUSDT -> usdm:BTCUSDT)."""
+    market, sep, symbol = p.rpartition(":")
+    return f"{market.lower()}{sep}{symbol.upper()}"
 
 
 def _env_value(name: str, loc: tuple[str, ...], text: str) -> Any:
@@ -680,7 +724,7 @@ def _apply_env(data: dict, environ: dict[str, str]
             raise ConfigError(f"environment {name}: expected BOT4__SECTION__KEY")
         parts: list[str] = []
         for p in raw:
-            parts.append(p.upper() if tuple(parts) in _SYMBOL_TABLES else p.lower())
+            parts.append(_env_symbol(p) if tuple(parts) in _SYMBOL_TABLES else p.lower())
         node = data
         for i, p in enumerate(parts[:-1]):
             if p not in node:
@@ -696,7 +740,8 @@ def _apply_env(data: dict, environ: dict[str, str]
 
 
 def _key_name(loc: tuple) -> str:
-    parts = [str(p) for p in loc]
+    # An instrument id with a market prefix is a quoted TOML key: [instruments."usdm:X"].
+    parts = [f'"{p}"' if ":" in str(p) else str(p) for p in loc]
     if len(parts) >= 2:
         return f"[{'.'.join(parts[:-1])}] {parts[-1]}"
     return parts[0] if parts else "(top level)"
@@ -932,7 +977,8 @@ def _value(cfg: Config, loc: tuple[str, ...]) -> Any:
 
 def _default(loc: tuple[str, ...]) -> Any:
     if loc[0] == "instruments":
-        inst = _DEFAULT_INSTRUMENTS.get(loc[1]) if len(loc) > 2 else None
+        sym = loc[1].rpartition(":")[2] if len(loc) > 2 else ""
+        inst = _DEFAULT_INSTRUMENTS.get(sym) or _DEFAULT_INVERSE.get(sym)
         return getattr(inst, loc[2]) if inst is not None else None
     field = Config.model_fields.get(loc[0])
     return getattr(field.default, loc[1], None) if field is not None else None
@@ -960,14 +1006,25 @@ def _blame(cfg: Config, candidates: list[tuple[str, ...]], origin: dict[tuple, s
 
 def _meaning(cfg: Config) -> None:
     """Checks across keys; raises _Problem. Single-key ranges live on the fields."""
-    for sym in cfg.instruments:
+    exchange = cfg.market.exchange
+    for sym, inst in cfg.instruments.items():
         try:
-            _check_symbol(sym)
+            market, _ = parse_id(sym, exchange)
         except ValueError as e:
             raise _Problem([("instruments", sym)], str(e)) from None
+        # COIN-M contracts settle in coin (inverse); spot and USD-M in quote (linear).
+        if market == "coinm" and inst.kind != "inverse":
+            raise _Problem([("instruments", sym, "kind")],
+                           f"{sym} is a COIN-M instrument: it needs kind = \"inverse\" and its "
+                           f"contract_size (USD per contract, e.g. 100 for BTCUSD_PERP)")
+        if market != "coinm" and inst.kind == "inverse":
+            raise _Problem([("instruments", sym, "kind")],
+                           f"{sym} is a {market} instrument: kind = \"inverse\" is only for "
+                           f"COIN-M (coinm) instruments")
     for sym in cfg.market.symbols:
         if sym not in cfg.instruments:
-            raise _Problem([("market", "symbols")], f"{sym} has no [instruments.{sym}] table "
+            key = f'"{sym}"' if ":" in sym else sym   # TOML needs the quotes around a ":"
+            raise _Problem([("market", "symbols")], f"{sym} has no [instruments.{key}] table "
                            f"(tick_size, lot_size, min_notional)")
 
     # GPIO: every device in use on its own pin (LED pins only count when an LED is wired).
