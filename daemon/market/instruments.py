@@ -75,3 +75,17 @@ def market_of_capture(path: str | os.PathLike[str]) -> str | None:
     (spot_btcusdt_20240808.gz -> "spot"), or None when the name does not say."""
     m = _CAPTURE_RE.match(os.path.basename(os.fspath(path)))
     return m.group(1).lower() if m else None
+
+
+def captures_by_market(paths: list[str | os.PathLike[str]], default_market: str
+                       ) -> list[tuple[str, list[str]]]:
+    """Capture files grouped by market, for `capture.merge_records`: [(prefix, paths)],
+    markets in the order they first appear, each market's files in the given order (one
+    CaptureReader per market reads them one after the other). A file whose name does not
+    say its market is the default market's, as every capture was before several markets."""
+    _check_market(default_market)
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        market = market_of_capture(p) or default_market
+        groups.setdefault(market, []).append(os.fspath(p))
+    return [(prefix_of(m, default_market), ps) for m, ps in groups.items()]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.market.instruments import (MARKETS, make_id, market_of_capture, parse_id,
-                                       prefix_of)
+from daemon.market.instruments import (MARKETS, captures_by_market, make_id, market_of_capture,
+                                       parse_id, prefix_of)
 
 
 @pytest.mark.parametrize("iid, default, want", [
@@ -72,3 +72,18 @@ def test_make_id_is_the_inverse_of_parse_id() -> None:
 ])
 def test_market_of_capture(path: str, want: str | None) -> None:
     assert market_of_capture(path) == want
+
+
+def test_captures_by_market_groups_files_for_merge_records() -> None:
+    paths = ["/d/spot_btcusdt_20240808.gz", "/d/usdm_btcusdt_20240808.gz",
+             "/d/spot_btcusdt_20240809.gz", "/d/rec_20240808.gz",
+             "/d/coinm_btcusd_perp_20240808.gz"]
+    assert captures_by_market(paths, "spot") == [
+        ("", ["/d/spot_btcusdt_20240808.gz", "/d/spot_btcusdt_20240809.gz",
+              "/d/rec_20240808.gz"]),
+        ("usdm:", ["/d/usdm_btcusdt_20240808.gz"]),
+        ("coinm:", ["/d/coinm_btcusd_perp_20240808.gz"])]
+    # With usdm as the exchange, its files carry no prefix and spot's do.
+    assert captures_by_market(paths[:2], "usdm") == [
+        ("spot:", ["/d/spot_btcusdt_20240808.gz"]), ("", ["/d/usdm_btcusdt_20240808.gz"])]
+    assert captures_by_market([], "spot") == []

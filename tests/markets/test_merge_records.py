@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.market.capture import CaptureReader, merge_records
-from daemon.market.instruments import market_of_capture, prefix_of
+from daemon.market.instruments import captures_by_market
 from tests.test_paper_venue import DATA_DIR
 
 SPOT = DATA_DIR / "binance" / "spot_btcusdt_20240808.gz"
@@ -30,12 +30,9 @@ def raw_lines(path: Path) -> list[tuple[int, bytes]]:
 @pytest.mark.skipif(not (SPOT.is_file() and USDM.is_file()),
                     reason=f"shared captures not found under {DATA_DIR} (set BOT4_DATA_DIR)")
 def test_merge_two_real_captures_of_different_markets() -> None:
-    default = "spot"
-    sources = []
-    for path in (SPOT, USDM):
-        market = market_of_capture(path)
-        sources.append((prefix_of(market, default), CaptureReader(path)))
-    assert [p for p, _ in sources] == ["", "usdm:"]
+    groups = captures_by_market([SPOT, USDM], "spot")
+    assert groups == [("", [str(SPOT)]), ("usdm:", [str(USDM)])]
+    sources = [(prefix, CaptureReader(paths)) for prefix, paths in groups]
     merged = list(merge_records(sources))
     spot, usdm = raw_lines(SPOT), raw_lines(USDM)
     # Every line of both, nothing else, each with its own source's prefix.
