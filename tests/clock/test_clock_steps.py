@@ -67,3 +67,19 @@ def test_a_manual_trip_keeps_its_since_time_across_the_step(tl):
     b.tick(tl.ns(500))
     br = b.breakers[VENUE]
     assert br.state.value == "open" and br.since_ns == tl.ns(100), "only a reset closes it"
+
+
+def test_a_second_sample_or_save_at_the_same_time_is_not_taken(tmp_path):
+    """The step-back rules start below zero: a repeat at the same time is within the
+    interval, as before them."""
+    w = MarkWindow(window=30, interval_ns=10 * S)
+    assert w.sample({SYM: Decimal("100")}, 1000 * S)
+    assert not w.sample({SYM: Decimal("101")}, 1000 * S)
+    tl = Timeline("wall")
+    p = protection(tmp_path, tl, risk={"var_sample_interval_s": 3600})
+    pos = {SYM: Position(SYM, Decimal("1"), Decimal("60000"))}
+    tl.at(100)
+    poll(p, positions=pos, mark="60000")
+    commits = p.journal.commits
+    poll(p, positions=pos, mark="60010")          # a new peak at the same time: waits
+    assert p.journal.commits == commits

@@ -153,14 +153,14 @@ class CircuitBreaker:
         self._go(BState.OPEN, f"probe failed: {reason}", figures, now_ns)
 
     def tick(self, now_ns: int) -> None:
-        if now_ns < self.since_ns and (self.state is BState.HALF_OPEN
-                                       or self.half_open_at_ns is not None):
-            # The clock stepped back: a replay's first events after a boot on the wall
-            # clock (a breaker restored then), or a wall clock set back. Cooldown and probe
-            # window run from now on this clock instead of waiting for a time it will
-            # not reach; a probe sent "later" was sent now. (A manual or held trip's
-            # since-time only says since when: it stays.)
-            self.since_ns = now_ns
+        if self.state is BState.HALF_OPEN or self.half_open_at_ns is not None:
+            # Nothing is later than now. A since-time after now means the clock stepped
+            # back: a replay's first events after a boot on the wall clock (a breaker
+            # restored then), or a wall clock set back. Cooldown and probe window then run
+            # from now on this clock instead of waiting for a time it will not reach; a
+            # probe sent "later" was sent now. (A manual or held trip's since-time only
+            # says since when: it stays.)
+            self.since_ns = min(self.since_ns, now_ns)
             for pr in self._probes:
                 pr.sent_ns = min(pr.sent_ns, now_ns)
         at = self.half_open_at_ns

@@ -316,11 +316,11 @@ class StaleBook:
 
     def check(self, now_ns: int) -> Trip | None:
         for sym, since in self._invalid_since.items():
-            if since > now_ns:
-                # The clock stepped back (a replay's event time after a boot on the wall
-                # clock, or a wall clock set back): the invalid time counts from now on
-                # this clock, never towards a moment it will not reach.
-                self._invalid_since[sym] = since = now_ns
+            # Nothing is later than now: a since-time after it means the clock stepped
+            # back (a replay's event time after a boot on the wall clock, or a wall clock
+            # set back), and the invalid time counts from now on this clock, never
+            # towards a moment it will not reach.
+            since = self._invalid_since[sym] = min(since, now_ns)
             age = now_ns - since
             if age > self.max_ns:
                 return Trip(f"{sym} order book invalid for {age / S:.1f} s",
