@@ -1,6 +1,9 @@
 """bot4d command line: `run`, `check-config`, `stop-post`.
 
-    bot4d run --config FILE [--sim] [--replay FILE ...] [--state-dir DIR] [--socket PATH]
+    bot4d run --config FILE [--sim] [--replay FILE ...] [--exit-at-end] [--state-dir DIR]
+              [--socket PATH]
+    bot4d backtest --replay FILE... --report DIR [--strategy NAME] [--config FILE]
+              [--seed N] [--no-png] [--cache]   the daemon's core on captures: report.json/png
     bot4d check-config --config FILE        exit 0, or 78 naming the bad key
     bot4d stop-post --config FILE           systemd ExecStopPost= helper (see below)
     bot4d journal-check --config FILE       integrity check and summary of the journal
@@ -17,6 +20,7 @@ holds no trading logic.
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import logging
 import os
@@ -40,10 +44,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="replay capture files (gzip, '<ns> <json>' lines) in this order")
     run.add_argument("--replay-speed", type=float, default=None,
                      help="0 = as fast as possible, 1 = real time, N = xN")
+    run.add_argument("--exit-at-end", action="store_true",
+                     help="replay: stop when the data is over and print a JSON summary")
     run.add_argument("--state-dir")
     run.add_argument("--socket")
     run.add_argument("--sim-estop-open", action="store_true",
                      help="simulation: the e-stop circuit is open at boot (broken wire)")
+    bt = sub.add_parser("backtest", help="run a strategy on captures through the daemon's own "
+                                         "core and write report.json and report.png")
+    bt.add_argument("--replay", nargs="+", required=True, metavar="FILE",
+                    help="capture files (gzip, '<ns> <json>' lines) in this order")
+    bt.add_argument("--strategy", help="strategy name (default: [strategy] name)")
+    bt.add_argument("--config", help="config file (default: the built-in defaults)")
+    bt.add_argument("--report", required=True, metavar="DIR", help="where the report goes")
+    bt.add_argument("--seed", type=int, help="paper venue seed (default: [paper] seed)")
+    bt.add_argument("--no-png", action="store_true", help="skip report.png")
+    bt.add_argument("--cache", action="store_true",
+                    help="decode through the decoded-capture cache (built on first use)")
+    bt.add_argument("--cache-dir", help="where the decoded-capture cache lives")
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("--config", required=True)
     sp = sub.add_parser("stop-post", help="systemd ExecStopPost helper")
@@ -96,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "import-config":
         return _import_config(args)
+    if args.cmd == "backtest":
+        return _backtest(args)
     cfg = _load(args.config)
     target = logsetup.setup(cfg.daemon.log_level)
     if args.cmd == "stop-post":
@@ -107,6 +127,26 @@ def main(argv: list[str] | None = None) -> int:
             return recovery.check(state_dir)
         return recovery.reset(state_dir, confirmed=args.yes)
     return _run(cfg, args, target)
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from daemon.backtest import run as backtest
+    cfg = _load(args.config) if args.config else _load_defaults()
+    logsetup.setup("warning")
+    for f in args.replay:
+        if not Path(f).is_file():
+            print(f"bot4d backtest: --replay {f}: no such file", file=sys.stderr)
+            return configmod.EX_CONFIG
+    return backtest.main(cfg, args.replay, args.report, strategy=args.strategy, seed=args.seed,
+                         png=not args.no_png, use_cache=args.cache, cache_dir=args.cache_dir)
+
+
+def _load_defaults() -> configmod.Config:
+    try:
+        return configmod.load(None)
+    except configmod.ConfigError as e:   # a BOT4__ override in the environment
+        print(f"bot4d: config error: {e}", file=sys.stderr)
+        sys.exit(configmod.EX_CONFIG)
 
 
 def _import_config(args: argparse.Namespace) -> int:
@@ -160,9 +200,12 @@ def _run(cfg: configmod.Config, args: argparse.Namespace, log_target: str) -> in
     log.info("logging to %s", log_target)
     sup = Supervisor(cfg, RunOptions(sim=args.sim, replay=args.replay, state_dir=args.state_dir,
                                      socket=args.socket, sim_estop_open=args.sim_estop_open,
-                                     config_path=args.config))
+                                     config_path=args.config, exit_at_end=args.exit_at_end))
     try:
-        return asyncio.run(sup.run())
+        rc = asyncio.run(sup.run())
+        if args.exit_at_end and sup.replay_summary is not None:
+            print(json.dumps(sup.replay_summary, sort_keys=True))
+        return rc
     except StartupError as e:
         log.critical("cannot start: %s", e)
         print(f"bot4d: cannot start: {e}", file=sys.stderr)

@@ -383,13 +383,56 @@ class BreakersCfg(_Section):
                          "now); remove it from [breakers]")
 
 
-class StrategyCfg(_Section):
-    name: Literal["quoter"] = "quoter"
-    quote_qty: Qty = Decimal("0.0002")
+class QuoterCfg(_Section):
+    """[strategy.quoter]: the simple market maker (daemon/strategy/quoter.py)."""
     # 10000 bps = 100 %: the bid would sit at (or below) zero.
     half_spread_bps: float = Field(5.0, gt=0, lt=10_000)
     requote_bps: float = Field(2.0, ge=0, le=10_000)
     requote_min_interval_ms: float = Field(250.0, ge=0, le=3_600_000)
+
+
+STRATEGY_NAMES = ("quoter",)
+
+
+class StrategyCfg(_Section):
+    """[strategy]: which strategy runs (`name`), on which instruments, at what size, and
+    its own table [strategy.<name>]."""
+    name: Literal["quoter"] = "quoter"
+    # Instruments the strategy trades; empty = every [market] symbol.
+    symbols: list[str] = Field(default_factory=list)
+    # Order size in quote currency (USD for inverse contracts), per order; the engine turns
+    # it into a quantity at the price, rounded up to the lot so it never falls below it.
+    order_notional: Money = Decimal("12")
+    # Per-instrument overrides of order_notional.
+    order_notional_per_symbol: dict[str, Money] = Field(default_factory=dict)
+    # Bars the strategy hears (built from trades, exchange receive time).
+    bar_interval_s: float = Field(60.0, ge=1, le=86_400)
+    quoter: QuoterCfg = QuoterCfg()
+
+    # Keys of the pre-engine [strategy] table, kept only to say where they went (with the
+    # key's line) instead of a bare "extra inputs are not permitted".
+    quote_qty: Any = Field(None, exclude=True)
+    half_spread_bps: Any = Field(None, exclude=True)
+    requote_bps: Any = Field(None, exclude=True)
+    requote_min_interval_ms: Any = Field(None, exclude=True)
+
+    @field_validator("quote_qty")
+    @classmethod
+    def _qty_moved(cls, v: Any) -> Any:
+        raise ValueError("replaced by order_notional (quote currency per order; the "
+                         "quantity follows from the price and the lot size)")
+
+    @field_validator("half_spread_bps", "requote_bps", "requote_min_interval_ms")
+    @classmethod
+    def _moved(cls, v: Any, info: Any) -> Any:
+        raise ValueError(f"moved to the quoter's own table: [strategy.quoter] "
+                         f"{info.field_name}")
+
+    def notional(self, symbol: str) -> Decimal:
+        return self.order_notional_per_symbol.get(symbol, self.order_notional)
+
+    def traded(self, market_symbols: list[str]) -> list[str]:
+        return list(self.symbols) if self.symbols else list(market_symbols)
 
 
 class SanityCfg(_Section):
@@ -1067,31 +1110,37 @@ def _meaning(cfg: Config) -> None:
     # Strategy against risk and the instruments it trades: a config on which every single
     # order is refused is a config error, not a quiet day.
     s, r = cfg.strategy, cfg.risk
-    if s.quote_qty > r.max_position:
-        raise _Problem([("strategy", "quote_qty"), ("risk", "max_position")],
-                       f"quote_qty = {s.quote_qty} is larger than max_position = "
-                       f"{r.max_position}: risk would refuse every quote")
-    if s.quote_qty > r.max_order_qty:
-        raise _Problem([("strategy", "quote_qty"), ("risk", "max_order_qty")],
-                       f"quote_qty = {s.quote_qty} is larger than max_order_qty = "
-                       f"{r.max_order_qty}: risk would refuse every quote")
     _risk_meaning(r)
+    for sym in s.symbols:
+        if sym not in m.symbols:
+            raise _Problem([("strategy", "symbols"), ("market", "symbols")],
+                           f"strategy symbol {sym} is not in [market] symbols "
+                           f"({', '.join(m.symbols)}): there is no market data for it")
+    for sym in s.order_notional_per_symbol:
+        if sym not in m.symbols:
+            raise _Problem([("strategy", "order_notional_per_symbol", sym)],
+                           f"{sym} is not in [market] symbols ({', '.join(m.symbols)})")
+    traded = set(s.traded(m.symbols))
     for sym in m.symbols:
         inst = cfg.instruments[sym]
-        if inst.max_position is not None and s.quote_qty > inst.max_position:
-            raise _Problem([("strategy", "quote_qty"), ("instruments", sym, "max_position")],
-                           f"quote_qty = {s.quote_qty} is larger than {sym} max_position = "
-                           f"{inst.max_position}: risk would refuse every quote")
-        if s.quote_qty % inst.lot_size:
-            raise _Problem([("strategy", "quote_qty"), ("instruments", sym, "lot_size")],
-                           f"quote_qty = {s.quote_qty} is not a whole number of {sym} "
-                           f"lot_size = {inst.lot_size}: orders would be rounded down"
-                           + (" to zero" if s.quote_qty < inst.lot_size else ""))
         if r.max_order_notional < inst.min_notional:
             raise _Problem([("risk", "max_order_notional"),
                             ("instruments", sym, "min_notional")],
                            f"max_order_notional = {r.max_order_notional} is below {sym} "
                            f"min_notional = {inst.min_notional}: no order could pass both")
+    for sym in m.symbols:
+        inst = cfg.instruments[sym]
+        size = s.notional(sym)
+        where = (("strategy", "order_notional_per_symbol", sym)
+                 if sym in s.order_notional_per_symbol else ("strategy", "order_notional"))
+        if sym in traded and size < inst.min_notional:
+            raise _Problem([where, ("instruments", sym, "min_notional")],
+                           f"order size {size} for {sym} is below its min_notional = "
+                           f"{inst.min_notional}: every order would be refused")
+        if sym in traded and size > r.max_order_notional:
+            raise _Problem([where, ("risk", "max_order_notional")],
+                           f"order size {size} for {sym} is above max_order_notional = "
+                           f"{r.max_order_notional}: risk would refuse every order")
 
     # Operator's view: beyond loopback, the page (and its halt button) needs a credential;
     # TLS needs both halves.

@@ -16,18 +16,22 @@ class State(StrEnum):
     HALTED = "halted"      # software stop: operator, risk, watchdog, breaker
     ESTOP = "estop"        # hardware e-stop latched
     FAULT = "fault"        # cannot run safely
+    FINISHED = "finished"  # a replay's data is over: nothing more to trade on
 
 
 _ALLOWED: dict[State, frozenset[State]] = {
     State.BOOTING: frozenset({State.READY, State.TRADING, State.HALTED, State.ESTOP, State.FAULT}),
-    State.READY: frozenset({State.TRADING, State.HALTED, State.ESTOP, State.FAULT}),
+    State.READY: frozenset({State.TRADING, State.HALTED, State.ESTOP, State.FAULT,
+                            State.FINISHED}),
     State.TRADING: frozenset({State.REDUCING, State.READY, State.HALTED, State.ESTOP,
-                              State.FAULT}),
+                              State.FAULT, State.FINISHED}),
     State.REDUCING: frozenset({State.TRADING, State.READY, State.HALTED, State.ESTOP,
-                               State.FAULT}),
+                               State.FAULT, State.FINISHED}),
     State.HALTED: frozenset({State.READY, State.ESTOP, State.FAULT}),
     State.ESTOP: frozenset({State.READY, State.FAULT}),
     State.FAULT: frozenset(),  # only a restart leaves fault
+    # The safety chain still works after the data is over; nothing else leaves it.
+    State.FINISHED: frozenset({State.HALTED, State.ESTOP, State.FAULT}),
 }
 
 
@@ -44,5 +48,6 @@ LED_PATTERN: dict[State, str] = {
     State.HALTED: "red_slow_blink",
     State.ESTOP: "red_fast_blink",
     State.FAULT: "red",
+    State.FINISHED: "blue",
 }
 DEGRADED_PATTERN = "amber"

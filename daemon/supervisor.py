@@ -37,17 +37,18 @@ from typing import Any, Callable
 from daemon import __version__
 from daemon.config import EX_CONFIG, Config, ConfigError, fingerprint as config_fingerprint
 from daemon.control.server import ControlServer, CommandError
-from daemon.execution.gateway import OrderGateway, Rejected
-from daemon.execution.reconcile import reconcile
 from daemon.analytics.heavy import LocalHeavyAnalytics
 from daemon.analytics.runner import AnalyticsRunner
+from daemon.engine.build import Core, build_core
+from daemon.engine.engine import Engine
+from daemon.execution.gateway import OrderGateway, Rejected
+from daemon.execution.reconcile import reconcile
 from daemon.features.engine import FeatureEngine
+from daemon.market.feed import MarketFeed
+from daemon.operator.view import Operator   # operator's view: page, metrics, alerts
+from daemon.protection import Protection
 from daemon.quality.backfill_task import BackfillTask
 from daemon.quality.monitor import DataQuality
-from daemon.execution.orders import Instrument
-from daemon.market.runtime import MarketRuntime
-from daemon.operator.view import Operator   # operator's view: page, metrics, alerts
-from daemon.protection import Action, Protection
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.safety.loop_monitor import LoopMonitor
 from daemon.safety.watchdog import Watchdog
@@ -55,7 +56,6 @@ from daemon.sdnotify import Notifier
 from daemon.states import DEGRADED_PATTERN, LED_PATTERN, State, allowed
 from daemon.store.journal import Journal, JournalDamaged, JournalError, JournalTooNew
 from daemon.store.statedir import AlreadyRunning, StateDir, StateDirError
-from daemon.strategy.quoter import Quoter
 from hw import board
 from hw.panel import Panel
 from hw.pins import GpioUnavailable
@@ -84,6 +84,7 @@ class RunOptions:
     socket: str | None = None
     sim_estop_open: bool = False   # simulate a broken e-stop wire at boot
     config_path: str | None = None   # the file the config came from (its hash is journalled)
+    exit_at_end: bool = False   # replay: stop (printing the summary) when the data is over
 
 
 def _stall_seconds(value: object) -> float:
@@ -124,8 +125,10 @@ class Supervisor:
         self._marked_running = False
         self.panel: Panel | None = None
         self.gateway: OrderGateway | None = None
-        self.market: MarketRuntime | None = None
-        self.strategy: Quoter | None = None
+        self.core: Core | None = None        # the trading core (daemon/engine/build.py)
+        self.engine: Engine | None = None
+        self.market: MarketFeed | None = None
+        self.replay_summary: dict | None = None
         self.control: ControlServer | None = None
         self.loop_monitor: LoopMonitor | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -183,60 +186,28 @@ class Supervisor:
         except GpioUnavailable as e:
             raise StartupError(str(e), EX_UNAVAILABLE) from e
         self._show_led()
-        instruments = {s: Instrument(s, i.tick_size, i.lot_size, i.min_notional)
-                       for s, i in cfg.instruments.items()}
-        self.market = MarketRuntime(cfg, replay=self.opts.replay,
-                                    heartbeat=self.watchdog.register(
-                                        "market", cfg.watchdog.feed_deadline_s),
-                                    on_error=self.fault, state_dir=self.state_dir)
-        # The engine's clock: event time in a replay, wall time live (a silent feed must
-        # not stop the time-based rules: stale books, cooldowns, rates).
-        self.clock = self.market.clock if self.market.source == "replay" else time.time_ns
-        self.protection = Protection(cfg, self.journal, [self.market.venue.name],
-                                     clock=self.clock)
-        for note in self.protection.restore():
+        core = build_core(
+            cfg, journal=self.journal, latch=self.latch, control=self,
+            state=lambda: self.state, run_number=self.run_number, replay=self.opts.replay,
+            feed_heartbeat=self.watchdog.register("market", cfg.watchdog.feed_deadline_s),
+            strategy_heartbeat=self.watchdog.register("strategy",
+                                                      cfg.watchdog.strategy_deadline_s),
+            on_feed_error=self.fault, analytics_factory=self._analytics)
+        self.core, self.engine = core, core.engine
+        self.clock, self.market, self.protection = core.clock, core.feed, core.protection
+        self.gateway, self.features, self.quality = core.gateway, core.features, core.quality
+        self.analytics = core.engine.analytics
+        for note in core.restored:
             log.warning("restored from the journal: %s", note)
-        self.gateway = OrderGateway(latch=self.latch, state=lambda: self.state,
-                                    breakers=self.protection.board,
-                                    risk=self.protection.risk,
-                                    instruments=instruments, journal=self.journal,
-                                    venue=self.market.venue, session=f"r{self.run_number}",
-                                    clock=self.clock, mark=self.market.mark)
-        self.market.report_batch = self.gateway.batch
         # Crash recovery: every order the journal has open or in flight settled with the
         # venue (journalled with its result) before anything can trade.
-        res = reconcile(self.journal, self.market.venue, self.gateway, run=self.run_number,
+        res = reconcile(self.journal, core.venue, self.gateway, run=self.run_number,
                         on_restart=cfg.paper.on_restart)
         self.reconciliation = res.as_dict()
-        self.strategy = Quoter(cfg.strategy, self.gateway, self.market,
-                               can_trade=lambda: self.state is State.TRADING,
-                               heartbeat=self.watchdog.register(
-                                   "strategy", cfg.watchdog.strategy_deadline_s),
-                               spread_floor=self._spread_floor)
-        self.market.subscribe(self.strategy.on_market)
-        self.market.subscribe(self.protection.on_book)
-        self.market.subscribe_trades(self.protection.on_trade)
-        if cfg.features.enabled:   # streaming features: one more stage on the market events
-            self.features = FeatureEngine(cfg.features, list(self.market.symbols))
-            self.market.subscribe(self.features.on_book)
-            self.market.subscribe_trades(self.features.on_trade)
-            self.gateway.listeners.append(self._own_fill_to_features)
-            self.protection.features = self.features   # toxic flow reads VPIN from the store
-        if cfg.quality.enabled:   # the data-validation layers read every sane market event
-            self.quality = DataQuality(cfg.quality, list(self.market.symbols),
-                                       venue=cfg.market.exchange)
-            self.market.subscribe_events(self.quality.on_event)
-            if cfg.market.source == "binance":   # live only: REST trades for feed gaps
-                self.backfill = BackfillTask(self.quality, cfg.market.rest_base,
-                                             cfg.market.exchange,
-                                             limit=cfg.quality.backfill_limit)
-        if cfg.analytics.enabled:   # PIN/GARCH fits in the heavy worker; GM floor for the quoter
-            # The worker process starts with the first job (minutes in), not here: ~2 s of
-            # spawn and scipy import would hold up every boot.
-            self.heavy = LocalHeavyAnalytics()
-            self.analytics = AnalyticsRunner(cfg.analytics, self.heavy, self.features,
-                                             list(self.market.symbols), self.clock)
-            self.market.subscribe_trades(self.analytics.on_trade)
+        if self.quality is not None and cfg.market.source == "binance":
+            # Live only: REST trades for the gaps of the feed.
+            self.backfill = BackfillTask(self.quality, cfg.market.rest_base,
+                                         cfg.market.exchange, limit=cfg.quality.backfill_limit)
         self.control = ControlServer(self.socket_path, self.handle_command,
                                      group=cfg.daemon.socket_group)
         await self.control.start()
@@ -247,7 +218,7 @@ class Supervisor:
         self.loop_monitor.start()
         self._tasks = [asyncio.create_task(c, name=n) for n, c in (
             ("safety-poll", self._safety_poll()), ("watchdog", self._watchdog_task(loop_hb)),
-            ("market", self.market.run()), ("strategy", self.strategy.run()))]
+            ("market", self.market.run()), ("engine", self.engine.run_timers()))]
         if self.analytics is not None:
             self._tasks.append(asyncio.create_task(self.analytics.run(), name="analytics"))
         if self.backfill is not None:
@@ -276,13 +247,13 @@ class Supervisor:
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
 
-    def _spread_floor(self, symbol: str) -> float | None:
-        """The Glosten-Milgrom spread floor (bps) from the latest PIN fit, if any."""
-        return self.analytics.floor_bps(symbol) if self.analytics is not None else None
-
-    def _own_fill_to_features(self, order: Any, fill: Any) -> None:
-        if fill is not None:   # adverse selection of our own fills
-            self.features.on_own_fill(fill)
+    def _analytics(self, features: FeatureEngine | None, clock: Any) -> AnalyticsRunner:
+        """PIN/GARCH fits in the heavy worker (the GM spread floor for the quoter). The
+        worker process starts with the first job (minutes in), not here: ~2 s of spawn and
+        scipy import would hold up every boot."""
+        self.heavy = LocalHeavyAnalytics()
+        return AnalyticsRunner(self.cfg.analytics, self.heavy, features,
+                               list(self.cfg.market.symbols), clock)
 
     def _cancel_restored(self, reason: str) -> None:
         """Latched at boot means no working order: what reconciliation restored or adopted
@@ -552,16 +523,13 @@ class Supervisor:
             if now - last_file_check >= _JOURNAL_FILE_CHECK_S and self.journal_failed is None:
                 last_file_check = now
                 self._step("journal file check", self.journal.check_file)
-            if self.state in (State.TRADING, State.REDUCING):
-                self._check_degraded()
-            if self.state not in (State.BOOTING, State.FAULT):
-                self._check_protection()
             if ping_every and self._pings_blocked is None and now - last_ping >= ping_every:
                 if self.notifier.watchdog():
                     self.pings += 1
                 last_ping = now
 
-    def _reduce(self, reason: str) -> None:
+    # -- the engine's control (daemon/engine/engine.py Control) ------------------------------
+    def reduce(self, reason: str) -> None:
         """Only exposure-reducing orders from now on (journalled first): every open order
         that would grow a position is cancelled. The reason's prefix says who may lift it
         ("degraded", "data quality": by themselves once healthy; a risk limit: reset)."""
@@ -569,59 +537,30 @@ class Supervisor:
         n = len(self.gateway.cancel_increasing(f"reducing: {reason}"))
         log.warning("%s; %d exposure-increasing orders cancelled", reason, n)
 
-    def _check_degraded(self) -> None:
-        """Bad market data while trading: only reduce exposure until it is good again
-        (the stale-book breaker opens the venue's breaker if it lasts)."""
-        degraded = self._degraded()
-        if degraded and self.state is State.TRADING:
-            self._reduce("degraded: " + "; ".join(degraded))
-        elif not degraded and self.state is State.REDUCING \
-                and self.state_reason.startswith("degraded"):
-            self._set_state(State.TRADING, "market data healthy again")
+    def resume(self, reason: str) -> None:
+        self._set_state(State.TRADING, reason)
 
-    def _check_protection(self) -> None:
-        """Risk limits and breakers on the engine's clock; what they decided was journalled
-        by `poll()` before it returns; here it is carried out."""
-        marks = {s: self.market.mark(s) for s in self.market.symbols}
-        actions = self.protection.poll(self.gateway.positions, marks,
-                                       self.market.book_validity(),
-                                       list(self.gateway.open.values()))
-        for a in actions:
-            self._protect(a)
-        if self.quality is not None:
-            self._check_quality()
+    def finished(self, summary: dict) -> None:
+        """The replay's data is over: trading stops (journalled), orders are cancelled, the
+        LED shows it; with --exit-at-end the daemon then stops with the summary."""
+        self.replay_summary = summary
+        text = (f"replay finished: {summary['lines']} lines, {summary['orders']} orders, "
+                f"{summary['fills']} fills, realised PnL {summary['realized_pnl']}")
+        if self.state in (State.READY, State.TRADING, State.REDUCING):
+            self._set_state(State.FINISHED, text)
+            n = len(self.gateway.cancel_all("replay finished"))
+            log.warning("%s; cancels sent for %d open orders", text, n)
+        else:
+            log.warning("%s (state stays %s)", text, self.state)
+        if self.opts.exit_at_end:
+            self.request_stop(text)
 
-    def _check_quality(self) -> None:
-        """The validation layers' alerting: journalled first; "breaker" opens the venue's
-        breaker (it probes its way closed like any detector's trip), "reducing" only
-        reduces exposure until every layer is healthy again (LED amber)."""
-        now = self.clock()
-        if now < self.quality.next_poll_ns:
-            return
-        venue = self.market.venue.name
-        for a in self.quality.poll(now):
-            self.journal.audit("quality_alert", symbol=a.symbol, layer=a.layer,
-                               action=a.action, reason=a.reason)
-            log.warning("data quality %s %s: %s (%s)", a.symbol, a.layer, a.reason, a.action)
-            if a.action == "breaker":
-                self.protection.board.trip(venue, f"data quality: {a.symbol} {a.layer}: "
-                                                  f"{a.reason}", now, manual=False)
-            elif self.state is State.TRADING:
-                self._reduce(f"data quality: {a.symbol} {a.layer}: {a.reason}")
-        if self.quality.outcome() == "none" and self.state is State.REDUCING \
-                and self.state_reason.startswith("data quality"):
-            self._set_state(State.TRADING, "data quality healthy again")
-
-    def _protect(self, a: Action) -> None:
-        if a.kind == "halt":
-            if self.state not in (State.HALTED, State.ESTOP, State.FAULT):
-                self.halt(a.reason)
-        elif a.kind == "reducing":
-            if self.state in (State.TRADING, State.REDUCING):
-                self._reduce(a.reason)
-        elif self.gateway.open:   # cancel_increasing: a breaker opened
-            self._step("breaker: cancel increasing",
-                       lambda: self.gateway.cancel_increasing(a.reason))
+    def error(self, where: str, e: BaseException) -> None:
+        """The one exception policy of everything the engine dispatches: fault."""
+        if isinstance(e, JournalError):
+            self.journal_failed = self.journal_failed or str(e)
+        log.error("%s failed", where, exc_info=e)
+        self.fault(f"{where}: {e!r}")
 
     # -- operator commands ----------------------------------------------------------------
     async def handle_command(self, req: dict) -> dict:
@@ -661,6 +600,8 @@ class Supervisor:
         if cmd == "reset":
             return self._reset()
         if cmd == "start":
+            if self.engine is not None and self.engine.finished:
+                raise CommandError("the replay is over: nothing more to trade on")
             if self.state is not State.READY:
                 raise CommandError(f"start needs state ready, state is {self.state}"
                                    + (" (reset first)" if self.latch.tripped else ""))
@@ -766,7 +707,7 @@ class Supervisor:
                 return {"stalled": action}
             if action not in ("market", "strategy"):
                 raise CommandError(f"unknown component {action!r} (loop, market, strategy)")
-            (self.market if action == "market" else self.strategy).stall(seconds)
+            (self.market if action == "market" else self.engine).stall(seconds)
             return {"stalled": action, "seconds": seconds}
         raise CommandError("sim: expected estop press|release or stall COMPONENT")
 
@@ -816,6 +757,8 @@ class Supervisor:
                if self.protection and self.gateway and self.market else
                {"risk": None, "breakers": []}),
             "market": self.market.status() if self.market else None,
+            "engine": self.engine.status() if self.engine else None,
+            "replay_summary": self.replay_summary,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "control": self.control.stats() if self.control else None,
             "notify": self.notifier.backend,
@@ -900,8 +843,8 @@ class Supervisor:
         deadline = time.monotonic() + min(5.0, self.cfg.daemon.stop_timeout_s / 2)
         while self.gateway.open and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-            if self.market is not None:
-                self.market.settle()
+            if self.engine is not None:
+                self.engine.settle()
         log.info("cancelled %d open orders on stop (%d unconfirmed)", n, len(self.gateway.open))
 
     async def _async_step(self, name: str, fn: Callable[[], Any]) -> bool:

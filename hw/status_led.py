@@ -29,6 +29,7 @@ RED, GREEN, BLUE, AMBER, OFF = (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0.35, 0), (0
 PATTERNS: dict[str, tuple[str, tuple[float, float, float], float, float]] = {
     "off": ("steady", OFF, 0, 0),
     "blue_pulse": ("pulse", BLUE, 0.8, 0.8),
+    "blue": ("steady", BLUE, 0, 0),
     "green_slow_blink": ("blink", GREEN, 0.5, 1.5),
     "green": ("steady", GREEN, 0, 0),
     "amber": ("steady", AMBER, 0, 0),

@@ -101,7 +101,7 @@ def test_env_override_reaches_an_existing_instrument_table():
 def test_env_override_can_add_a_whole_instrument_table():
     cfg = config.load(CONFIG, environ={
         "BOT4__INSTRUMENTS__SOLUSDT": '{tick_size = "0.01", lot_size = "0.001"}',
-        "BOT4__MARKET__SYMBOLS": '["SOLUSDT"]', "BOT4__STRATEGY__QUOTE_QTY": '"0.05"'})
+        "BOT4__MARKET__SYMBOLS": '["SOLUSDT"]'})
     assert cfg.instruments["SOLUSDT"].lot_size == Decimal("0.001")
     assert cfg.market.symbols == ["SOLUSDT"]
 

@@ -46,8 +46,8 @@ USDM_BTC = DATA / "usdm_btcusdt_20240808.gz"
 N_LINES = 3000
 AT = 1500            # damage goes into the first message of its kind from this line on
 # Quote tightly so the clean capture trades (fills) within its 25 s.
-TRADE_ENV = {"BOT4__DAEMON__AUTO_START": "true", "BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
-             "BOT4__STRATEGY__REQUOTE_BPS": "0.5", "BOT4__RISK__MAX_POSITION": "1",
+TRADE_ENV = {"BOT4__DAEMON__AUTO_START": "true", "BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5",
+             "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5", "BOT4__RISK__MAX_POSITION": "1",
              "BOT4__MARKET__SOURCE": "replay", "BOT4__MARKET__REPLAY_SPEED": "0"}
 # An order or fill further than this from the real mid was made on bad data (the quoter
 # posts 0.5 bps from the mid; real moves in 25 s of BTC are far below 1 %).
@@ -374,7 +374,7 @@ async def _run_case(path: Path, tmp: Path) -> tuple[dict, Supervisor]:
         if time.monotonic() > deadline:
             raise AssertionError("replay did not finish")
         await asyncio.sleep(0.02)
-    sup.market.settle() if sup.market is not None else None
+    sup.engine.settle() if sup.engine is not None else None
     await asyncio.sleep(0.05)
     status = (await sup.handle_command({"cmd": "status"}))
     status = status.get("result", status)

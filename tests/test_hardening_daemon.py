@@ -16,7 +16,7 @@ DATA = Path(os.environ.get("BOT4_DATA_DIR", REPO.parent / "shared" / "data"))
 SPOT = DATA / "binance" / "spot_btcusdt_20240808.gz"
 needs_data = pytest.mark.skipif(not SPOT.is_file(), reason=f"shared captures not found under {DATA}")
 
-FILLING = {"BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5", "BOT4__STRATEGY__REQUOTE_BPS": "0.5",
+FILLING = {"BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5", "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5",
            "BOT4__RISK__MAX_POSITION": "1"}
 
 

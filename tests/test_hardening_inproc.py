@@ -79,7 +79,7 @@ def test_disk_full_still_cancels_faults_and_next_boot_is_halted(tmp_path):
     async def main():
         sup, task = await _boot(tmp_path)
         await _trading(sup)
-        venue = sup.market.venue
+        venue = sup.core.venue
         await _until(lambda: len(venue.open_orders()) >= 2, what="quotes working at the venue")
         working = set(venue.open_orders())
         fill_up(sup.journal)
@@ -87,7 +87,7 @@ def test_disk_full_still_cancels_faults_and_next_boot_is_halted(tmp_path):
         await _until(lambda: sup.state is State.FAULT, what="fault")
         assert sup.latch.tripped and sup.panel.led.pattern == "red"
         assert "journal" in sup.state_reason and sup.status()["journal"]["ok"] is False
-        sup.market.settle()
+        sup.engine.settle()
         assert not (working & set(venue.open_orders())), "orders still working at the venue"
         sup.panel.estop.sim_set(circuit_closed=True, wait=True)
         await _stop(sup, task)
@@ -204,10 +204,9 @@ def test_failed_requote_batch_leaves_no_order_resting_or_ghost(tmp_path, mocker)
                 raise RuntimeError("bug in the middle of a requote")
             return real_submit(*a, **kw)
         mocker.patch.object(gw, "submit", side_effect=submit)
-        book = sup.market.books["BTCUSDT"]
-        sup.strategy._quotes["BTCUSDT"] = (1.0, 0, list(quoted))   # force a requote
+        sup.engine.strategy._last["BTCUSDT"] = (1.0, 0)   # force a requote
         with pytest.raises(RuntimeError, match="middle of a requote"):
-            sup.strategy.on_market("BTCUSDT", book, 10**19)
+            sup.engine._deliver((0, "BTCUSDT"), 10**19)
         mocker.stopall()
         journal_open = {o.client_id: o.status for o in sup.journal.open_orders()}
         memory_open = {cid: o.status for cid, o in gw.open.items()}
@@ -215,7 +214,7 @@ def test_failed_requote_batch_leaves_no_order_resting_or_ghost(tmp_path, mocker)
         assert all(s is OrderStatus.PENDING_CANCEL for cid, s in memory_open.items()
                    if cid in quoted)
         assert not set(memory_open) - quoted, "a withdrawn order is still counted as open"
-        sup.market.settle()
+        sup.engine.settle()
         await _until(lambda: not (quoted & set(gw.open)), what="old quotes cancelled")
         await _stop(sup, task)
     asyncio.run(main())
@@ -227,12 +226,12 @@ def test_fault_cancels_orders_left_pending_cancel(tmp_path):
     async def main():
         sup, task = await _boot(tmp_path)
         await _trading(sup)
-        gw, venue = sup.gateway, sup.market.venue
+        gw, venue = sup.gateway, sup.core.venue
         await _until(lambda: venue.open_orders(), what="a quote working at the venue")
         cid = venue.open_orders()[0]
         gw.open[cid].status = OrderStatus.PENDING_CANCEL   # its cancel was lost on the way
         sup.fault("test fault")
-        sup.market.settle()
+        sup.engine.settle()
         await _until(lambda: cid not in venue.open_orders(), what="cancel retried")
         await _stop(sup, task)
     asyncio.run(main())

@@ -37,3 +37,57 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
     assert lines[1].startswith("scripts/run-sim") and lines[2].startswith("scripts/test")
     assert lines[3] == "```"
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _daemon_imports(path: Path) -> set[str]:
+    """Full module names this file imports (at any depth, including inside functions)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return names
+
+
+def _offenders(package: str, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    out = {}
+    for p in (ROOT / package).rglob("*.py"):
+        bad = sorted(n for n in _daemon_imports(p)
+                     if any(n == f or n.startswith(f + ".") for f in forbidden))
+        if bad:
+            out[str(p.relative_to(ROOT))] = bad
+    return out
+
+
+def test_market_produces_market_events_only():
+    """Issue 9: daemon/market never imports execution, the engine, strategies or risk (nor
+    anything built on them); the paper venue hears market events from the engine."""
+    assert _offenders("daemon/market", ("daemon.execution", "daemon.engine",
+                                        "daemon.strategy", "daemon.risk", "daemon.protection",
+                                        "daemon.supervisor", "daemon.backtest")) == {}
+
+
+def test_strategies_only_return_intents():
+    """A strategy never reaches the gateway, a venue, the journal, risk or the engine."""
+    assert _offenders("daemon/strategy", (
+        "daemon.engine", "daemon.execution.gateway", "daemon.execution.paper",
+        "daemon.execution.venue", "daemon.execution.reconcile", "daemon.store", "daemon.risk",
+        "daemon.protection", "daemon.supervisor", "daemon.backtest")) == {}
+
+
+def test_lower_layers_never_import_the_engine_or_the_daemon():
+    for package in ("daemon/execution", "daemon/risk", "daemon/features", "daemon/quality",
+                    "daemon/safety", "daemon/store"):
+        assert _offenders(package, ("daemon.engine", "daemon.strategy", "daemon.supervisor",
+                                    "daemon.backtest")) == {}, package
+    assert _offenders("daemon/engine", ("daemon.supervisor", "daemon.control",
+                                        "daemon.operator", "hw")) == {}
+
+
+def test_the_layering_check_sees_a_violation(tmp_path):
+    """The checker itself: an import inside a function is still an import."""
+    f = tmp_path / "x.py"
+    f.write_text("def f():\n    from daemon.execution.paper import PaperVenue\n")
+    assert "daemon.execution.paper" in _daemon_imports(f)

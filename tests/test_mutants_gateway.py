@@ -60,10 +60,17 @@ def test_build_refusals_name_stage_and_reason_and_count_for_the_breaker(tmp_path
         with pytest.raises(Rejected) as e:
             call(r.gw)
     assert (e.value.stage, e.value.reason, str(e.value)) == (stage, reason, f"{stage}: {reason}")
-    assert [m.getMessage() for m in caplog.records] == [f"order rejected at {stage}: {reason}"]
+    assert [m.getMessage() for m in caplog.records] == \
+        [f"order rejected at {stage} (total 1): {reason}"]
     assert r.gw.stats["rejected"] == 1 and r.journal.count("orders") == 0
-    with pytest.raises(Rejected):
-        call(r.gw)
+    with caplog.at_level(logging.WARNING, logger="daemon.execution.gateway"):
+        with pytest.raises(Rejected):
+            call(r.gw)
+    # The same refusal again is counted but not logged again (rate-limited per stage).
+    assert [m.getMessage() for m in caplog.records].count(
+        f"order rejected at {stage} (total 1): {reason}") == 1
+    assert not any("total 2" in m.getMessage() for m in caplog.records)
+    assert r.gw.rejects_by_stage[stage] == 2
     assert r.check() == "2 rejects in the last minute (max 1)"
 
 

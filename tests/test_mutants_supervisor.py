@@ -29,12 +29,15 @@ def test_transition_table():
     every = set(State)
     expect = {
         State.BOOTING: {State.READY, State.TRADING, State.HALTED, State.ESTOP, State.FAULT},
-        State.READY: {State.TRADING, State.HALTED, State.ESTOP, State.FAULT},
-        State.TRADING: {State.REDUCING, State.READY, State.HALTED, State.ESTOP, State.FAULT},
-        State.REDUCING: {State.TRADING, State.READY, State.HALTED, State.ESTOP, State.FAULT},
+        State.READY: {State.TRADING, State.HALTED, State.ESTOP, State.FAULT, State.FINISHED},
+        State.TRADING: {State.REDUCING, State.READY, State.HALTED, State.ESTOP, State.FAULT,
+                        State.FINISHED},
+        State.REDUCING: {State.TRADING, State.READY, State.HALTED, State.ESTOP, State.FAULT,
+                         State.FINISHED},
         State.HALTED: {State.READY, State.ESTOP, State.FAULT},
         State.ESTOP: {State.READY, State.FAULT},
         State.FAULT: set(),
+        State.FINISHED: {State.HALTED, State.ESTOP, State.FAULT},
     }
     for src in State:
         for dst in every:
@@ -45,7 +48,7 @@ def test_every_state_has_an_led_pattern():
     assert LED_PATTERN == {State.BOOTING: "blue_pulse", State.READY: "green_slow_blink",
                            State.TRADING: "green", State.REDUCING: "amber",
                            State.HALTED: "red_slow_blink", State.ESTOP: "red_fast_blink",
-                           State.FAULT: "red"}
+                           State.FAULT: "red", State.FINISHED: "blue"}
     assert DEGRADED_PATTERN == "amber"
 
 

@@ -1,6 +1,6 @@
 """The quoter's spread floor (the Glosten-Milgrom floor from daemon/analytics/runner.py):
 its half spread is max(configured half spread, floor / 2), measured on the prices of the
-post-only orders it sends through a real gateway (tests/test_sabotage.py's Rig: real
+post-only orders its intents became in a real core (tests/engine_rig.py: engine, gateway,
 journal, paper venue, risk and breakers)."""
 from __future__ import annotations
 
@@ -8,26 +8,34 @@ from decimal import Decimal
 
 import pytest
 
-from daemon.config import StrategyCfg
 from daemon.execution.orders import Side
-from daemon.strategy.quoter import Quoter
-from tests.test_sabotage import SYM, Rig
+from tests.engine_rig import EngineRig
 
-MID = Decimal("60000")   # the Rig's book: 59999.99 / 60000.01
+MID = Decimal("60000")   # the book below: 59999.99 / 60000.01
+BOOK = ([(59999.99, 1.0), (59999.0, 2.0)], [(60000.01, 1.0), (60001.0, 2.0)])
 
 
-def _quote(tmp_path, floor) -> dict[Side, Decimal]:
-    r = Rig(tmp_path)
-    asked: list[str] = []
+class _Floor:
+    """Stands in for the analytics runner: the floor it would have fitted."""
 
-    def spread_floor(symbol: str):
-        asked.append(symbol)
-        return floor
+    def __init__(self, floor: float | None) -> None:
+        self.floor, self.asked = floor, []
 
-    q = Quoter(StrategyCfg(half_spread_bps=5.0), r.gw, market=None, can_trade=lambda: True,
-               spread_floor=spread_floor)
-    q.on_market(SYM, r.book, 1_000)
-    assert asked == [SYM]
+    def floor_bps(self, symbol: str) -> float | None:
+        self.asked.append(symbol)
+        return self.floor
+
+    def on_trade(self, trade) -> None:
+        pass
+
+
+def _quote(tmp_path, floor, *, with_floor: bool = True) -> dict[Side, Decimal]:
+    r = EngineRig(tmp_path, strategy={"quoter": {"half_spread_bps": 5.0}})
+    if with_floor:
+        r.engine.analytics = _Floor(floor)
+    r.start(*BOOK)
+    if with_floor:
+        assert set(r.engine.analytics.asked) == {"BTCUSDT"}
     px = {o.side: o.price for o in r.gw.open.values()}
     assert sorted(px) == [Side.BUY, Side.SELL]
     return px
@@ -48,9 +56,6 @@ def test_a_narrow_or_missing_floor_leaves_the_configured_spread(tmp_path, floor)
     assert abs(bid_bps - 5) < Decimal("0.01") and abs(ask_bps - 5) < Decimal("0.01")
 
 
-def test_without_a_floor_callable_the_quoter_is_unchanged(tmp_path):
-    r = Rig(tmp_path)
-    q = Quoter(StrategyCfg(half_spread_bps=5.0), r.gw, market=None, can_trade=lambda: True)
-    q.on_market(SYM, r.book, 1_000)
-    bid_bps, ask_bps = _half_bps({o.side: o.price for o in r.gw.open.values()})
+def test_without_analytics_the_quoter_is_unchanged(tmp_path):
+    bid_bps, ask_bps = _half_bps(_quote(tmp_path, None, with_floor=False))
     assert abs(bid_bps - 5) < Decimal("0.01") and abs(ask_bps - 5) < Decimal("0.01")

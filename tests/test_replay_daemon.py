@@ -20,18 +20,23 @@ SPOT = [DATA / "binance" / "spot_btcusdt_20240808.gz", DATA / "binance" / "spot_
 def test_replay_trades_on_the_real_book(start_daemon):
     d = start_daemon("--replay", *map(str, SPOT), "--replay-speed", "0",
                      env={"BOT4__DAEMON__AUTO_START": "true",
-                          "BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
-                          "BOT4__STRATEGY__REQUOTE_BPS": "0.5",
+                          "BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5",
+                          "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5",
                           "BOT4__RISK__MAX_POSITION": "1"})
     d.wait_ready()
-    st = wait_for(lambda: (s := d.status())["market"]["replay_finished"] and s, 120,
+    st = wait_for(lambda: (s := d.status())["state"] == "finished" and s, 120,
                   interval=0.2, what="replay to finish")
-    assert st["state"] == "trading", st["reason"]
+    # The end of the data is a state change: trading stops, the LED shows it, every order
+    # is cancelled, and status says how the run ended.
+    assert st["reason"].startswith("replay finished: 99574 lines"), st["reason"]
+    assert st["led"]["pattern"] == "blue" and st["market"]["replay_finished"]
+    assert st["replay_summary"]["lines"] == 99_574 and st["market"]["replay"]["percent"] == 100
+    wait_for(lambda: d.status()["orders"]["open"] == 0, 30, what="orders cancelled at the end")
     book = st["market"]["books"]["BTCUSDT"]
     assert book["valid"] and book["quotes_agree"] > 500
     assert book["quotes_disagree"] <= book["quotes_agree"] * 0.001
     assert st["market"]["events"] >= 99_000
-    assert st["market"]["bars"]["BTCUSDT"]["trades"] > 0
+    assert st["engine"]["bars"]["BTCUSDT"]["trades"] > 0
     assert st["orders"]["fills"] > 0, "the quoter never got filled on 10 minutes of BTC"
     assert d.terminate() == 0
 
@@ -71,7 +76,7 @@ def test_damaged_capture_is_counted_and_skipped_never_fatal(start_daemon, tmp_pa
     dec = st["market"]["decoder"]
     assert dec.get("bad_json", 0) >= 1 and dec.get("unknown_stream", 0) >= 1
     assert st["market"]["books"]["BTCUSDT"]["valid"]
-    assert st["state"] == "ready" and d.proc.poll() is None
+    assert st["state"] == "finished" and d.proc.poll() is None
     rd = st["market"]["reader"]
     assert rd.get("no_space", 0) + rd.get("bad_ns", 0) >= 2 and rd.get("empty_line", 0) >= 1
     assert rd.get("truncated_gzip", 0) + rd.get("corrupt_gzip", 0) == 1
@@ -94,8 +99,8 @@ def test_daily_loss_limit_acts_on_a_replay_where_the_strategy_loses(start_daemon
     it, and the limit acts by itself with the figures that tripped it."""
     d = start_daemon("--replay", str(SPOT[0]), "--replay-speed", "0",
                      env={"BOT4__DAEMON__AUTO_START": "true",
-                          "BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
-                          "BOT4__STRATEGY__REQUOTE_BPS": "0.5",
+                          "BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5",
+                          "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5",
                           "BOT4__PAPER__MAKER_FEE_BPS": "100",
                           "BOT4__RISK__MAX_POSITION": "1",
                           "BOT4__RISK__DAILY_LOSS_LIMIT": "0.2",

@@ -29,7 +29,7 @@ from decimal import Decimal
 import pytest
 
 from daemon import config
-from daemon.config import BreakersCfg, RiskCfg, StrategyCfg
+from daemon.config import BreakersCfg, RiskCfg
 from daemon.control.server import CommandError
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import (Fill, Instrument, Liquidity, OrderStatus, OrderType,
@@ -42,7 +42,6 @@ from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch, LatchKind
 from daemon.states import State
 from daemon.store.journal import Journal
-from daemon.strategy.quoter import Quoter
 from daemon.supervisor import RunOptions, Supervisor
 from tests.daemon_harness import CONFIG
 
@@ -218,20 +217,21 @@ def _gap(book: OrderBook) -> None:
     assert not book.valid
 
 
-def test_quoter_pulls_its_quotes_when_the_book_goes_invalid(tmp_path):
-    r = Rig(tmp_path)
-    q = Quoter(StrategyCfg(), r.gw, market=None, can_trade=lambda: True)
-    q.on_market(SYM, r.book, 1_000)
+def test_engine_pulls_the_strategys_quotes_when_the_book_goes_invalid(tmp_path):
+    from tests.engine_rig import EngineRig
+    r = EngineRig(tmp_path)
+    r.start([(59999.99, 1.0)], [(60000.01, 1.0)])
     quotes = list(r.gw.open.values())
     assert sorted(o.side for o in quotes) == [Side.BUY, Side.SELL]
     r.settle()
-    _gap(r.book)
-    q.on_market(SYM, r.book, 2_000)
+    r.diff([(59999.0, 1.0)], [], gap=True)   # a lost message: the book goes invalid
+    assert not r.core.feed.books[SYM].valid
     for o in quotes:
-        assert o.status is OrderStatus.PENDING_CANCEL and o.reason == "book invalid"
+        assert o.status is OrderStatus.PENDING_CANCEL and o.reason.startswith("pulled: book")
+    assert "book" in r.engine.strategy.standing_aside
     r.settle()
     assert not r.gw.open
-    q.on_market(SYM, r.book, 3_000)   # still invalid: nothing new is quoted
+    r.diff([(59998.0, 1.0)], [])   # still invalid: nothing new is quoted
     assert not r.gw.open
 
 

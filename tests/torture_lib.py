@@ -85,8 +85,8 @@ TERMINAL = frozenset({"filled", "cancelled", "rejected", "expired"})
 NOT_TRADING_AFTER_KILL = frozenset({"ready", "halted", "estop"})
 # The quoter trades tighter than the shipped config so fills come within seconds; the
 # position limit is raised so repeated runs on one state dir keep trading.
-TRADING_ENV = {"BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
-               "BOT4__STRATEGY__REQUOTE_BPS": "0.5",
+TRADING_ENV = {"BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5",
+               "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5",
                "BOT4__RISK__MAX_POSITION": "1"}
 INVARIANTS = ("integrity", "unique_ids", "fill_has_order", "order_filled_qty",
               "position_sums", "position_pnl", "open_shown", "status_eq_journal",

@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 from daemon.execution.orders import (Fill, Instrument, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
 from daemon.execution.venue import Venue
+from daemon.ratelog import RateLimitedLog
 from daemon.risk.engine import RiskEngine
 from daemon.safety.breakers import BreakerBoard
 from daemon.safety.latch import KillLatch
@@ -74,7 +75,8 @@ class OrderGateway:
         self.mark = mark
         self.open: dict[str, Order] = {}
         self._recent: OrderedDict[str, Order] = OrderedDict()
-        self.positions: dict[str, Position] = journal.positions()
+        # Each position settles like its instrument (inverse: PnL in coin).
+        self.positions: dict[str, Position] = journal.positions(instruments)
         self._ids = itertools.count(1)
         self._prefix = f"b4-{session}-"
         self.listeners: list[Callable[[Order, Fill | None], None]] = []
@@ -84,6 +86,7 @@ class OrderGateway:
         self._batch_new: list[Order] = []   # orders journalled in the open batch, not yet sent
         self._sent_ns: dict[str, int] = {}   # client id -> when it left (ack latency)
         self.closed: str | None = None   # set for good by close(): the daemon is stopping
+        self._warn = RateLimitedLog(log)
         venue.bind(self, session=session)
 
     def close(self, reason: str) -> None:
@@ -218,7 +221,9 @@ class OrderGateway:
             # its own making: the venue's breaker counts it like the venue's rejects.
             self.breakers.on_reject(self.venue.name, "(pre-trade)", f"{stage}: {reason}",
                                     self.clock(), pre_trade=True)
-        log.warning("order rejected at %s: %s", stage, reason)
+        # A strategy can hit the same check thousands of times: one line per stage per
+        # interval, with the count (the totals are in status and /metrics).
+        self._warn(f"order rejected at {stage}", self.rejects_by_stage[stage], reason)
         return Rejected(stage, reason)
 
     def _send(self, order: Order, past_latch: bool = False) -> Order:
@@ -437,7 +442,9 @@ class OrderGateway:
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
         if pos is None:
-            pos = self.positions[symbol] = Position(symbol)
+            inst = self.instruments.get(symbol)
+            pos = self.positions[symbol] = (inst.new_position() if inst is not None
+                                            else Position(symbol))
         return pos
 
     def adopt(self, orders: list[Order]) -> None:

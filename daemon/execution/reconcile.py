@@ -242,8 +242,8 @@ def _with_venue(o: Order, st: VenueOrderState | None, gateway: OrderGateway,
 
 def _check_positions(journal: Journal, gateway: OrderGateway, res: ReconcileResult) -> None:
     """Every position = its fills replayed; memory = the table. Reported, never fixed."""
-    table = journal.positions()
-    replayed = journal.positions_from_fills()
+    table = journal.positions(gateway.instruments)
+    replayed = journal.positions_from_fills(gateway.instruments)
     bad = _diff("positions table", table, "fills replayed", replayed)
     bad += _diff("gateway memory", gateway.positions, "positions table", table)
     if bad:

@@ -59,6 +59,13 @@ def _inflate(d: zlib._Decompress, data: bytes, outs: list[bytes]) -> zlib._Decom
     return d
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:   # reported when the reader gets to it
+        return 0
+
+
 class CaptureReader:
     """Streams ``(recv_ns, raw)`` records from one or more capture files, in the given order.
 
@@ -123,6 +130,9 @@ class CaptureReader:
              "partial_line", "empty_file", "truncated_gzip", "corrupt_gzip", "read_error",
              "ts_jump", "ts_rebase", "ts_absurd", "gaps_compressed"), 0)
         self.problems: deque[str] = deque(maxlen=_MAX_PROBLEMS)
+        # Progress of a replay (status): compressed bytes read of the files' total size.
+        self.bytes_read = 0
+        self.bytes_total = sum(_size(p) for p in self.paths)
         self._held: list[list] = []   # [ns | None, raw] records awaiting a time verdict
         self._future_ns = time.time_ns() + _FUTURE_SLACK_NS
         self._warn = RateLimitedLog(log)
@@ -224,6 +234,7 @@ class CaptureReader:
                     while True:
                         try:
                             comp = fh.read(chunk_bytes)
+                            self.bytes_read += len(comp)
                         except OSError as e:
                             stats["read_error"] += 1
                             self._warn("read_error", stats["read_error"], f"{path}: {e}",

@@ -235,7 +235,7 @@ class Bot4Collector:
 
 
 def _event_kinds() -> frozenset[str]:
-    from daemon.market.runtime import _EVENT_KINDS
+    from daemon.market.feed import _EVENT_KINDS
     return frozenset(_EVENT_KINDS)
 
 

@@ -111,8 +111,12 @@ def _limit(n: int) -> int:
 
 
 class Journal:
-    def __init__(self, path: str | Path, *, must_exist: bool = False) -> None:
+    def __init__(self, path: str | Path, *, must_exist: bool = False,
+                 durable: bool = True) -> None:
         """Open (or, when `must_exist` is false, create) the journal and check it.
+
+        `durable=False` is for a backtest's own journal only: no fsync per commit
+        (synchronous=OFF; the report says so). The daemon always journals with FULL.
 
         `must_exist`: a journal existed here before (the state dir says so): a missing or
         empty file is damage, not a first boot. An existing file always gets `PRAGMA
@@ -141,7 +145,8 @@ class Journal:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit; NORMAL could lose the last commits.
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=FULL" if durable else "PRAGMA synchronous=OFF")
+            self.durable = durable
             self._db.execute("PRAGMA foreign_keys=ON")
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if mode.lower() != "wal":

@@ -1,5 +1,5 @@
 """The market-data sanity stage and book trust: issue 7, defects 1-6, each on the real
-MarketRuntime (decoder → sanity → book → venue) or the real reader/venue."""
+MarketFeed (decoder → sanity → book) or the real reader/venue."""
 from __future__ import annotations
 
 import gzip
@@ -17,7 +17,7 @@ from daemon.market import capture as capture_mod
 from daemon.market.book import OrderBook
 from daemon.market.capture import CaptureReader
 from daemon.market.events import DepthDiff, DepthSnapshot, Quote, Trade
-from daemon.market.runtime import MarketRuntime
+from daemon.market.feed import MarketFeed as MarketRuntime
 from daemon.market.sanity import trade_values_problem
 
 S = "BTCUSDT"
@@ -38,9 +38,9 @@ def diff(U: int, u: int, bids=(), asks=(), t: int = 0) -> DepthDiff:
 
 def synced(rt: MarketRuntime) -> OrderBook:
     """Diff 99..100 first (so the snapshot can be credited), snapshot 100, diff 101."""
-    rt.on_event(diff(99, 100))
-    rt.on_event(DepthSnapshot(S, T0 + MS, 100, list(BIDS), list(ASKS)))
-    rt.on_event(diff(101, 101, bids=[(61830.0, 1.5)], t=2 * MS))
+    rt.handle(diff(99, 100))
+    rt.handle(DepthSnapshot(S, T0 + MS, 100, list(BIDS), list(ASKS)))
+    rt.handle(diff(101, 101, bids=[(61830.0, 1.5)], t=2 * MS))
     book = rt.books[S]
     assert book.valid, book.invalid_reason
     return book
@@ -57,14 +57,14 @@ def test_wiped_bids_make_the_book_suspect_and_unmarked() -> None:
     book = synced(rt)
     assert rt.mark(S) is not None
     wipe = [(p, 0.0) for p, _ in BIDS] + [(1.0, 1.0)]          # every bid gone, one at 1.00
-    rt.on_event(diff(102, 102, bids=wipe, t=3 * MS))
+    rt.handle(diff(102, 102, bids=wipe, t=3 * MS))
     assert not book.valid and book.suspect_reason and "bps" in book.suspect_reason
     assert rt.mark(S) is None                                  # no reference for the band
     st = rt.status()["books"][S]
     assert st["valid"] is False and st["reason"].startswith("suspect:")
     assert st["trust"] == {"suspect": 1}
     # The exchange's own top of book contradicts it: the book is thrown away (resync).
-    rt.on_event(Quote(S, T0 + 4 * MS, 102, 61830.0, 1.5, 61832.0, 1.0))
+    rt.handle(Quote(S, T0 + 4 * MS, 102, 61830.0, 1.5, 61832.0, 1.0))
     assert not book.valid and not book.synced
     assert book.stats["contradicted"] == 1 and "contradicted" in book.invalid_reason
 
@@ -73,10 +73,10 @@ def test_a_real_jump_is_confirmed_by_the_bookticker() -> None:
     rt = runtime()
     book = synced(rt)
     # The whole book moves 3 % in one diff (beyond book_jump_bps=100).
-    rt.on_event(diff(102, 102, bids=[(p, 0.0) for p, _ in BIDS] + [(60000.0, 1.0)],
+    rt.handle(diff(102, 102, bids=[(p, 0.0) for p, _ in BIDS] + [(60000.0, 1.0)],
                      asks=[(p, 0.0) for p, _ in ASKS] + [(60001.0, 2.0)], t=3 * MS))
     assert not book.valid and book.suspect_reason
-    rt.on_event(Quote(S, T0 + 4 * MS, 102, 60000.0, 1.0, 60001.0, 2.0))   # agrees
+    rt.handle(Quote(S, T0 + 4 * MS, 102, 60000.0, 1.0, 60001.0, 2.0))   # agrees
     assert book.valid and book.stats["confirmed"] == 1
     assert rt.mark(S) == Decimal("60000.5")
 
@@ -84,20 +84,20 @@ def test_a_real_jump_is_confirmed_by_the_bookticker() -> None:
 def test_an_empty_side_is_suspect_and_times_out_without_confirmation() -> None:
     rt = runtime(BOT4__SANITY__SUSPECT_TIMEOUT_S="1")
     book = synced(rt)
-    rt.on_event(diff(102, 102, asks=[(p, 0.0) for p, _ in ASKS], t=3 * MS))
+    rt.handle(diff(102, 102, asks=[(p, 0.0) for p, _ in ASKS], t=3 * MS))
     assert not book.valid and "ask side empty" in book.suspect_reason
-    rt.on_event(diff(103, 103, bids=[(61829.5, 1.0)], t=3 * MS + 2_000 * MS))
+    rt.handle(diff(103, 103, bids=[(61829.5, 1.0)], t=3 * MS + 2_000 * MS))
     assert not book.synced and book.stats["suspect_timeouts"] == 1
 
 
 def test_mark_is_not_moved_by_a_bad_diff_inside_the_band() -> None:
     rt = runtime()
     book = synced(rt)
-    rt.on_event(Quote(S, T0 + 3 * MS, 101, 61830.0, 1.5, 61832.0, 1.0))   # confirmed
+    rt.handle(Quote(S, T0 + 3 * MS, 101, 61830.0, 1.5, 61832.0, 1.0))   # confirmed
     before = rt.mark(S)
     assert before == Decimal("61831")
     # 0.8 % lower bids in one diff: inside the 1 % band, so not suspect; the mark stays.
-    rt.on_event(diff(102, 102, bids=[(61340.0, 5.0)] + [(p, 0.0) for p, _ in BIDS],
+    rt.handle(diff(102, 102, bids=[(61340.0, 5.0)] + [(p, 0.0) for p, _ in BIDS],
                      t=4 * MS))
     assert book.valid and book.mid() != 61831.0
     assert rt.mark(S) == before
@@ -113,8 +113,8 @@ def test_mark_is_not_moved_by_a_bad_diff_inside_the_band() -> None:
 def test_bad_prices_are_rejected_counted_and_never_in_the_book(bad: float, reason: str) -> None:
     rt = runtime()
     book = synced(rt)
-    rt.on_event(diff(102, 102, asks=[(bad, 1.0)], t=3 * MS))
-    rt.on_event(diff(103, 103, asks=[(61833.0, 0.0)], t=4 * MS))   # must not raise
+    rt.handle(diff(102, 102, asks=[(bad, 1.0)], t=3 * MS))
+    rt.handle(diff(103, 103, asks=[(61833.0, 0.0)], t=4 * MS))   # must not raise
     assert rejects(rt) == {reason: 1}
     assert all(math.isfinite(p) and 0 < p < 1e9 for p in [*book.bids, *book.asks])
     assert rt.status()["sanity"]["last"][S].startswith(reason)
@@ -126,7 +126,7 @@ def test_bad_prices_are_rejected_counted_and_never_in_the_book(bad: float, reaso
 def test_bad_quantities_are_rejected(qty: float, reason: str) -> None:
     rt = runtime()
     book = synced(rt)
-    rt.on_event(diff(102, 102, bids=[(61830.5, qty)], t=3 * MS))
+    rt.handle(diff(102, 102, bids=[(61830.5, qty)], t=3 * MS))
     assert rejects(rt) == {reason: 1} and 61830.5 not in book.bids
 
 
@@ -134,9 +134,9 @@ def test_bad_quantities_are_rejected(qty: float, reason: str) -> None:
 
 def test_snapshot_far_ahead_of_the_diffs_is_rejected() -> None:
     rt = runtime()
-    rt.on_event(diff(99, 100))
-    rt.on_event(DepthSnapshot(S, T0 + MS, 10**15, list(BIDS), list(ASKS)))
-    rt.on_event(diff(101, 101, bids=[(61830.0, 1.5)], t=2 * MS))
+    rt.handle(diff(99, 100))
+    rt.handle(DepthSnapshot(S, T0 + MS, 10**15, list(BIDS), list(ASKS)))
+    rt.handle(diff(101, 101, bids=[(61830.0, 1.5)], t=2 * MS))
     assert not rt.books[S].valid
     assert rejects(rt) == {"snapshot_inconsistent": 1}
 
@@ -188,9 +188,9 @@ def test_paper_venue_never_fills_on_a_bad_print(price: float) -> None:
 def test_runtime_drops_a_trade_far_from_the_confirmed_mid() -> None:
     rt = runtime()
     synced(rt)
-    rt.on_event(Quote(S, T0 + 3 * MS, 101, 61830.0, 1.5, 61832.0, 1.0))
-    rt.on_event(Trade(S, T0 + 4 * MS, (T0 + 4 * MS) // MS, 1, 1.0, 1.0, True))
-    rt.on_event(Trade(S, T0 + 5 * MS, (T0 + 5 * MS) // MS, 2, 61831.0, 1.0, True))
+    rt.handle(Quote(S, T0 + 3 * MS, 101, 61830.0, 1.5, 61832.0, 1.0))
+    rt.handle(Trade(S, T0 + 4 * MS, (T0 + 4 * MS) // MS, 1, 1.0, 1.0, True))
+    rt.handle(Trade(S, T0 + 5 * MS, (T0 + 5 * MS) // MS, 2, 61831.0, 1.0, True))
     assert rejects(rt) == {"trade_out_of_band": 1}
     assert list(rt.sanity.guards[S].trades) == [61831.0]    # only the real one went on
 
@@ -206,7 +206,7 @@ def test_trade_values_problem_names_the_problem() -> None:
 def test_trade_time_far_from_receive_time_is_skipped() -> None:
     rt = runtime()
     synced(rt)
-    rt.on_event(Trade(S, T0 + 4 * MS, (T0 + 4 * MS) // MS + 3_600_000, 1, 61831.0, 1.0, True))
+    rt.handle(Trade(S, T0 + 4 * MS, (T0 + 4 * MS) // MS + 3_600_000, 1, 61831.0, 1.0, True))
     assert rejects(rt) == {"time_skew": 1}
 
 
@@ -294,21 +294,21 @@ def test_futures_diffs_never_build_a_spot_book(binance_dir: Path) -> None:
 
 def test_snapshot_held_until_its_symbol_diff_then_credited() -> None:
     rt = runtime()
-    rt.on_event(DepthSnapshot(S, T0, 100, list(BIDS), list(ASKS)))
+    rt.handle(DepthSnapshot(S, T0, 100, list(BIDS), list(ASKS)))
     assert not rt.books[S].synced                   # held: nothing to check it against
-    rt.on_event(diff(101, 101, bids=[(61830.0, 1.5)], t=MS))
+    rt.handle(diff(101, 101, bids=[(61830.0, 1.5)], t=MS))
     assert rt.books[S].valid and rt.sanity.stats["snapshots_released"] == 1
 
 
 def test_update_id_jump_is_skipped_but_a_continued_jump_is_accepted() -> None:
     rt = runtime()
     book = synced(rt)
-    rt.on_event(diff(10**15, 10**15 + 5, bids=[(61830.0, 9.0)], t=3 * MS))
+    rt.handle(diff(10**15, 10**15 + 5, bids=[(61830.0, 9.0)], t=3 * MS))
     assert rejects(rt) == {"update_id_jump": 1} and book.valid
     assert book.qty_at(True, 61830.0) == 1.5
     # Later ids from a real jump (reconnect): the next diff continues the candidate.
-    rt.on_event(diff(5 * 10**9, 5 * 10**9 + 3, t=4 * MS))
-    rt.on_event(diff(5 * 10**9 + 4, 5 * 10**9 + 9, t=5 * MS))
+    rt.handle(diff(5 * 10**9, 5 * 10**9 + 3, t=4 * MS))
+    rt.handle(diff(5 * 10**9 + 4, 5 * 10**9 + 9, t=5 * MS))
     assert rt.sanity.stats["update_id_rebases"] == 1
     assert not book.synced and book.stats["gaps"] == 1   # the book resyncs after a jump
 
@@ -351,9 +351,9 @@ def test_live_suspect_book_requests_a_snapshot_and_a_fresh_one_confirms_it() -> 
     rt = runtime()
     book = synced(rt)
     live = rt._live = _LiveStub()
-    rt.on_event(diff(102, 102, asks=[(p, 0.0) for p, _ in ASKS], t=3 * MS))   # empties asks
+    rt.handle(diff(102, 102, asks=[(p, 0.0) for p, _ in ASKS], t=3 * MS))   # empties asks
     assert not book.valid and live.requests == [S]
-    rt.on_event(DepthSnapshot(S, T0 + 4 * MS, 105, list(BIDS), list(ASKS)))   # the answer
+    rt.handle(DepthSnapshot(S, T0 + 4 * MS, 105, list(BIDS), list(ASKS)))   # the answer
     assert book.synced and not book.valid          # waits for a diff to continue it
-    rt.on_event(diff(104, 106, bids=[(61830.0, 2.0)], t=5 * MS))
+    rt.handle(diff(104, 106, bids=[(61830.0, 2.0)], t=5 * MS))
     assert book.valid and book.suspect_reason is None and rt.mark(S) is not None

@@ -7,7 +7,7 @@ import gzip
 
 from daemon import config
 from daemon.market.capture import CaptureReader, list_captures
-from daemon.market.runtime import MarketRuntime
+from daemon.market.feed import MarketFeed as MarketRuntime
 from daemon.safety.watchdog import Watchdog
 from tests.daemon_harness import CONFIG
 from tests.market_live.test_binance_live import (FakeBinance, capture, needs_data, serve,
@@ -72,11 +72,12 @@ def test_live_exception_in_the_event_path_reaches_the_daemon(tmp_path):
                                on_error=errors.append)
             seen = []
 
-            def strategy(sym, book, ts):
-                seen.append(ts)
+            def sink(ev):   # what the engine does after the book: here it fails
+                rt.handle(ev)
+                seen.append(ev.ts_ns)
                 if len(seen) == 20:
                     raise RuntimeError("journal failed under the strategy")
-            rt.subscribe(strategy)
+            rt.sink = sink
             task = asyncio.create_task(rt.run())
             done, _ = await asyncio.wait({task}, timeout=30)
             assert done, "the feed went on after the event path raised"

@@ -75,8 +75,8 @@ def _get(m: dict, name: str, **labels: str) -> float:
 def test_every_metric_is_present_follows_conventions_and_moves(start_daemon):
     d = start_daemon("--replay", str(SPOT), "--replay-speed", "0", watchdog_usec=2_000_000,
                      env={**WEB_ON, "BOT4__DAEMON__AUTO_START": "true",
-                          "BOT4__STRATEGY__HALF_SPREAD_BPS": "0.5",
-                          "BOT4__STRATEGY__REQUOTE_BPS": "0.5", "BOT4__RISK__MAX_POSITION": "1"})
+                          "BOT4__STRATEGY__QUOTER__HALF_SPREAD_BPS": "0.5",
+                          "BOT4__STRATEGY__QUOTER__REQUOTE_BPS": "0.5", "BOT4__RISK__MAX_POSITION": "1"})
     d.wait_ready()
     base = page_url(d)
     first = metrics(base)

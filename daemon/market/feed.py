@@ -1,33 +1,31 @@
 """The market side of the daemon: one source (synthetic, replay or live Binance) feeding
-decoder → sanity stage → order book → paper venue → bars → subscribers (the strategy).
+decoder → sanity stage → order book, and handing every admitted event to one sink (the
+engine, daemon/engine/engine.py), which does everything after the book.
 
-Nothing that failed the sanity stage (daemon/market/sanity.py) reaches the book, the venue,
-the bars or the strategy; every rejection is counted by reason in `status()`. A book that
-is not trusted (suspect, not yet continued by its own diffs) is not valid: the quoter does
-not quote on it, the venue accepts no orders on it, and `mark()` is None. `mark()` is the
-confirmed reference price (see `SymbolGuard.reference`), never the raw mid a bad diff
-could move.
+Nothing that failed the sanity stage (daemon/market/sanity.py) reaches the book or the
+sink; every rejection is counted by reason in `status()`. A book that is not trusted
+(suspect, not yet continued by its own diffs) is not valid, and `mark()` is None then.
+`mark()` is the confirmed reference price (see `SymbolGuard.reference`), never the raw mid
+a bad diff could move.
 
 Runs on the event loop and never blocks it for long: sources yield to the loop every
-millisecond even at full speed, so e-stop handling is never starved. A bad
-message is counted and skipped; an exception while handling an event goes to `on_error`
-(the supervisor faults) instead of silently killing the feed. It never sends orders: the
-venue is reached only through the gateway.
+millisecond even at full speed, so e-stop handling is never starved. A bad message is
+counted and skipped; an exception while handling an event goes to `on_error` (the
+supervisor faults) instead of silently killing the feed.
+
+It produces market events only: it never imports execution, the engine, strategies or
+risk, and never sends an order.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from datetime import datetime, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Callable, Iterable
 
 from daemon.config import Config
-from daemon.execution.orders import to_decimal
-from daemon.execution.paper import PaperVenue
-from daemon.market.bars import TimeBarBuilder
 from daemon.market.book import OrderBook
 from daemon.market.capture import CaptureReader, CaptureRecorder
 from daemon.market.decode import Decoder
@@ -38,23 +36,35 @@ from daemon.safety.watchdog import Heartbeat
 
 log = logging.getLogger(__name__)
 
-Subscriber = Callable[[str, OrderBook, int], None]
 _EVENT_KINDS = ("quotes", "trades", "agg_trades", "depth", "snapshots")
 _YIELD_NS = 1_000_000
 _SYNTHETIC_SNAPSHOT_DELAY_S = 0.3  # give the loop back at least every 1 ms of feed work
 
 
-class MarketRuntime:
+def to_price(x: float) -> Decimal:
+    """Exact decimal of a market-data float (repr() is the shortest round-tripping text)."""
+    return Decimal(repr(x))
+
+
+def _utc(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class MarketFeed:
     def __init__(self, cfg: Config, *, replay: list[str] | None = None,
                  heartbeat: Heartbeat | None = None,
                  on_error: Callable[[str], None] | None = None,
-                 state_dir: Path | None = None) -> None:
+                 clock: Callable[[], int] | None = None) -> None:
+        """`clock`: the engine's clock (marks and reference ages are judged on it). Without
+        one the feed keeps its own event time (the newest admitted event; tools, tests)."""
         m = cfg.market
         self.cfg = cfg
         self.source = m.source
         self.symbols = list(m.symbols)
         self.replay = list(replay or [])
         self.heartbeat = heartbeat
+        self._own_ns = 0
+        self.clock = clock if clock is not None else self._own_clock
         self.on_error = on_error or (lambda reason: log.error("market error: %s", reason))
         futures = m.exchange == "usdm"
         guard = book_guard_options(cfg.sanity)
@@ -65,18 +75,9 @@ class MarketRuntime:
         # symbol -> (book, guard): one dict lookup per event finds both.
         self._route = {s: (self.books[s], self.sanity.guards[s]) for s in self.symbols}
         self.decoder = Decoder(default_symbol=self.symbols[0] if len(self.symbols) == 1 else None)
-        p = cfg.paper
-        self.venue = PaperVenue(maker_fee_bps=p.maker_fee_bps, taker_fee_bps=p.taker_fee_bps,
-                                entry_latency_ns=int(p.entry_latency_ms * 1e6),
-                                md_latency_ns=int(p.md_latency_ms * 1e6),
-                                jitter_ns=int(p.latency_jitter_ms * 1e6), seed=p.seed,
-                                lot_sizes={s: i.lot_size for s, i in cfg.instruments.items()})
-        self.bars = {s: TimeBarBuilder(s, 60 * 1_000_000_000) for s in self.symbols}
-        self.last_bar: dict[str, dict] = {}
-        self.now_ns = 0
-        self._subs: list[Subscriber] = []
-        self._trade_subs: list[Callable[[Trade], None]] = []
-        self._event_subs: list[Callable[[object, OrderBook], None]] = []
+        # Every admitted event goes here (the engine); by default the feed only keeps books.
+        self.sink: Callable[[object], None] = self.handle
+        self.on_finished: Callable[[], None] = lambda: None
         self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
         self.synthetic: SyntheticMarket | None = None
         self._reader: CaptureReader | None = None
@@ -84,15 +85,12 @@ class MarketRuntime:
         self._live = None
         self._recorders: dict[str, CaptureRecorder] = {}
         self.finished = False
-        # Set by the owner of the gateway: venue reports due at the same instant (acks,
-        # cancel confirmations) are then journalled in one commit.
-        self.report_batch: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        self._state_dir = state_dir
+        self.lines = 0
+        self._started_wall = 0.0
 
     # -- reading ---------------------------------------------------------------------------
-    def clock(self) -> int:
-        """Market time: the receive time of the event being handled (wall time before any)."""
-        return self.now_ns or time.time_ns()
+    def _own_clock(self) -> int:
+        return self._own_ns or time.time_ns()
 
     def mark(self, symbol: str) -> Decimal | None:
         """The confirmed reference price for risk checks: the mid the exchange last
@@ -102,7 +100,7 @@ class MarketRuntime:
         if guard is None:
             return None
         ref = guard.reference(self.clock())
-        return None if ref is None else to_decimal(round(ref, 8))
+        return None if ref is None else to_price(round(ref, 8))
 
     def book_validity(self) -> dict[str, bool]:
         return {s: b.valid for s, b in self.books.items()}
@@ -125,20 +123,6 @@ class MarketRuntime:
             out.append("live feed disconnected")
         return out
 
-    def subscribe(self, cb: Subscriber) -> None:
-        self._subs.append(cb)
-
-    def subscribe_trades(self, cb: Callable[[Trade], None]) -> None:
-        """`cb(trade)` for every trade that passed the sanity stage, when it is handled
-        (market time = trade.ts_ns); the circuit breakers' volume detector reads them."""
-        self._trade_subs.append(cb)
-
-    def subscribe_events(self, cb: Callable[[object, OrderBook], None]) -> None:
-        """`cb(event, book)` for every event that passed the sanity stage (quotes, trades,
-        diffs, snapshots), right after the book and the venue handled it (market time =
-        event.ts_ns); the data-quality layers (daemon/quality) read them."""
-        self._event_subs.append(cb)
-
     # -- the event path ----------------------------------------------------------------------
     def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
         """A raw message from a live source (may carry the symbol of a REST snapshot, and
@@ -151,73 +135,65 @@ class MarketRuntime:
             if rec is not None:
                 rec.write(recv_ns, raw)
         if ev is not None:
-            self.on_event(ev)
+            self.sink(ev)
 
-    def on_event(self, ev: object) -> None:
+    def admit(self, ev: object) -> tuple[OrderBook, object] | None:
+        """The sanity stage: (book, guard) of an event that may go on, None for one that
+        was rejected (counted) or is for an unconfigured symbol. A rejected event moves
+        nothing, not even time."""
         route = self._route.get(ev.symbol)
         if route is None:
             self.sanity.unconfigured_event(ev)
-            return
+            return None
+        guard = route[1]
+        t = type(ev)
+        if t is Quote:                # ~70% of messages: keep this path short
+            ok = guard.quote(ev)
+        elif t is Trade:
+            ok = guard.trade(ev)
+        elif t is DepthDiff:
+            ok = guard.diff(ev)
+        else:
+            ok = guard.snapshot(ev)
+        return route if ok else None
+
+    @staticmethod
+    def apply(ev: object, route: tuple[OrderBook, object]) -> OrderBook:
+        """Bring the book up to date with an admitted event (trades leave it alone)."""
         book, guard = route
         t = type(ev)
-        # The sanity stage first: a rejected event moves nothing, not even market time.
-        if t is Quote:                # ~70% of messages: keep this path short
-            if not guard.quote(ev):
-                return
-        elif t is Trade:
-            if not guard.trade(ev):
-                return
-        elif t is DepthDiff:
-            if not guard.diff(ev):
-                return
-        elif not guard.snapshot(ev):
-            return
-        self.now_ns = ts = ev.ts_ns
-        venue = self.venue
-        if ts >= venue.next_due_ns:   # requests due by now see the book before this event
-            with self.report_batch():
-                venue.advance(ts)
         if t is Quote:
             book.on_quote(ev)
-        elif t is Trade:
-            venue.on_trade(ev)
-            for tcb in self._trade_subs:
-                tcb(ev)
-            if (bar := self.bars[ev.symbol].update(ev)) is not None:
-                self.last_bar[ev.symbol] = {"open": bar.open, "high": bar.high, "low": bar.low,
-                                            "close": bar.close, "volume": bar.volume,
-                                            "vwap": bar.vwap, "trades": bar.trades}
-        else:
-            if t is DepthDiff:
-                if guard.held is not None:
-                    # A snapshot that arrived before any diff of this symbol: it goes first
-                    # if this diff shows it belongs to the symbol.
-                    snap = guard.release_held(ev)
-                    if snap is not None:
-                        book.on_snapshot(snap)
-                book.on_diff(ev)
-            else:
-                book.on_snapshot(ev)
-            venue.on_depth(book, ts)
-            venue.md.push(ts, ev.symbol)   # the strategy hears of it md_latency later
-        for ecb in self._event_subs:
-            ecb(ev, book)
-        md = venue.md
-        if md.next_ns <= ts:   # checked on every event so the delay is md_latency, not 100 ms
-            for due_ns, sym in md.pop_due(ts):
-                b = self.books[sym]
-                for cb in self._subs:
-                    cb(sym, b, due_ns)
+        elif t is DepthDiff:
+            if guard.held is not None:
+                # A snapshot that arrived before any diff of this symbol: it goes first
+                # if this diff shows it belongs to the symbol.
+                snap = guard.release_held(ev)
+                if snap is not None:
+                    book.on_snapshot(snap)
+            book.on_diff(ev)
+        elif t is not Trade:
+            book.on_snapshot(ev)
+        return book
+
+    def handle(self, ev: object) -> None:
+        """The default sink: sanity and book only (tools and tests without an engine)."""
+        route = self.admit(ev)
+        if route is not None:
+            if ev.ts_ns > self._own_ns:
+                self._own_ns = ev.ts_ns
+            self.apply(ev, route)
 
     def feed(self, records: Iterable[tuple[int, bytes]]) -> int:
-        """Replay records synchronously (benchmarks, tests): decode + on_event each."""
-        decode, on_event = self.decoder.decode, self.on_event
+        """Replay records synchronously (benchmarks, tests): decode + sink each."""
+        decode, sink = self.decoder.decode, self.sink
         n = 0
         for recv_ns, raw in records:
             n += 1
             ev = decode(recv_ns, raw)
             if ev is not None:
-                on_event(ev)
+                sink(ev)
+        self.lines += n
         return n
 
     def _suspect(self, book: OrderBook) -> None:
@@ -239,14 +215,11 @@ class MarketRuntime:
 
     # -- sources ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        ticker = None
+        self._started_wall = time.monotonic()
         try:
             if self.source == "replay":
                 await self._run_replay()
                 return
-            # Wall-clock sources: the simulated exchange keeps time even when our feed is
-            # silent (a real exchange confirms cancels whatever our market data does).
-            ticker = asyncio.create_task(self._venue_clock(), name="venue-clock")
             if self.source == "binance":
                 await self._run_live()
             else:
@@ -257,14 +230,6 @@ class MarketRuntime:
             log.exception("market source failed")
             self.on_error(f"market source {self.source} failed: {e!r}")
             raise
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-
-    async def _venue_clock(self) -> None:
-        while True:
-            await asyncio.sleep(0.01)
-            self.venue.advance(time.time_ns())
 
     def _beat(self) -> bool:
         """Beat the heartbeat unless a (simulated) stall is in progress."""
@@ -288,24 +253,26 @@ class MarketRuntime:
 
     async def _run_replay(self) -> None:
         reader = self.make_reader(self.cfg.market.replay_speed)
-        decode, on_event = self.decoder.decode, self.on_event
+        decode, sink = self.decoder.decode, self.sink
         n = 0
         async for recv_ns, raw in reader:
             n += 1
             if not n & 63:
+                self.lines = n
                 while not self._beat():
                     await asyncio.sleep(0.05)
             ev = decode(recv_ns, raw)
             if ev is not None:
-                on_event(ev)
+                sink(ev)
+        self.lines = n
         self.finished = True
         log.info("replay finished: %d lines, reader %s, decoder %s", n, reader.stats,
                  {k: v for k, v in self.decoder.stats.items() if v})
-        # Replay over: market time stops. Keep the heartbeat alive (an idle market is not a
-        # stalled component) and let queued venue requests (cancels) take effect.
+        self.on_finished()
+        # Replay over: market time stops. Keep the heartbeat alive: an idle market is not a
+        # stalled component.
         while True:
             self._beat()
-            self.settle()
             await asyncio.sleep(0.2)
 
     async def _run_synthetic(self) -> None:
@@ -365,11 +332,18 @@ class MarketRuntime:
             for rec in self._recorders.values():
                 rec.flush()
 
-    def settle(self) -> None:
-        """Move venue time past the entry latency so every queued request takes effect
-        (used when no further market event will do it: end of replay, shutdown)."""
-        v = self.venue
-        self.venue.advance(max(v.now_ns, self.now_ns) + v.entry_latency_ns + v.jitter_ns + 1)
+    def progress(self) -> dict | None:
+        """Where a replay is: event time, share of the files read, lines and speed."""
+        r = self._reader
+        if r is None:
+            return None
+        elapsed = time.monotonic() - self._started_wall if self._started_wall else 0.0
+        now = self.clock()
+        return {"event_time": _utc(now), "event_ns": now, "lines": self.lines,
+                "percent": round(100.0 * r.bytes_read / r.bytes_total, 1)
+                if r.bytes_total else None,
+                "lines_per_s": round(self.lines / elapsed) if elapsed > 0 else None,
+                "finished": self.finished}
 
     def stall(self, seconds: float) -> None:
         """Simulation hook: the feed stops (and stops beating) for a while."""
@@ -402,10 +376,11 @@ class MarketRuntime:
                                                    if k in _EVENT_KINDS), "books": books,
                "decoder": {k: v for k, v in self.decoder.stats.items() if v},
                "sanity": self.sanity.status(),
-               "bars": self.last_bar, "replay_finished": self.finished}
+               "replay_finished": self.finished}
         if self._live is not None:
             out["live"] = self._live.status()
         if self._reader is not None:
+            out["replay"] = self.progress()
             out["reader"] = {k: v for k, v in self._reader.stats.items() if v}
             if self._reader.problems:
                 out["reader"]["problems"] = list(self._reader.problems)

@@ -1,0 +1,27 @@
+"""The built-in strategies by config name, and how each is built from its own table.
+
+`[strategy] name = ...` picks one; `[strategy.<name>]` holds its parameters (validated
+by daemon/config.py like every other setting). This module only builds strategies; it
+never runs them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from daemon.config import StrategyCfg
+from daemon.strategy.api import Strategy
+from daemon.strategy.quoter import Quoter
+
+# name -> (class, the parameter table of StrategyCfg it reads)
+BUILTIN: dict[str, tuple[type[Strategy], Callable[[StrategyCfg], object]]] = {
+    "quoter": (Quoter, lambda c: c.quoter),
+}
+
+
+def build(cfg: StrategyCfg, market_symbols: list[str]) -> Strategy:
+    try:
+        cls, params = BUILTIN[cfg.name]
+    except KeyError:   # config validation allows only built-in names; this is a bug guard
+        raise ValueError(f"unknown strategy {cfg.name!r} (built in: "
+                         f"{', '.join(sorted(BUILTIN))})") from None
+    return cls(params(cfg), cfg.traded(market_symbols))
