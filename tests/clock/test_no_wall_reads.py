@@ -14,7 +14,7 @@ RULE_MODULES = sorted(
     [*ROOT.glob("daemon/safety/breakers/*.py"), *ROOT.glob("daemon/risk/*.py"),
      ROOT / "daemon/protection.py", ROOT / "daemon/market/sanity.py",
      *ROOT.glob("daemon/quality/*.py"), *ROOT.glob("daemon/features/*.py"),
-     ROOT / "daemon/analytics/runner.py", ROOT / "daemon/engine/clock.py"])
+     ROOT / "daemon/analytics/runner.py"])
 # Not a rule on market time: the live-only REST backfill paces its retries (doubling
 # backoff against the exchange's server) on the loop's clock, which is right for it.
 PACING_ONLY = {"daemon/quality/backfill_task.py"}
@@ -67,6 +67,4 @@ def test_no_rule_module_reads_a_clock(path: Path):
     if rel in PACING_ONLY:
         assert reads, f"{rel} no longer reads a clock: take it off PACING_ONLY"
         return
-    # (daemon/engine/clock.py: the wall default is passed as a function, never called
-    # there; the engine clock calls it only through `self._wall`.)
     assert reads == [], f"{rel} reads a clock: {reads}"
