@@ -157,27 +157,41 @@ def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
         bt.samples.append(EquitySample(ts, equity, {s: p.qty for s, p in gw.positions.items()},
                                        marks))
 
-    reader = feed.make_reader(0.0)
-    if use_cache:
+    try:
+        groups = feed.replay_groups()
+    except ValueError as e:
+        raise BacktestError(str(e)) from None
+    merged = len(groups) > 1
+    if use_cache and not merged:
         from daemon.market.cache import load_or_build
         cached = load_or_build([Path(f) for f in files], cache_dir=cache_dir,
+                               decoder_prefix=groups[0][0],
                                reader_kwargs=_reader_kwargs(cfg))
         bt.cache_hit = cached.hit
-        events, total = iter(cached), max(cached.lines, 1)
-        decode = None
+        events: Any = iter(cached)
+        total, unit = max(cached.lines, 1), "lines"
+        mode = "events"
+    elif merged:   # several markets at once: one stream in receive-time order
+        events = feed.merged_records()
+        total, unit, mode = 1, "bytes", "merged"
     else:
-        events, total = reader, max(reader.bytes_total, 1)
+        reader = feed.make_reader(0.0)
         decode = feed.decoder.decode
+        events, total, unit, mode = reader, max(reader.bytes_total, 1), "bytes", "raw"
     if progress is not None:
         from daemon.backtest.progress import Progress
-        bar = Progress(total, stream=progress, unit="bytes" if decode is not None else "lines")
+        bar = Progress(total, stream=progress, unit=unit)
     on_event = engine.on_event
     n = 0
     try:
         for item in events:
             n += 1
-            if decode is not None:
+            if mode == "raw":
                 ev = decode(item[0], item[1])
+                if ev is None:
+                    continue
+            elif mode == "merged":
+                ev = item[2](item[0], item[1])
                 if ev is None:
                     continue
             else:
@@ -189,7 +203,12 @@ def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
                     sample(ts)
                 next_sample = ts + interval
             if bar is not None and not n & 4095:
-                bar.update(reader.bytes_read if decode is not None else n, ts, lines=n)
+                if mode == "events":
+                    bar.update(n, ts, lines=n)
+                else:
+                    done, total_bytes = feed.bytes_read()
+                    bar.total = max(total_bytes, 1)
+                    bar.update(done, ts, lines=n)
         feed.lines = n
         feed.finished = True
         engine._on_finished()

@@ -84,6 +84,7 @@ class Engine:
         self._next_check = 0
         self._tags: dict[str, str] = {}      # strategy tag -> client id of its latest order
         self._tag_of: dict[str, str] = {}    # client id -> tag
+        self._follow_up: list[Intent] = []   # intents a strategy returned from on_refused
         self._stalled_until = 0.0
         self.finished = False
         self.failed: str | None = None   # set by the first error handed to the control
@@ -179,25 +180,31 @@ class Engine:
     def _run(self, intents: Iterable[Intent] | None) -> None:
         if not intents:
             return
-        trading = self.control.state in (State.TRADING, State.REDUCING)
         with self.gateway.batch():   # everything one handler decided: one fsync
-            for it in intents:
-                self.stats["intents"] += 1
-                self.strategy.stats["intents"] += 1
-                t = type(it)
-                if t is Cancel:
-                    self._cancel_tag(it)
-                elif not trading:
-                    self.stats["dropped_not_trading"] += 1
-                    self.strategy.on_refused(self.ctx, it, "state",
-                                             f"not trading ({self.control.state})")
-                elif t is Place:
-                    self._place(it)
-                elif t is Amend:
-                    self._amend(it)
-                else:
-                    raise TypeError(f"strategy {self.strategy.name} returned {it!r}, not an "
-                                    f"intent (Place, Amend, Cancel)")
+            todo = list(intents)
+            while todo:
+                self._follow_up = []
+                for it in todo:
+                    self._one(it)
+                # What the strategy answered to refusals (an unwind), in the same commit.
+                todo = self._follow_up
+
+    def _one(self, it: Intent) -> None:
+        self.stats["intents"] += 1
+        self.strategy.stats["intents"] += 1
+        t = type(it)
+        if t is Cancel:
+            self._cancel_tag(it)
+        elif self.control.state not in (State.TRADING, State.REDUCING):
+            self.stats["dropped_not_trading"] += 1
+            self._refused(it, "state", f"not trading ({self.control.state})")
+        elif t is Place:
+            self._place(it)
+        elif t is Amend:
+            self._amend(it)
+        else:
+            raise TypeError(f"strategy {self.strategy.name} returned {it!r}, not an "
+                            f"intent (Place, Amend, Cancel)")
 
     def _working(self, tag: str) -> Order | None:
         cid = self._tags.get(tag)
@@ -249,7 +256,9 @@ class Engine:
     def _refused(self, it: Intent, stage: str, reason: str) -> None:
         self.stats["refused"] += 1
         self.refused_by_stage[stage] = self.refused_by_stage.get(stage, 0) + 1
-        self.strategy.on_refused(self.ctx, it, stage, reason)
+        more = self.strategy.on_refused(self.ctx, it, stage, reason)
+        if more:
+            self._follow_up.extend(more)
         if stage not in ("latch", "state"):
             self._warn(f"refused:{stage}", self.refused_by_stage[stage],
                        f"{self.strategy.name}: {type(it).__name__} {it.tag} refused by "

@@ -22,13 +22,15 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from decimal import Decimal
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from daemon.config import Config
 from daemon.market.book import OrderBook
-from daemon.market.capture import CaptureReader, CaptureRecorder
+from daemon.market.capture import CaptureReader, CaptureRecorder, merge_records
 from daemon.market.decode import Decoder
+from daemon.market.instruments import captures_by_market, parse_id, prefix_of
 from daemon.market.events import DepthDiff, Quote, Trade
 from daemon.market.sanity import Sanity, book_guard_options
 from daemon.market.synthetic import SyntheticMarket
@@ -66,21 +68,32 @@ class MarketFeed:
         self._own_ns = 0
         self.clock = clock if clock is not None else self._own_clock
         self.on_error = on_error or (lambda reason: log.error("market error: %s", reason))
-        futures = m.exchange == "usdm"
+        # Instruments by market: plain symbols for [market] exchange, "usdm:BTCUSDT" for
+        # another market's (daemon/market/instruments.py); futures books follow `pu`.
+        self.market_of = {s: parse_id(s, m.exchange)[0] for s in self.symbols}
         guard = book_guard_options(cfg.sanity)
-        self.books = {s: OrderBook(s, futures, on_needs_snapshot=self._needs_snapshot,
+        self.books = {s: OrderBook(s, self.market_of[s] != "spot",
+                                   on_needs_snapshot=self._needs_snapshot,
                                    on_suspect=self._suspect, **guard)
                       for s in self.symbols}
         self.sanity = Sanity(cfg, self.books)
         # symbol -> (book, guard): one dict lookup per event finds both.
         self._route = {s: (self.books[s], self.sanity.guards[s]) for s in self.symbols}
-        self.decoder = Decoder(default_symbol=self.symbols[0] if len(self.symbols) == 1 else None)
+        # One decoder per market; events of another market carry its prefix in the symbol.
+        self.decoders: dict[str, Decoder] = {}
+        for market in dict.fromkeys(self.market_of.values()):
+            ids = [s for s in self.symbols if self.market_of[s] == market]
+            prefix = prefix_of(market, m.exchange)
+            self.decoders[prefix] = Decoder(
+                default_symbol=ids[0][len(prefix):] if len(ids) == 1 else None, prefix=prefix)
+        self.decoder = self.decoders.get("") or next(iter(self.decoders.values()))
         # Every admitted event goes here (the engine); by default the feed only keeps books.
         self.sink: Callable[[object], None] = self.handle
         self.on_finished: Callable[[], None] = lambda: None
         self._snapshot_wanted: dict[str, float] = {}   # synthetic: symbol -> when to answer
         self.synthetic: SyntheticMarket | None = None
         self._reader: CaptureReader | None = None
+        self._readers: list[CaptureReader] = []
         self._stalled_until = 0.0
         self._live = None
         self._recorders: dict[str, CaptureRecorder] = {}
@@ -239,19 +252,51 @@ class MarketFeed:
             self.heartbeat.beat()
         return True
 
-    def make_reader(self, speed: float = 0.0) -> CaptureReader:
+    def make_reader(self, speed: float = 0.0, paths: list[str] | None = None
+                    ) -> CaptureReader:
         """The reader for the replay files, with the [sanity] receive-time checks; also
         the one `status()` reports on (tests and benchmarks pass it to `feed`)."""
         sc = self.cfg.sanity
         # Pacing never waits as long as the watchdog's feed deadline: an idle stretch of a
         # capture is not a stalled component.
-        self._reader = CaptureReader(self.replay, speed=speed, max_block_ms=1.0,
-                                     max_time_jump_s=sc.max_time_jump_s,
-                                     max_time_back_s=sc.max_time_back_s,
-                                     max_pause_s=self.cfg.watchdog.feed_deadline_s / 4)
-        return self._reader
+        reader = CaptureReader(self.replay if paths is None else paths, speed=speed,
+                               max_block_ms=1.0, max_time_jump_s=sc.max_time_jump_s,
+                               max_time_back_s=sc.max_time_back_s,
+                               max_pause_s=self.cfg.watchdog.feed_deadline_s / 4)
+        self._readers.append(reader)
+        self._reader = self._readers[0]
+        return reader
+
+    def replay_groups(self) -> list[tuple[str, list[str]]]:
+        """The replay files by market, [(prefix, paths)], from their names (spot_, usdm_,
+        coinm_; a name that says no market is [market] exchange's). A market with files
+        but no configured instrument is a config error, not silently unused data."""
+        groups = captures_by_market(self.replay, self.cfg.market.exchange)
+        for prefix, paths in groups:
+            if prefix not in self.decoders:
+                raise ValueError(f"replay files {', '.join(Path(p).name for p in paths)} are "
+                                 f"{prefix.rstrip(':')} market data, but [market] symbols "
+                                 f"has no {prefix}SYMBOL instrument")
+        return groups
+
+    def merged_records(self) -> Iterator[tuple[int, bytes, Callable]]:
+        """Every replay record of every market in receive-time order, each with the
+        decode function of its market (several markets on one engine)."""
+        groups = self.replay_groups()
+        sources = [(prefix, self.make_reader(0.0, paths)) for prefix, paths in groups]
+        decoders = {p: self.decoders[p].decode for p, _ in groups}
+        for ns, raw, prefix in merge_records(sources):
+            yield ns, raw, decoders[prefix]
+
+    def bytes_read(self) -> tuple[int, int]:
+        """(compressed bytes read, total) over every replay reader."""
+        return (sum(r.bytes_read for r in self._readers),
+                sum(r.bytes_total for r in self._readers))
 
     async def _run_replay(self) -> None:
+        if len(self.replay_groups()) > 1:
+            await self._run_replay_merged()
+            return
         reader = self.make_reader(self.cfg.market.replay_speed)
         decode, sink = self.decoder.decode, self.sink
         n = 0
@@ -264,11 +309,50 @@ class MarketFeed:
             ev = decode(recv_ns, raw)
             if ev is not None:
                 sink(ev)
+        self._replay_over(n)
+        await self._idle()
+
+    async def _run_replay_merged(self) -> None:
+        """Several markets at once: one stream in receive-time order. Paced here (each
+        reader paces only itself): a record waits for its time at `replay_speed`."""
+        speed = self.cfg.market.replay_speed
+        sink = self.sink
+        n = 0
+        first_ns = 0
+        t0 = time.monotonic()
+        worked = time.monotonic_ns()
+        for recv_ns, raw, decode in self.merged_records():
+            n += 1
+            if speed > 0:
+                first_ns = first_ns or recv_ns
+                due = t0 + (recv_ns - first_ns) / 1e9 / speed
+                while (wait := due - time.monotonic()) > 0:   # an idle stretch: keep beating
+                    self._beat()
+                    await asyncio.sleep(min(wait, 0.2))
+                    worked = time.monotonic_ns()
+            if not n & 63:
+                self.lines = n
+                while not self._beat():
+                    await asyncio.sleep(0.05)
+                if time.monotonic_ns() - worked > _YIELD_NS:   # the loop gets its turn
+                    await asyncio.sleep(0)
+                    worked = time.monotonic_ns()
+            ev = decode(recv_ns, raw)
+            if ev is not None:
+                sink(ev)
+        self._replay_over(n)
+        await self._idle()
+
+    def _replay_over(self, n: int) -> None:
         self.lines = n
         self.finished = True
-        log.info("replay finished: %d lines, reader %s, decoder %s", n, reader.stats,
-                 {k: v for k, v in self.decoder.stats.items() if v})
+        log.info("replay finished: %d lines, readers %s, decoders %s", n,
+                 [{k: v for k, v in r.stats.items() if v} for r in self._readers],
+                 {p or "default": {k: v for k, v in d.stats.items() if v}
+                  for p, d in self.decoders.items()})
         self.on_finished()
+
+    async def _idle(self) -> None:
         # Replay over: market time stops. Keep the heartbeat alive: an idle market is not a
         # stalled component.
         while True:
@@ -334,14 +418,13 @@ class MarketFeed:
 
     def progress(self) -> dict | None:
         """Where a replay is: event time, share of the files read, lines and speed."""
-        r = self._reader
-        if r is None:
+        if not self._readers:
             return None
+        done, total = self.bytes_read()
         elapsed = time.monotonic() - self._started_wall if self._started_wall else 0.0
         now = self.clock()
         return {"event_time": _utc(now), "event_ns": now, "lines": self.lines,
-                "percent": round(100.0 * r.bytes_read / r.bytes_total, 1)
-                if r.bytes_total else None,
+                "percent": round(100.0 * done / total, 1) if total else None,
                 "lines_per_s": round(self.lines / elapsed) if elapsed > 0 else None,
                 "finished": self.finished}
 
@@ -372,16 +455,26 @@ class MarketFeed:
                                                      "suspect_timeouts", "snapshot_ahead",
                                                      "stale_snapshots", "crossed")
                                   if st[k]}}
-        out = {"source": self.source, "events": sum(v for k, v in self.decoder.stats.items()
+        stats: dict[str, int] = {}
+        for d in self.decoders.values():
+            for k, v in d.stats.items():
+                stats[k] = stats.get(k, 0) + v
+        out = {"source": self.source, "events": sum(v for k, v in stats.items()
                                                    if k in _EVENT_KINDS), "books": books,
-               "decoder": {k: v for k, v in self.decoder.stats.items() if v},
+               "decoder": {k: v for k, v in stats.items() if v},
                "sanity": self.sanity.status(),
                "replay_finished": self.finished}
         if self._live is not None:
             out["live"] = self._live.status()
         if self._reader is not None:
             out["replay"] = self.progress()
-            out["reader"] = {k: v for k, v in self._reader.stats.items() if v}
-            if self._reader.problems:
-                out["reader"]["problems"] = list(self._reader.problems)
+            rs: dict[str, int] = {}
+            for r in self._readers:
+                for k, v in r.stats.items():
+                    if v:
+                        rs[k] = rs.get(k, 0) + v
+            out["reader"] = rs
+            problems = [p for r in self._readers for p in r.problems]
+            if problems:
+                out["reader"]["problems"] = problems
         return out

@@ -114,7 +114,7 @@ class Sanity:
             inst = cfg.instruments[sym]
             self.guards[sym] = SymbolGuard(self, sym, book, float(inst.tick_size),
                                            float(inst.lot_size), sc,
-                                           futures=cfg.market.exchange == "usdm")
+                                           futures=book.futures)   # its own market's
 
     def reject(self, reason: str, symbol: str, detail: str) -> bool:
         """Count one rejection; always returns False (callers `return self.reject(...)`)."""
@@ -228,8 +228,8 @@ class SymbolGuard:
             return self.sanity.reject(
                 "wrong_market", self.symbol,
                 f"depth U={U} u={u} {'without' if pu is None else 'with'} pu: a "
-                f"{'spot' if pu is None else 'USD-M futures'} message, but [market] exchange "
-                f"is {'usdm' if self.futures else 'spot'}")
+                f"{'spot' if pu is None else 'futures'} message, but {self.symbol} is a "
+                f"{'futures' if self.futures else 'spot'} instrument")
         if not 0 < U <= u:
             return self.sanity.reject("update_id_order", self.symbol,
                                       f"depth U={U} u={u}: needs 0 < U <= u")

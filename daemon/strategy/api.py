@@ -115,9 +115,13 @@ class Strategy:
     def on_fill(self, ctx: Context, tag: str, fill: Any) -> Iterable[Intent]:
         return ()
 
-    def on_refused(self, ctx: Context, intent: Intent, stage: str, reason: str) -> None:
-        """The engine could not carry out `intent` (refused by a check, or not trading)."""
+    def on_refused(self, ctx: Context, intent: Intent, stage: str, reason: str
+                   ) -> Iterable[Intent]:
+        """The engine could not carry out `intent` (refused by a check, or not trading).
+        Intents returned here run right after, in the same commit (a strategy that must
+        not keep half of a pair unwinds the first leg here)."""
         self.stats["refused"] += 1
+        return ()
 
     # -- what it says about itself ---------------------------------------------------------
     def aside(self, reason: str | None) -> None:

@@ -133,3 +133,53 @@ def test_shipped_size_trades_ethusdt_without_instrument_rejects(tmp_path):
     pre = rep["counts"].get("pre_trade_rejects_by_stage") or {}
     assert "instrument" not in pre, pre
     assert rep["counts"]["orders"] > 20 and rep["counts"]["fills"] > 0
+
+
+USDM = DATA / "usdm_btcusdt_20240808.gz"
+TWO_MARKETS = """
+[market]
+symbols = ["BTCUSDT", "usdm:BTCUSDT"]
+[instruments.BTCUSDT]
+tick_size = "0.01"
+lot_size = "0.00001"
+min_notional = "5"
+[instruments."usdm:BTCUSDT"]
+tick_size = "0.1"
+lot_size = "0.001"
+min_notional = "5"
+"""
+
+
+def test_spot_and_perpetual_of_one_asset_on_one_engine(tmp_path):
+    """Issue 9: several instruments of different markets on one engine. The spot and the
+    USD-M capture overlap (23:54-23:59); merged by receive time, each drives its own book
+    and both are quoted, in the daemon and in a backtest alike."""
+    if not USDM.is_file():
+        pytest.skip(f"{USDM} not found")
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(TWO_MARKETS)
+    r = bot4d("backtest", "--config", str(cfg), "--replay", str(BTC), str(USDM), "--report",
+              str(tmp_path / "r"), "--no-png")
+    assert r.returncode == 0, r.stderr
+    run = bot4d("run", "--config", str(cfg), "--sim", "--replay", str(BTC), str(USDM),
+                "--replay-speed", "0", "--exit-at-end", "--state-dir", str(tmp_path / "d"),
+                "--socket", str(tmp_path / "s"))
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["lines"] == 41_249 + 93_954
+    sql = "SELECT symbol, count(*) FROM orders GROUP BY symbol ORDER BY symbol"
+    by_symbol = dict(rows(tmp_path / "r" / "backtest.sqlite3", sql))
+    assert set(by_symbol) == {"BTCUSDT", "usdm:BTCUSDT"} and min(by_symbol.values()) > 0
+    assert rows(tmp_path / "d" / "journal.sqlite3", "SELECT * FROM orders ORDER BY client_id") \
+        == rows(tmp_path / "r" / "backtest.sqlite3", "SELECT * FROM orders ORDER BY client_id")
+    # Each book was built from its own market's messages: nothing was refused as the
+    # other market's (a futures diff carries "pu", a spot one does not).
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert rep["by_symbol"]["usdm:BTCUSDT"]["fills"] + rep["by_symbol"]["BTCUSDT"]["fills"] > 0
+
+
+def test_a_capture_of_an_unconfigured_market_is_refused_by_name(tmp_path):
+    r = bot4d("backtest", "--config", str(CONFIG), "--replay", str(USDM), "--report",
+              str(tmp_path / "r"), "--no-png")
+    assert r.returncode != 0
+    assert "usdm_btcusdt_20240808.gz" in r.stderr and "usdm" in r.stderr, r.stderr
