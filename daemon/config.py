@@ -435,6 +435,45 @@ class StrategyCfg(_Section):
         return list(self.symbols) if self.symbols else list(market_symbols)
 
 
+class ExecutionCfg(_Section):
+    """[execution]: parent orders run by daemon/engine/executor.py (`bot4ctl flatten`, a
+    strategy's Execute intent): a TWAP or Almgren-Chriss schedule of child orders, each a
+    marketable limit IOC at the touch +/- max_slippage_bps (never a market order); what the
+    book does not give within that cap goes back to the schedule. The e-stop's
+    flatten_on_estop never uses this: it is an immediate sweep."""
+    algo: Literal["twap", "ac"] = "twap"
+    duration_s: float = Field(60.0, gt=0, le=86_400)
+    slices: int = Field(10, ge=1, le=10_000)
+    # Cap on one child order, quote currency (USD for inverse), turned into a quantity at
+    # the mark when a parent starts; unset = no cap.
+    max_slice_notional: Money | None = None
+    # Share of the volume traded in the last slice interval one child may take; 0 = off.
+    max_participation: float = Field(0.0, ge=0, le=1)
+    # Almgren-Chriss risk aversion lambda (1 / quote currency); 0 = minimum expected cost
+    # (the straight TWAP line).
+    risk_aversion: float = Field(1e-6, ge=0, le=1e3)
+    max_slippage_bps: float = Field(50.0, gt=0, le=1000)
+    # AC impact parameters (seconds as the time unit, prices in quote currency):
+    # "estimate" measures them from the book and the last impact_window_s of trades when
+    # the parent starts and falls back to the values below (or to TWAP when they are
+    # unset) if the data is insufficient; "configured" uses the values below only.
+    impact: Literal["estimate", "configured"] = "estimate"
+    impact_window_s: float = Field(300.0, ge=10, le=86_400)
+    sigma: float | None = Field(None, ge=0, le=1e12)     # price per sqrt(second)
+    eta: float | None = Field(None, gt=0, le=1e12)       # price per (unit per second)
+    gamma: float | None = Field(None, ge=0, le=1e12)     # price per unit
+    epsilon: float | None = Field(None, ge=0, le=1e12)   # price per unit (half spread + fee)
+
+    @model_validator(mode="after")
+    def _impact(self) -> ExecutionCfg:
+        if self.impact == "configured":
+            unset = [k for k in ("sigma", "eta", "gamma", "epsilon") if getattr(self, k) is None]
+            if unset:
+                raise ValueError(f"impact = \"configured\" needs {', '.join(unset)} set "
+                                 f"(or impact = \"estimate\" to measure them)")
+        return self
+
+
 class SanityCfg(_Section):
     """Market-data sanity stage (daemon/market/sanity.py, the trust checks in book.py)."""
     max_price_ticks: float = Field(1e10, ge=1e3, le=1e15)      # price <= tick_size * this
@@ -706,6 +745,7 @@ class Config(_Section):
     features: FeaturesCfg = FeaturesCfg()    # streaming features (daemon/features)
     quality: QualityCfg = QualityCfg()       # data quality and drift (daemon/quality)
     analytics: AnalyticsCfg = AnalyticsCfg()   # heavy-analytics jobs (daemon/analytics/runner.py)
+    execution: ExecutionCfg = ExecutionCfg()   # parent orders, flatten (daemon/engine/executor.py)
     # Keyed by instrument id ([instruments."usdm:BTCUSDT"] for another market's).
     instruments: dict[str, InstrumentCfg] = Field(
         default_factory=lambda: default_instruments("spot"))
