@@ -68,6 +68,8 @@ EX_TEMPFAIL = 75      # another bot4d holds the state dir
 _JOURNAL_FILE_CHECK_S = 1.0
 _READ_ONLY_COMMANDS = frozenset({"status", "orders", "fills", "features", "quality"})
 _MAX_FAILURES_SHOWN = 20
+_NO_CORE = {"orders": {"open": 0, "list": []}, "positions": {}, "risk": None, "breakers": [],
+            "quality": None, "analytics": None, "market": None, "engine": None}
 
 
 class StartupError(Exception):
@@ -738,26 +740,10 @@ class Supervisor:
             "watchdog": {"systemd_usec": self.notifier.watchdog_usec, "pings": self.pings,
                          "pings_blocked": self._pings_blocked,
                          "components": self.watchdog.snapshot()},
-            "orders": {"open": len(self.gateway.open) if self.gateway else 0,
-                       "list": [{"id": o.client_id, "symbol": o.symbol, "side": o.side.value,
-                                 "price": str(o.price), "qty": str(o.qty),
-                                 "status": o.status.value}
-                                for o in (self.gateway.open.values() if self.gateway else [])],
-                       **(self.gateway.stats if self.gateway else {})},
-            "positions": self._positions_status(),
             "reconciliation": self._reconciliation_status(),
-            "analytics": self.analytics.status() if self.analytics else None,
-            "quality": None if self.quality is None else {
-                "outcome": self.quality.outcome(),
-                "scores": {k: v.get("score") for k, v in
-                           self.quality.status()["symbols"].items()}},
-            **(self.protection.status(self.gateway.positions, {
-                s: self.market.mark(s) for s in self.market.symbols},
-                list(self.gateway.open.values()))
-               if self.protection and self.gateway and self.market else
-               {"risk": None, "breakers": []}),
-            "market": self.market.status() if self.market else None,
-            "engine": self.engine.status() if self.engine else None,
+            # The trading core's parts, each from its own status(): orders, positions, risk,
+            # breakers, quality, analytics, market, engine (and strategy).
+            **(self.engine.core_status() if self.engine else _NO_CORE),
             "replay_summary": self.replay_summary,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "control": self.control.stats() if self.control else None,
@@ -776,19 +762,6 @@ class Supervisor:
                 "positions_ok": r["positions_ok"], "mismatches": r["mismatches"],
                 "outcomes": r["outcomes"], **{k: len(v) for k, v in r["outcomes"].items()},
                 "fills_applied": len(r["fills_applied"])}
-
-    def _positions_status(self) -> dict:
-        """Per symbol: quantity, average price, realised and unrealised PnL (at the trusted
-        mark; None without one), fees, the mark itself. Decimals as strings."""
-        out = {}
-        for sym, p in (self.gateway.positions.items() if self.gateway else ()):
-            mark = self.market.mark(sym) if self.market else None
-            upnl = None if mark is None else (mark - p.avg_price) * p.qty
-            out[sym] = {"qty": str(p.qty), "avg_price": str(p.avg_price),
-                        "realized_pnl": str(p.realized_pnl),
-                        "unrealized_pnl": None if upnl is None else str(upnl),
-                        "fees": str(p.fees), "mark": None if mark is None else str(mark)}
-        return out
 
     # -- stop -----------------------------------------------------------------------------
     _stop_reason = "stop requested"

@@ -383,4 +383,11 @@ def test_a_real_daemon_answers_orders_fills_and_status_within_80_columns(start_d
         r = d.ctl(*args)
         assert r.returncode == 0, r.stderr
         assert_fits(r.stdout)
+    # Issue 10: which strategy runs, its parameters and what it wants now.
+    out = r.stdout
+    assert "strategy:  quoter on BTCUSDT:" in out, out
+    assert "params:    half_spread_bps 5.0, requote_bps 2.0" in out, out
+    assert "intent:    BTCUSDT: quote 5 bps either side of" in out, out
+    st = d.status()["engine"]["strategy"]
+    assert st["name"] == "quoter" and st["params"]["half_spread_bps"] == 5.0
     assert d.terminate() == 0

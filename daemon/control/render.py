@@ -148,6 +148,7 @@ def status_lines(st: dict) -> list[str]:
         if wd.get("pings_blocked"):
             parts.append(f"BLOCKED: {wd['pings_blocked']}")
         out += pack("watchdog", parts)
+    out += _strategy(st.get("engine"))
     out += _orders(st.get("orders"))
     out += _positions(st.get("positions"))
     out += _risk(st.get("risk"))
@@ -310,10 +311,33 @@ def _reconciliation(rc: object) -> list[str]:
     return out
 
 
+def _strategy(e: object) -> list[str]:
+    """Which strategy runs, its parameters, what it wants now and why it stands aside."""
+    if not isinstance(e, dict) or not isinstance(e.get("strategy"), dict):
+        return []
+    s = e["strategy"]
+    out = text("strategy", f"{_v(s.get('name'))} on {', '.join(map(str, s.get('symbols') or []))}"
+                           f": {s.get('intents', 0)} intents, {s.get('refused', 0)} refused")
+    params = s.get("params") or {}
+    if params:
+        out += pack("params", [f"{k} {_v(v)}" for k, v in params.items()])
+    out += text("intent", _v(s.get("intent")) if s.get("intent") else "none yet")
+    if s.get("standing_aside"):
+        out += text("aside", s["standing_aside"])
+    return out
+
+
 def _market(m: object) -> list[str]:
     if not isinstance(m, dict):
         return []
     out: list[str] = []
+    rp = m.get("replay")
+    if isinstance(rp, dict):
+        out += pack("replay", [f"{'finished' if rp.get('finished') else 'at'} "
+                               f"{_v(rp.get('event_time'))} UTC",
+                               f"{_v(rp.get('percent'))} % of the files",
+                               f"{_v(rp.get('lines'))} lines",
+                               f"{_v(rp.get('lines_per_s'))} lines/s"])
     for sym, b in (m.get("books") or {}).items():
         if not isinstance(b, dict):
             continue

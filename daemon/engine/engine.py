@@ -417,6 +417,18 @@ class Engine:
         return (steps * inst.lot_size).quantize(inst.lot_size)
 
     # -- what the engine shows ------------------------------------------------------------------
+    def core_status(self) -> dict:
+        """Every part of the trading core, each from its own status()."""
+        feed, gw, q = self.feed, self.gateway, self.quality
+        marks = {s: feed.mark(s) for s in feed.symbols}
+        return {"orders": gw.status(), "positions": gw.positions_status(),
+                **self.protection.status(gw.positions, marks, list(gw.open.values())),
+                "quality": None if q is None else {
+                    "outcome": q.outcome(),
+                    "scores": {k: v.get("score") for k, v in q.status()["symbols"].items()}},
+                "analytics": self.analytics.status() if self.analytics is not None else None,
+                "market": feed.status(), "engine": self.status()}
+
     def status(self) -> dict:
         s = self.strategy
         return {"clock": self.clock.status(), "finished": self.finished, "failed": self.failed,

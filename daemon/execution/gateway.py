@@ -447,6 +447,29 @@ class OrderGateway:
                                             else Position(symbol))
         return pos
 
+    # -- what it shows ---------------------------------------------------------------------
+    def status(self) -> dict:
+        """Open orders (each with its state) and the counters."""
+        return {"open": len(self.open),
+                "list": [{"id": o.client_id, "symbol": o.symbol, "side": o.side.value,
+                          "price": str(o.price), "qty": str(o.qty), "status": o.status.value}
+                         for o in self.open.values()],
+                **self.stats}
+
+    def positions_status(self) -> dict:
+        """Per symbol: quantity, average price, realised and unrealised PnL (at the trusted
+        mark, in the settlement currency; None without a mark), fees, the mark itself.
+        Decimals as strings."""
+        out = {}
+        for sym, p in self.positions.items():
+            mark = self.mark(sym)
+            upnl = None if mark is None else p.unrealized(mark)
+            out[sym] = {"qty": str(p.qty), "avg_price": str(p.avg_price),
+                        "realized_pnl": str(p.realized_pnl),
+                        "unrealized_pnl": None if upnl is None else str(upnl),
+                        "fees": str(p.fees), "mark": None if mark is None else str(mark)}
+        return out
+
     def adopt(self, orders: list[Order]) -> None:
         """Crash recovery (daemon/execution/reconcile.py): make memory equal to the journal
         for these orders of an earlier run. Open ones (working at the venue, or restored
