@@ -92,6 +92,9 @@ def test_round_trip_long_pnl_in_coin_by_hand() -> None:
     p = pos_after(fill(Side.BUY, "10", "50000", "0.00001"))
     assert (p.qty, p.avg_price) == (D("10"), D("50000"))
     assert p.unrealized(D("62500")) == D("0.004")
+    # Its quote value is 1000 USD whatever the mark; a linear position's moves with it.
+    assert p.notional_quote(D("62500")) == p.notional_quote(D("1")) == D("1000")
+    assert Position("BTCUSDT", D("-0.02")).notional_quote(D("50000")) == D("-1000.00")
     # The same move on a linear position of the same USD size (0.02 BTC) makes 250 USD,
     # but the inverse one makes 0.004 BTC = 250 USD at the exit price: not the same figure.
     p.apply(fill(Side.SELL, "10", "62500", "0.000008"))

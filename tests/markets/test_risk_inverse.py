@@ -71,6 +71,8 @@ def test_equity_converts_coin_pnl_at_the_mark() -> None:
         D("1249.375") + D("5") - D("1") + D("10")
     # Coin amounts and no price: unknown, not "capital".
     assert equity(D("1000"), pos, {PERP: None}) is None
+    assert equity(D("1000"), pos, {PERP: D("0")}) is None, "a zero mark is no price"
+    assert equity(D("1000"), pos, {}) is None
     assert equity(D("1000"), {PERP: INV.new_position()}, {}) == D("1000")
 
 
