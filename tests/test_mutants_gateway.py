@@ -38,7 +38,8 @@ def test_fresh_gateway(tmp_path):
     with pytest.raises(ValueError, match="^the gateway needs a session token unique to this "
                                          "run$"):
         OrderGateway(latch=r.latch, state=lambda: r.state, breakers=r.breakers, risk=r.risk,
-                     instruments={}, journal=r.journal, venue=r.venue, session="")
+                     instruments={}, journal=r.journal, venue=r.venue, session="",
+                     clock=lambda: 0)
 
 
 @pytest.mark.parametrize("call, stage, reason", [

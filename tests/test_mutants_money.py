@@ -399,7 +399,8 @@ def test_a_gateway_needs_a_session(tmp_path):
     r = Rig(tmp_path)
     with pytest.raises(ValueError, match="session token unique to this run"):
         OrderGateway(latch=r.latch, state=lambda: r.state, breakers=r.breakers, risk=r.risk,
-                     instruments={}, journal=r.journal, venue=r.venue, session="")
+                     instruments={}, journal=r.journal, venue=r.venue, session="",
+                     clock=lambda: 0)
 
 
 def test_flatten_closes_each_position_on_its_own(tmp_path):

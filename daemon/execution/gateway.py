@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from decimal import Decimal
@@ -58,10 +57,11 @@ _RECENT = 2048
 class OrderGateway:
     def __init__(self, *, latch: KillLatch, state: Callable[[], State], breakers: BreakerBoard,
                  risk: RiskEngine, instruments: dict[str, Instrument], journal: Journal,
-                 venue: Venue, session: str, clock: Callable[[], int] = time.time_ns,
+                 venue: Venue, session: str, clock: Callable[[], int],
                  mark: Callable[[str], Decimal | None] = lambda s: None) -> None:
         """`session`: this run's token from the journal (`journal.begin_run()`), so that
-        every id built here or by the venue is new across restarts."""
+        every id built here or by the venue is new across restarts. `clock`: the engine's
+        clock (daemon/engine/clock.py), required so no rule can fall back to a second one."""
         if not session:
             raise ValueError("the gateway needs a session token unique to this run")
         self.latch = latch
