@@ -1,0 +1,266 @@
+"""The engine in process (tests/engine_rig.py: a real core fed by hand): intents become
+gateway calls with the checks applied to every strategy alike; refusals go back to the
+strategy; invalid books pull the strategy's orders; the periodic rules run on event time;
+the end of the data stops trading; one exception policy for everything dispatched."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from daemon.backtest.run import BacktestError
+from daemon.execution.orders import Instrument, OrderStatus, Side, TimeInForce
+from daemon.states import State
+from daemon.strategy.api import Amend, Cancel, Place, Strategy
+from tests.engine_rig import MS, EngineRig
+
+BOOK = ([(59999.99, 1.0), (59999.0, 2.0)], [(60000.01, 1.0), (60001.0, 2.0)])
+D = Decimal
+
+
+class Scripted(Strategy):
+    """A strategy that says what the test tells it to, once per book update."""
+    name = "scripted"
+
+    def __init__(self, symbols=("BTCUSDT",)) -> None:
+        super().__init__(None, list(symbols))
+        self.next: list = []
+        self.books = 0
+        self.trades = []
+        self.bars = []
+        self.fills = []
+        self.refusals = []
+        self.answer_refusal: list = []
+        self.raise_on_book: Exception | None = None
+
+    def on_book(self, ctx, symbol, book):
+        self.books += 1
+        if self.raise_on_book is not None:
+            raise self.raise_on_book
+        out, self.next = self.next, []
+        return out
+
+    def on_trade(self, ctx, trade):
+        self.trades.append(trade.price)
+        return ()
+
+    def on_bar(self, ctx, bar):
+        self.bars.append(bar.close)
+        return ()
+
+    def on_fill(self, ctx, tag, fill):
+        self.fills.append((tag, fill.qty))
+        return ()
+
+    def on_refused(self, ctx, intent, stage, reason):
+        super().on_refused(ctx, intent, stage, reason)
+        self.refusals.append((intent.tag, stage, reason))
+        out, self.answer_refusal = self.answer_refusal, []
+        return out
+
+
+def rig(tmp_path, **kw) -> tuple[EngineRig, Scripted]:
+    s = Scripted(kw.pop("symbols", ("BTCUSDT",)))
+    r = EngineRig(tmp_path, strategy_obj=s, **kw)
+    r.start(*BOOK)
+    return r, s
+
+
+def bid(px="59990", qty="0.0002", tag="bid", **kw) -> Place:
+    return Place(tag, "BTCUSDT", Side.BUY, D(qty), D(px), TimeInForce.POST_ONLY, "test", **kw)
+
+
+def test_a_place_intent_becomes_a_journalled_order_named_by_its_tag(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    (o,) = r.open_orders()
+    assert (o.side, o.price, o.qty, o.tif) == (Side.BUY, D("59990.00"), D("0.00020"),
+                                               TimeInForce.POST_ONLY)
+    assert r.engine.ctx.order("bid").client_id == o.client_id
+    assert [row["client_id"] for row in r.journal.recent_orders()] == [o.client_id]
+    assert r.engine.stats["placed"] == 1 and s.stats["intents"] == 1
+
+
+def test_placing_a_working_tag_replaces_it_and_amend_keeps_the_rest(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    first = r.open_orders()[0]
+    r.settle()
+    s.next = [bid("59980")]
+    r.idle(1)
+    assert first.status is OrderStatus.PENDING_CANCEL
+    r.settle()
+    (second,) = r.open_orders()
+    assert second.price == D("59980.00") and second.client_id != first.client_id
+    s.next = [Amend("bid", price=D("59970"), reason="closer")]
+    r.idle(1)
+    r.settle()
+    (third,) = r.open_orders()
+    assert (third.price, third.qty, third.side) == (D("59970.00"), second.qty, Side.BUY)
+    s.next = [Cancel("bid", "done")]
+    r.idle(1)
+    r.settle()
+    assert r.open_orders() == [] and r.engine.stats["cancelled"] == 3
+
+
+def test_amend_of_nothing_and_a_refused_order_go_back_to_the_strategy(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [Amend("ghost", price=D("1"))]
+    r.idle(1)
+    assert s.refusals[-1][:2] == ("ghost", "intent")
+    s.next = [bid(qty="0.00001")]   # 0.6 USDT: below the minimum notional
+    r.idle(1)
+    tag, stage, reason = s.refusals[-1]
+    assert (tag, stage) == ("bid", "instrument") and "below minimum" in reason
+    assert r.open_orders() == [] and r.engine.refused_by_stage == {"intent": 1,
+                                                                   "instrument": 1}
+
+
+def test_what_a_strategy_answers_to_a_refusal_runs_in_the_same_commit(tmp_path):
+    """Both legs or none: the second leg refused, the first is unwound at once."""
+    r, s = rig(tmp_path)
+    s.next = [bid(tag="leg1"), bid(qty="0.00001", tag="leg2")]
+    s.answer_refusal = [Cancel("leg1", "second leg refused")]
+    r.idle(1)
+    assert [x[:2] for x in s.refusals] == [("leg2", "instrument")]
+    # The first leg was withdrawn inside the same commit: it never reached the venue.
+    assert r.gw.open == {} and r.core.venue.open_orders() == []
+    (row,) = r.journal.recent_orders()
+    assert (row["status"], row["reason"]) == ("cancelled",
+                                              "second leg refused (before it was sent)")
+
+
+def test_intents_are_refused_unless_trading_and_cancels_always_pass(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    r.settle()
+    r.control.halt("operator")
+    assert r.open_orders() == [] or all(o.status is OrderStatus.PENDING_CANCEL
+                                        for o in r.open_orders())
+    s.next = [bid("59980", tag="again")]
+    r.idle(1)
+    assert s.refusals[-1][:2] == ("again", "state")
+    assert r.engine.stats["dropped_not_trading"] == 1
+
+
+def test_an_invalid_book_pulls_the_strategys_orders_and_it_hears_nothing(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    r.settle()
+    books = s.books
+    r.diff([(59998.0, 1.0)], [], gap=True)
+    (o,) = r.gw.open.values()
+    assert o.status is OrderStatus.PENDING_CANCEL and o.reason.startswith("pulled: book")
+    assert s.books == books and s.standing_aside.startswith("BTCUSDT: book invalid")
+    assert r.engine.stats["pulled"] == 1
+
+
+def test_market_data_reaches_the_strategy_after_the_md_latency(tmp_path):
+    s = Scripted()
+    r = EngineRig(tmp_path, strategy_obj=s, overrides={"paper": {"md_latency_ms": 5.0}})
+    r.start(*BOOK)
+    r.quote(59999.99, 60000.01, dt_ms=10)     # (quotes move time and push nothing)
+    books = s.books
+    r.diff([(59999.5, 1.0)], [], dt_ms=1)     # heard at +5 ms
+    assert s.books == books
+    r.quote(59999.99, 60000.01, dt_ms=4)      # +4 ms: not yet
+    assert s.books == books
+    r.quote(59999.99, 60000.01, dt_ms=1)      # +5 ms: heard
+    assert s.books == books + 1
+    r.trade(60000.0, 0.1, dt_ms=1)
+    r.quote(59999.99, 60000.01, dt_ms=4)
+    assert s.trades == []
+    r.quote(59999.99, 60000.01, dt_ms=1)
+    assert s.trades == [60000.0]
+
+
+def test_bars_reach_the_strategy(tmp_path):
+    s = Scripted()
+    r = EngineRig(tmp_path, strategy_obj=s, strategy={"bar_interval_s": 1.0})
+    r.start(*BOOK)
+    r.trade(60000.0, 0.1)
+    r.trade(60010.0, 0.1, dt_ms=1200)   # closes the first 1 s bar
+    r.idle(1)
+    assert s.bars == [60000.0]
+    assert r.engine.status()["bars"]["BTCUSDT"]["close"] == 60000.0
+
+
+def test_fills_reach_the_strategy_by_tag(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [Place("take", "BTCUSDT", Side.BUY, D("0.0002"), D("60001"), TimeInForce.IOC,
+                    "cross")]
+    r.idle(1)
+    r.settle()
+    assert s.fills == [("take", D("0.00020"))]
+    assert r.engine.ctx.position("BTCUSDT") == D("0.00020")
+
+
+def test_degraded_data_reduces_and_healthy_data_resumes_on_event_time(tmp_path):
+    r, s = rig(tmp_path)
+    r.diff([(59998.0, 1.0)], [], gap=True)           # invalid book
+    r.idle(r.engine.check_ns / MS + 1)
+    assert r.control.state is State.REDUCING
+    assert r.control.state_reason.startswith("degraded: BTCUSDT book invalid")
+    r.snapshot(*BOOK)
+    r.idle(r.engine.check_ns / MS + 1)
+    assert r.control.state is State.TRADING
+    assert [t["to"] for t in r.control.transitions][-2:] == ["reducing", "trading"]
+
+
+def test_the_end_of_the_data_stops_trading_and_cancels(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    r.settle()
+    r.engine._on_finished()
+    assert r.control.state is State.FINISHED and r.engine.finished
+    assert r.open_orders() == []
+    assert r.control.summary["orders"] == 1 and r.control.summary["lines"] == 0
+
+
+def test_one_exception_policy_the_first_error_goes_to_the_control(tmp_path):
+    r, s = rig(tmp_path)
+    s.raise_on_book = ValueError("strategy bug")
+    with pytest.raises(BacktestError, match="strategy bug"):
+        r.idle(1)
+    assert r.engine.failed and "strategy bug" in r.engine.failed
+    assert "strategy bug" in r.control.error_text
+    books = s.books
+    r.idle(1)   # nothing more is dispatched after the error
+    assert s.books == books
+
+
+def test_a_non_intent_is_an_error_not_ignored(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = ["buy please"]
+    with pytest.raises(BacktestError, match="not an intent"):
+        r.idle(1)
+
+
+@pytest.mark.parametrize("price, lot, want", [
+    (60000.0, "0.00001", "0.00020"),    # 12 / 60000 = 0.0002 exactly
+    (61000.0, "0.00001", "0.00020"),    # 0.000196.. rounds UP to 0.00020
+    (3000.0, "0.0001", "0.0040"),
+    (2999.0, "0.001", "0.005"),         # 0.004001.. up to the next lot
+])
+def test_order_qty_is_the_notional_rounded_up_to_the_lot(tmp_path, price, lot, want):
+    r, _ = rig(tmp_path)
+    r.engine.instruments["BTCUSDT"] = Instrument("BTCUSDT", D("0.01"), D(lot), D("5"))
+    q = r.engine.order_qty("BTCUSDT", price)
+    assert q == D(want) and str(q) == want
+    assert q * D(repr(price)) >= D("12")
+
+
+def test_order_qty_of_an_inverse_contract_is_whole_contracts_of_usd(tmp_path):
+    r, _ = rig(tmp_path)
+    r.engine.instruments["BTCUSDT"] = Instrument("BTCUSDT", D("0.1"), D("1"), D("0"),
+                                                 kind="inverse", contract_size=D("100"))
+    assert r.engine.order_qty("BTCUSDT", 60000.0) == D("1")     # 12 USD -> 1 contract
+    r.cfg = r.cfg.model_copy(update={"strategy": r.cfg.strategy.model_copy(
+        update={"order_notional": D("250")})})
+    r.engine.cfg = r.cfg
+    assert r.engine.order_qty("BTCUSDT", 60000.0) == D("3")     # 250 USD -> 3 contracts
