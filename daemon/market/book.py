@@ -266,6 +266,11 @@ class BookSide(dict):
         self._changed()
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle/deepcopy as the levels plus the direction (the default protocol would
+        # restore the dict items before the slots, through __setitem__).
+        return _restore_side, (self.best_is_max, list(dict.items(self)))
+
     def copy(self) -> dict[float, float]:     # type: ignore[override]
         """A plain dict copy in price order (SortedDict.copy kept the order too)."""
         return {p: self[p] for p in self._sorted()}
@@ -279,6 +284,13 @@ class Disagreement:
     book_top: Top | None
     book_update_id: int     # the diff/snapshot id the book top was taken at (== quote u)
     fields: tuple[str, ...]  # which of bid, bid_qty, ask, ask_qty differ
+
+
+def _restore_side(best_is_max: bool, items: list[tuple[float, float]]) -> BookSide:
+    side = BookSide(best_is_max)
+    _dict_update(side, items)
+    side._rebest()
+    return side
 
 
 class OrderBook:

@@ -8,6 +8,8 @@ whole real capture replayed with the reference alongside.
 """
 from __future__ import annotations
 
+import copy
+import pickle
 import random
 from pathlib import Path
 
@@ -175,6 +177,23 @@ def test_sorted_keys_are_dropped_when_nobody_reads_and_rebuilt_on_demand() -> No
         ref.apply(levels)
         assert side.top(5) == ref.top(5)
         assert side._keys is not None
+
+
+def test_pickle_and_deepcopy_keep_levels_direction_and_best() -> None:
+    for is_bid in (True, False):
+        side = BookSide(best_is_max=is_bid)
+        side.load([(101.0, 1.0), (99.0, 2.0), (100.0, 3.0)])
+        side.top(2)                                  # with a live sorted key list too
+        for twin in (pickle.loads(pickle.dumps(side)), copy.deepcopy(side)):
+            assert type(twin) is BookSide and twin.best_is_max == is_bid
+            assert dict(twin) == dict(side) and twin.best == side.best
+            assert twin.keys() == [99.0, 100.0, 101.0]
+            twin.apply([(twin.best, 0.0)])           # independent of the original
+            assert twin.best != side.best
+    book = OrderBook(SYM, futures=False)
+    book.on_snapshot(DepthSnapshot(SYM, 0, 1, [(99.0, 1.0)], [(101.0, 1.0)]))
+    twin = copy.deepcopy(book)
+    assert twin.best_bid() == (99.0, 1.0) and twin.best_ask() == (101.0, 1.0)
 
 
 # -- the whole book: snapshots and diffs, crossings included -------------------------------
