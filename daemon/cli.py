@@ -4,6 +4,8 @@
               [--socket PATH]
     bot4d backtest --replay FILE... --report DIR [--strategy NAME] [--config FILE]
               [--seed N] [--no-png] [--cache]   the daemon's core on captures: report.json/png
+              [--sweep KEY=V1,V2,... ...] [--jobs N] [--sweep-metric NAME] [--point-png]
+                                            a grid of backtests: sweep.json/csv, heatmap.png
     bot4d check-config --config FILE        exit 0, or 78 naming the bad key
     bot4d stop-post --config FILE           systemd ExecStopPost= helper (see below)
     bot4d journal-check --config FILE       integrity check and summary of the journal
@@ -62,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--cache", action="store_true",
                     help="decode through the decoded-capture cache (built on first use)")
     bt.add_argument("--cache-dir", help="where the decoded-capture cache lives")
+    bt.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...",
+                    help="run the grid of these config values (repeatable; implies --cache): "
+                         "DIR/points/*, DIR/sweep.json, sweep.csv, heatmap.png (2 keys)")
+    bt.add_argument("--sweep-metric", metavar="NAME", help="heat map metric (pnl.total_net)")
+    bt.add_argument("--jobs", type=int, help="sweep worker processes (default: CPU count)")
+    bt.add_argument("--point-png", action="store_true", help="sweep: report.png per point")
     chk = sub.add_parser("check-config", help="validate a config file")
     chk.add_argument("--config", required=True)
     sp = sub.add_parser("stop-post", help="systemd ExecStopPost helper")
@@ -137,6 +145,12 @@ def _backtest(args: argparse.Namespace) -> int:
         if not Path(f).is_file():
             print(f"bot4d backtest: --replay {f}: no such file", file=sys.stderr)
             return configmod.EX_CONFIG
+    if args.sweep or args.sweep_metric or args.jobs is not None or args.point_png:
+        from daemon.backtest import sweep
+        return sweep.main(cfg, args.replay, args.report, specs=args.sweep,
+                          strategy=args.strategy, seed=args.seed, png=not args.no_png,
+                          cache_dir=args.cache_dir, jobs=args.jobs, metric=args.sweep_metric,
+                          point_png=args.point_png)
     return backtest.main(cfg, args.replay, args.report, strategy=args.strategy, seed=args.seed,
                          png=not args.no_png, use_cache=args.cache, cache_dir=args.cache_dir)
 
