@@ -391,13 +391,44 @@ class QuoterCfg(_Section):
     requote_min_interval_ms: float = Field(250.0, ge=0, le=3_600_000)
 
 
-STRATEGY_NAMES = ("quoter",)
+class TrendCfg(_Section):
+    """[strategy.trend]: EMA crossover on [strategy] bars with an ATR stop and take-profit
+    (daemon/strategy/trend.py). Periods count bars of [strategy] bar_interval_s."""
+    fast: int = Field(9, ge=1, le=10_000)           # fast EMA period; rule: < slow
+    slow: int = Field(21, ge=2, le=10_000)          # slow EMA period
+    atr_period: int = Field(14, ge=1, le=10_000)    # ATR (Wilder) period
+    k_stop: float = Field(2.0, gt=0, le=100)        # stop = entry -/+ k_stop x ATR at entry
+    k_tp: float = Field(3.0, gt=0, le=100)          # target = entry +/- k_tp x ATR at entry
+    # Shorts on a down-cross; rule: refused when a traded instrument is spot (no shorting).
+    allow_short: bool = False
+    # Entries and exits are IOC limits this far through the mark (marketable, bounded).
+    max_slippage_bps: float = Field(10.0, gt=0, le=500)
+
+
+class MeanReversionCfg(_Section):
+    """[strategy.mean_reversion]: z-score of the bar close against its rolling mean and
+    standard deviation, with an efficiency-ratio regime filter and a volatility band
+    (daemon/strategy/mean_reversion.py). Periods count bars of [strategy] bar_interval_s."""
+    window: int = Field(20, ge=3, le=10_000)        # bars in the rolling mean / std
+    entry_z: float = Field(2.0, gt=0, le=20)        # enter beyond this |z|; rule: > exit_z
+    exit_z: float = Field(0.5, ge=0, le=20)         # exit once back inside this |z|
+    stop_sd: float = Field(3.0, gt=0, le=100)       # stop = entry -/+ stop_sd x std at entry
+    er_window: int = Field(20, ge=2, le=10_000)     # bars in the Kaufman efficiency ratio
+    er_max: float = Field(0.5, gt=0, le=1)          # ER above this: trending, stand aside
+    # Rolling std of closes as bps of their mean: outside [min, max] stand aside.
+    min_vol_bps: float = Field(0.5, ge=0, le=10_000)
+    max_vol_bps: float = Field(100.0, gt=0, le=10_000)
+    allow_short: bool = False                       # rule: refused on spot instruments
+    max_slippage_bps: float = Field(10.0, gt=0, le=500)
+
+
+STRATEGY_NAMES = ("quoter", "trend", "mean_reversion")
 
 
 class StrategyCfg(_Section):
     """[strategy]: which strategy runs (`name`), on which instruments, at what size, and
     its own table [strategy.<name>]."""
-    name: Literal["quoter"] = "quoter"
+    name: Literal["quoter", "trend", "mean_reversion"] = "quoter"
     # Instruments the strategy trades; empty = every [market] symbol.
     symbols: list[str] = Field(default_factory=list)
     # Order size in quote currency (USD for inverse contracts), per order; the engine turns
@@ -408,6 +439,8 @@ class StrategyCfg(_Section):
     # Bars the strategy hears (built from trades, exchange receive time).
     bar_interval_s: float = Field(60.0, ge=1, le=86_400)
     quoter: QuoterCfg = QuoterCfg()
+    trend: TrendCfg = TrendCfg()
+    mean_reversion: MeanReversionCfg = MeanReversionCfg()
 
     # Keys of the pre-engine [strategy] table, kept only to say where they went (with the
     # key's line) instead of a bare "extra inputs are not permitted".
@@ -1161,6 +1194,31 @@ def _meaning(cfg: Config) -> None:
             raise _Problem([("strategy", "order_notional_per_symbol", sym)],
                            f"{sym} is not in [market] symbols ({', '.join(m.symbols)})")
     traded = set(s.traded(m.symbols))
+    # Directional bar strategies (daemon/strategy/trend.py, mean_reversion.py).
+    tr, mr = s.trend, s.mean_reversion
+    if tr.fast >= tr.slow:
+        raise _Problem([("strategy", "trend", "fast"), ("strategy", "trend", "slow")],
+                       f"fast = {tr.fast} must be below slow = {tr.slow} (the fast EMA is "
+                       f"the one that crosses the slow one)")
+    if mr.exit_z >= mr.entry_z:
+        raise _Problem([("strategy", "mean_reversion", "exit_z"),
+                        ("strategy", "mean_reversion", "entry_z")],
+                       f"exit_z = {mr.exit_z:g} must be below entry_z = {mr.entry_z:g} (the "
+                       f"exit lies closer to the mean than the entry)")
+    if mr.min_vol_bps >= mr.max_vol_bps:
+        raise _Problem([("strategy", "mean_reversion", "min_vol_bps"),
+                        ("strategy", "mean_reversion", "max_vol_bps")],
+                       f"min_vol_bps = {mr.min_vol_bps:g} must be below max_vol_bps = "
+                       f"{mr.max_vol_bps:g}: no volatility could pass")
+    # A directional strategy that may short needs instruments that can be sold short:
+    # spot cannot (trend / mean_reversion are long-only there).
+    table = getattr(s, s.name, None)
+    if getattr(table, "allow_short", False):
+        spot = [x for x in sorted(traded) if parse_id(x, exchange)[0] == "spot"]
+        if spot:
+            raise _Problem([("strategy", s.name, "allow_short")],
+                           f"allow_short = true but {', '.join(spot)} is spot, which cannot "
+                           f"be sold short: trade USD-M/COIN-M instruments or keep it false")
     for sym in m.symbols:
         inst = cfg.instruments[sym]
         if r.max_order_notional < inst.min_notional:

@@ -84,6 +84,7 @@ class Engine:
         self._next_check = 0
         self._tags: dict[str, str] = {}      # strategy tag -> client id of its latest order
         self._tag_of: dict[str, str] = {}    # client id -> tag
+        self._told: dict[str, Decimal] = {}  # client id -> fill qty told to the strategy
         self._follow_up: list[Intent] = []   # intents a strategy returned from on_refused
         self._stalled_until = 0.0
         self.finished = False
@@ -279,13 +280,19 @@ class Engine:
 
     def _on_order(self, order: Order, fill: Fill | None) -> None:
         """Gateway listener: a change of one of our orders; fills go to the strategy."""
-        tag = self._tag_of.get(order.client_id)
+        cid = order.client_id
+        tag = self._tag_of.get(cid)
         if fill is not None and tag is not None and self.strategy is not None:
+            self._told[cid] = self._told.get(cid, 0) + fill.qty
             self._run(self.strategy.on_fill(self.ctx, tag, fill))
         if self.features is not None and fill is not None:
             self.features.on_own_fill(fill)
-        if not order.is_open:
-            self._tag_of.pop(order.client_id, None)
+        # Listeners hear a batch's reports after all of them were applied: the ack of an
+        # IOC that filled at once already sees the order filled. The tag is forgotten only
+        # once the strategy was told every fill, or it would never hear them.
+        if not order.is_open and self._told.get(cid, 0) >= order.filled_qty:
+            self._tag_of.pop(cid, None)
+            self._told.pop(cid, None)
 
     # -- periodic rules ----------------------------------------------------------------------
     def check(self) -> None:

@@ -10,11 +10,15 @@ from typing import Callable
 
 from daemon.config import StrategyCfg
 from daemon.strategy.api import Strategy
+from daemon.strategy.mean_reversion import MeanReversion
 from daemon.strategy.quoter import Quoter
+from daemon.strategy.trend import Trend
 
 # name -> (class, the parameter table of StrategyCfg it reads)
 BUILTIN: dict[str, tuple[type[Strategy], Callable[[StrategyCfg], object]]] = {
     "quoter": (Quoter, lambda c: c.quoter),
+    "trend": (Trend, lambda c: c.trend),
+    "mean_reversion": (MeanReversion, lambda c: c.mean_reversion),
 }
 
 
