@@ -40,6 +40,7 @@ import os
 import tempfile
 import time
 from array import array
+from itertools import chain
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,13 +260,13 @@ class _Builder:
         t = type(ev)
         if t is Quote:
             self.q_uid.append(_int(ev.update_id))
-            self.q_px.extend((ev.bid, ev.bid_qty, ev.ask, ev.ask_qty))
+            self.q_px.extend(_floats((ev.bid, ev.bid_qty, ev.ask, ev.ask_qty)))
             k = _QUOTE
         elif t is Trade:
             if type(ev.buyer_is_maker) is not bool:
                 raise Uncacheable(f"trade buyer_is_maker {ev.buyer_is_maker!r}")
             self.t_ids.extend((_int(ev.exch_ms), _int(ev.trade_id)))
-            self.t_px.extend((ev.price, ev.qty))
+            self.t_px.extend(_floats((ev.price, ev.qty)))
             self.t_maker.append(ev.buyer_is_maker)
             k = _TRADE
         elif t is DepthDiff:
@@ -287,13 +288,15 @@ class _Builder:
 
     def _levels(self, bids: list[tuple[float, float]], asks: list[tuple[float, float]],
                 counts: array) -> None:
-        lv = self.lv
-        for p, q in bids:
-            lv.append(_float(p))
-            lv.append(_float(q))
-        for p, q in asks:
-            lv.append(_float(p))
-            lv.append(_float(q))
+        # Levels must be (float, float) tuples to come back the same; checked with C
+        # loops (map/set) since a diff has ~46 of them.
+        if type(bids) is not list or type(asks) is not list \
+                or not set(map(type, bids)) | set(map(type, asks)) <= _TUPLE:
+            raise Uncacheable("levels are not a list of tuples")
+        flat = [*chain.from_iterable(bids), *chain.from_iterable(asks)]
+        if len(flat) != 2 * (len(bids) + len(asks)) or not set(map(type, flat)) <= _FLOAT:
+            raise Uncacheable("a level is not a (float, float) pair")
+        self.lv.extend(flat)
         counts.append(len(bids))
         counts.append(len(asks))
 
@@ -307,7 +310,8 @@ class _Builder:
                 raise RuntimeError(f"array '{buf.typecode}' is {buf.itemsize} bytes, "
                                    f"column {name} needs {np.dtype(dtype).itemsize}")
             a = np.frombuffer(buf, dtype=dtype) if len(buf) else np.empty(0, dtype=dtype)
-            out[name] = a.reshape((-1, *dims)).copy()
+            # A view on the array's buffer (no copy): nothing appends to it any more.
+            out[name] = a.reshape((-1, *dims))
         return out
 
 
@@ -317,10 +321,15 @@ def _int(x: object) -> int:
     return x
 
 
-def _float(x: object) -> float:
-    if type(x) is not float:
-        raise Uncacheable(f"{x!r} is not a float")
-    return x
+_FLOAT = {float}
+_TUPLE = {tuple}
+
+
+def _floats(xs: tuple[object, ...]) -> tuple[object, ...]:
+    for x in xs:
+        if type(x) is not float:
+            raise Uncacheable(f"{x!r} is not a float")
+    return xs
 
 
 def _counts(cols: dict[str, np.ndarray]) -> dict[str, int]:
