@@ -422,57 +422,52 @@ class MeanReversionCfg(_Section):
     max_slippage_bps: float = Field(10.0, gt=0, le=500)
 
 
-class MarketMakerCfg(_Section):
-    """[strategy.market_maker]: Avellaneda-Stoikov quotes around the microprice with
-    toxicity, spread and inventory pulls (daemon/strategy/market_maker.py). The model runs
-    in bps of the microprice: sigma in bps per sqrt(second), gamma and kappa per bps,
-    inventory q in orders of [strategy] order_notional."""
-    gamma: float = Field(0.05, gt=0, le=100)           # risk aversion (1/bps)
-    kappa: float = Field(0.5, gt=0, le=1000)           # fills ~ exp(-kappa x distance in bps)
-    horizon_s: float = Field(60.0, gt=0, le=86_400)    # T - t, rolling (continuous trading)
-    max_inventory: float = Field(5.0, ge=1, le=10_000)  # |inventory| cap, in orders
-    # Quote the ask from a flat position (go short); rule: refused on spot instruments.
-    allow_short: bool = False
-    min_spread_bps: float = Field(2.0, ge=0, lt=10_000)        # floor on the quoted spread
-    max_book_spread_bps: float = Field(10.0, gt=0, le=10_000)  # wider book: pull
-    vpin_max: float = Field(0.8, gt=0, le=1)           # VPIN (feature store) at/above: pull
-    ofi_max: float = Field(15.0, gt=0, le=1e6)         # |OFI| in mean top-of-book sizes: pull
-    ofi_window_s: float = Field(10.0, gt=0, le=3_600)  # own OFI window (store not ready)
-    depth_halflife_s: float = Field(60.0, gt=0, le=86_400)   # mean top-of-book size EWMA
-    cooldown_s: float = Field(5.0, ge=0, le=3_600)     # out this long after a spread/flow pull
-    vol_sample_ms: float = Field(1000.0, gt=0, le=60_000)    # mid return sampling step
-    vol_halflife_s: float = Field(60.0, gt=0, le=86_400)     # EWMA of squared returns
-    vol_warmup_s: float = Field(30.0, gt=0, le=86_400)       # rule: >= 2 x vol_sample_ms
-    requote_ticks: int = Field(50, ge=1, le=10**9)           # move that requotes at once
-    requote_min_interval_ms: float = Field(500.0, ge=0, le=3_600_000)   # per side
-    refresh_interval_s: float = Field(5.0, gt=0, le=86_400)  # smaller moves: after this
+class BasisCfg(_Section):
+    """[strategy.basis]: spot-perpetual basis (daemon/strategy/basis.py). The basis is
+    (perp mid - spot mid) / spot mid in bps; its band is mean +/- k x std of samples taken
+    every sample_ms of event time over the last window_s. Quantities are base currency."""
+    spot_symbol: str = "BTCUSDT"          # rule: a spot instrument in [market] symbols
+    perp_symbol: str = "usdm:BTCUSDT"     # rule: a USD-M instrument in [market] symbols
+    window_s: float = Field(60.0, gt=0, le=86_400)       # rolling band, event time
+    sample_ms: float = Field(100.0, gt=0, le=3_600_000)  # one basis sample per this much
+    min_samples: int = Field(100, ge=2, le=1_000_000)    # rule: fits in window_s / sample_ms
+    k: float = Field(2.0, gt=0, le=20)                   # enter beyond mean +/- k x std
+    exit_k: float = Field(0.5, ge=0, le=20)              # rule: < k; exit inside +/- exit_k
+    min_edge_bps: float = Field(1.0, ge=0, le=10_000)    # |basis - mean| to enter
+    min_abs_basis_bps: float = Field(0.0, ge=0, le=10_000)   # |basis| to enter (0 = off)
+    max_position: Qty = Decimal("0.002")   # per leg; rule: >= the coarser lot of the two
+    allow_spot_short: bool = False         # below the band the trade sells spot
+    leg_slippage_bps: float = Field(2.0, ge=0, le=500)   # IOC limit through the touch
+    max_legging_ms: float = Field(1000.0, gt=0, le=600_000)   # then unwind
+    cooldown_ms: float = Field(2000.0, ge=0, le=3_600_000)    # after a broken pair
 
-    # Field validators (not a model one) so the message names the key the rule is about.
-    @field_validator("vol_warmup_s")
+    @field_validator("spot_symbol", "perp_symbol")
     @classmethod
-    def _warmup(cls, v: float, info: Any) -> float:
-        sample = info.data.get("vol_sample_ms")
-        if sample is not None and v * 1000 < 2 * sample:
-            raise ValueError(f"{v:g} s must cover at least two samples of vol_sample_ms = "
-                             f"{sample:g}")
+    def _symbol(cls, v: str) -> str:
+        _check_symbol(v.rpartition(":")[2])   # the market is checked against [market]
         return v
 
-    @field_validator("refresh_interval_s")
-    @classmethod
-    def _refresh(cls, v: float, info: Any) -> float:
-        gap = info.data.get("requote_min_interval_ms")
-        if gap is not None and v * 1000 < gap:
-            raise ValueError(f"{v:g} s must not be below requote_min_interval_ms = {gap:g} ms")
-        return v
+    @model_validator(mode="after")
+    def _bands(self) -> BasisCfg:
+        if self.exit_k >= self.k:
+            raise ValueError(f"exit_k = {self.exit_k:g} must be below k = {self.k:g} (the "
+                             f"exit band lies inside the entry band)")
+        fits = self.window_s * 1000 / self.sample_ms
+        if self.min_samples > fits:
+            raise ValueError(f"min_samples = {self.min_samples} is more than window_s / "
+                             f"sample_ms = {fits:g} samples: the band would never warm up")
+        if self.spot_symbol == self.perp_symbol:
+            raise ValueError(f"spot_symbol and perp_symbol are both {self.spot_symbol}")
+        return self
 
 
-STRATEGY_NAMES = ("quoter", "trend", "mean_reversion", "market_maker")
+STRATEGY_NAMES = ("quoter", "trend", "mean_reversion", "basis")
 
 
 class StrategyCfg(_Section):
     """[strategy]: which strategy runs (`name`), on which instruments, at what size, and
     its own table [strategy.<name>]."""
-    name: Literal["quoter", "trend", "mean_reversion", "market_maker"] = "quoter"
+    name: Literal["quoter", "trend", "mean_reversion", "basis"] = "quoter"
     # Instruments the strategy trades; empty = every [market] symbol.
     symbols: list[str] = Field(default_factory=list)
     # Order size in quote currency (USD for inverse contracts), per order; the engine turns
@@ -485,7 +480,7 @@ class StrategyCfg(_Section):
     quoter: QuoterCfg = QuoterCfg()
     trend: TrendCfg = TrendCfg()
     mean_reversion: MeanReversionCfg = MeanReversionCfg()
-    market_maker: MarketMakerCfg = MarketMakerCfg()
+    basis: BasisCfg = BasisCfg()
 
     # Keys of the pre-engine [strategy] table, kept only to say where they went (with the
     # key's line) instead of a bare "extra inputs are not permitted".
@@ -1229,6 +1224,8 @@ def _meaning(cfg: Config) -> None:
     # order is refused is a config error, not a quiet day.
     s, r = cfg.strategy, cfg.risk
     _risk_meaning(r)
+    if s.name == "basis":
+        _basis_meaning(cfg)
     for sym in s.symbols:
         if sym not in m.symbols:
             raise _Problem([("strategy", "symbols"), ("market", "symbols")],
@@ -1390,6 +1387,41 @@ def _risk_meaning(r: RiskCfg) -> None:
         raise _Problem([("risk", "stress_action"), ("risk", "max_stress_loss")],
                        f"stress_action = \"{r.stress_action}\" needs max_stress_loss > 0 "
                        f"(0 = off)")
+
+
+def _basis_meaning(cfg: Config) -> None:
+    """[strategy.basis] against [market] and [instruments]: a spot and a USD-M instrument
+    of the configured markets, traded by the strategy, with lots that allow equal
+    quantities on both legs."""
+    b, m, s = cfg.strategy.basis, cfg.market, cfg.strategy
+    for key, want in (("spot_symbol", "spot"), ("perp_symbol", "usdm")):
+        sym = getattr(b, key)
+        if sym not in m.symbols:
+            raise _Problem([("strategy", "basis", key)],
+                           f"{sym} is not in [market] symbols ({', '.join(m.symbols)}): "
+                           f"there is no market data for it")
+        market = parse_id(sym, m.exchange)[0]
+        if market != want:
+            raise _Problem([("strategy", "basis", key)],
+                           f"{sym} is a {market} instrument; {key} must be a {want} one "
+                           f"(the two legs trade different markets)")
+        if s.symbols and sym not in s.symbols:
+            raise _Problem([("strategy", "symbols"), ("strategy", "basis", key)],
+                           f"{sym} ({key}) is not in [strategy] symbols: the strategy "
+                           f"would not hear its book")
+    lots = sorted((cfg.instruments[b.spot_symbol].lot_size,
+                   cfg.instruments[b.perp_symbol].lot_size))
+    fine, coarse = lots
+    if coarse % fine != 0:
+        raise _Problem([("instruments", b.perp_symbol, "lot_size"),
+                        ("instruments", b.spot_symbol, "lot_size")],
+                       f"lot sizes {lots[0]} and {lots[1]} of {b.spot_symbol} and "
+                       f"{b.perp_symbol}: the coarser must be a multiple of the finer, or "
+                       f"the two legs cannot trade equal quantities")
+    if b.max_position < coarse:
+        raise _Problem([("strategy", "basis", "max_position")],
+                       f"max_position = {b.max_position} is below one lot ({coarse}) of "
+                       f"the coarser leg: no pair could be entered")
 
 
 def _leaves(node: Any, loc: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:

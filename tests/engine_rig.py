@@ -49,10 +49,18 @@ class EngineRig:
             self.engine.strategy = strategy_obj
         self.gw = self.core.gateway
         self.t = T0
-        self.u = 100
+        # Each book has its own update-id sequence (a shared one would be a gap in every
+        # other book); futures books also get `pu`, the previous final id, as Binance sends.
+        self.ids: dict[str, int] = {}
         self.trade_id = 1
 
     # -- events -------------------------------------------------------------------------------
+    def last_id(self, symbol: str = "BTCUSDT") -> int:
+        return self.ids.setdefault(symbol, 100)
+
+    def _pu(self, symbol: str, prev: int) -> int | None:
+        return None if self.core.feed.market_of[symbol] == "spot" else prev
+
     def _ts(self, dt_ms: float) -> int:
         self.t += int(dt_ms * MS)
         return self.t
@@ -60,11 +68,12 @@ class EngineRig:
     def snapshot(self, bids: list[tuple[float, float]], asks: list[tuple[float, float]], *,
                  symbol: str = "BTCUSDT", dt_ms: float = 1) -> None:
         """A first diff, then the snapshot it continues: the book is valid afterwards."""
-        self.engine.on_event(DepthDiff(symbol, self._ts(dt_ms), self.u, self.u + 1, None,
-                                       [], []))
-        self.engine.on_event(DepthSnapshot(symbol, self._ts(dt_ms), self.u, list(bids),
+        u = self.last_id(symbol)
+        self.engine.on_event(DepthDiff(symbol, self._ts(dt_ms), u, u + 1,
+                                       self._pu(symbol, u - 1), [], []))
+        self.engine.on_event(DepthSnapshot(symbol, self._ts(dt_ms), u, list(bids),
                                            list(asks)))
-        self.u += 1
+        self.ids[symbol] = u + 1
         self.diff([], [], symbol=symbol, dt_ms=dt_ms)
 
     def start(self, bids: list[tuple[float, float]], asks: list[tuple[float, float]], *,
@@ -79,14 +88,15 @@ class EngineRig:
 
     def diff(self, bids: list[tuple[float, float]], asks: list[tuple[float, float]], *,
              symbol: str = "BTCUSDT", dt_ms: float = 1, gap: bool = False) -> None:
-        first = self.u + (5 if gap else 1)
-        self.u = first
-        self.engine.on_event(DepthDiff(symbol, self._ts(dt_ms), first, first, None,
-                                       list(bids), list(asks)))
+        first = self.last_id(symbol) + (5 if gap else 1)
+        self.ids[symbol] = first
+        self.engine.on_event(DepthDiff(symbol, self._ts(dt_ms), first, first,
+                                       self._pu(symbol, first - 1), list(bids), list(asks)))
 
     def quote(self, bid: float, ask: float, *, symbol: str = "BTCUSDT", dt_ms: float = 1,
               qty: float = 1.0) -> None:
-        self.engine.on_event(Quote(symbol, self._ts(dt_ms), self.u, bid, qty, ask, qty))
+        self.engine.on_event(Quote(symbol, self._ts(dt_ms), self.last_id(symbol), bid, qty,
+                                   ask, qty))
 
     def trade(self, price: float, qty: float, *, buyer_is_maker: bool = True,
               symbol: str = "BTCUSDT", dt_ms: float = 1) -> None:
