@@ -422,6 +422,50 @@ class MeanReversionCfg(_Section):
     max_slippage_bps: float = Field(10.0, gt=0, le=500)
 
 
+class MarketMakerCfg(_Section):
+    """[strategy.market_maker]: Avellaneda-Stoikov quotes around the microprice with
+    toxicity, spread and inventory pulls (daemon/strategy/market_maker.py). The model runs
+    in bps of the microprice: sigma in bps per sqrt(second), gamma and kappa per bps,
+    inventory q in orders of [strategy] order_notional."""
+    gamma: float = Field(0.05, gt=0, le=100)           # risk aversion (1/bps)
+    kappa: float = Field(0.5, gt=0, le=1000)           # fills ~ exp(-kappa x distance in bps)
+    horizon_s: float = Field(60.0, gt=0, le=86_400)    # T - t, rolling (continuous trading)
+    max_inventory: float = Field(5.0, ge=1, le=10_000)  # |inventory| cap, in orders
+    # Quote the ask from a flat position (go short); rule: refused on spot instruments.
+    allow_short: bool = False
+    min_spread_bps: float = Field(2.0, ge=0, lt=10_000)        # floor on the quoted spread
+    max_book_spread_bps: float = Field(10.0, gt=0, le=10_000)  # wider book: pull
+    vpin_max: float = Field(0.8, gt=0, le=1)           # VPIN (feature store) at/above: pull
+    ofi_max: float = Field(15.0, gt=0, le=1e6)         # |OFI| in mean top-of-book sizes: pull
+    ofi_window_s: float = Field(10.0, gt=0, le=3_600)  # own OFI window (store not ready)
+    depth_halflife_s: float = Field(60.0, gt=0, le=86_400)   # mean top-of-book size EWMA
+    cooldown_s: float = Field(5.0, ge=0, le=3_600)     # out this long after a spread/flow pull
+    vol_sample_ms: float = Field(1000.0, gt=0, le=60_000)    # mid return sampling step
+    vol_halflife_s: float = Field(60.0, gt=0, le=86_400)     # EWMA of squared returns
+    vol_warmup_s: float = Field(30.0, gt=0, le=86_400)       # rule: >= 2 x vol_sample_ms
+    requote_ticks: int = Field(50, ge=1, le=10**9)           # move that requotes at once
+    requote_min_interval_ms: float = Field(500.0, ge=0, le=3_600_000)   # per side
+    refresh_interval_s: float = Field(5.0, gt=0, le=86_400)  # smaller moves: after this
+
+    # Field validators (not a model one) so the message names the key the rule is about.
+    @field_validator("vol_warmup_s")
+    @classmethod
+    def _warmup(cls, v: float, info: Any) -> float:
+        sample = info.data.get("vol_sample_ms")
+        if sample is not None and v * 1000 < 2 * sample:
+            raise ValueError(f"{v:g} s must cover at least two samples of vol_sample_ms = "
+                             f"{sample:g}")
+        return v
+
+    @field_validator("refresh_interval_s")
+    @classmethod
+    def _refresh(cls, v: float, info: Any) -> float:
+        gap = info.data.get("requote_min_interval_ms")
+        if gap is not None and v * 1000 < gap:
+            raise ValueError(f"{v:g} s must not be below requote_min_interval_ms = {gap:g} ms")
+        return v
+
+
 class BasisCfg(_Section):
     """[strategy.basis]: spot-perpetual basis (daemon/strategy/basis.py). The basis is
     (perp mid - spot mid) / spot mid in bps; its band is mean +/- k x std of samples taken
@@ -461,13 +505,13 @@ class BasisCfg(_Section):
         return self
 
 
-STRATEGY_NAMES = ("quoter", "trend", "mean_reversion", "basis")
+STRATEGY_NAMES = ("quoter", "trend", "mean_reversion", "market_maker", "basis")
 
 
 class StrategyCfg(_Section):
     """[strategy]: which strategy runs (`name`), on which instruments, at what size, and
     its own table [strategy.<name>]."""
-    name: Literal["quoter", "trend", "mean_reversion", "basis"] = "quoter"
+    name: Literal["quoter", "trend", "mean_reversion", "market_maker", "basis"] = "quoter"
     # Instruments the strategy trades; empty = every [market] symbol.
     symbols: list[str] = Field(default_factory=list)
     # Order size in quote currency (USD for inverse contracts), per order; the engine turns
@@ -480,6 +524,7 @@ class StrategyCfg(_Section):
     quoter: QuoterCfg = QuoterCfg()
     trend: TrendCfg = TrendCfg()
     mean_reversion: MeanReversionCfg = MeanReversionCfg()
+    market_maker: MarketMakerCfg = MarketMakerCfg()
     basis: BasisCfg = BasisCfg()
 
     # Keys of the pre-engine [strategy] table, kept only to say where they went (with the

@@ -41,7 +41,9 @@ from daemon.analytics.heavy import LocalHeavyAnalytics
 from daemon.analytics.runner import AnalyticsRunner
 from daemon.engine.build import Core, build_core
 from daemon.engine.engine import Engine
+from daemon.engine.executor import ParentOrder
 from daemon.execution.gateway import OrderGateway, Rejected
+from daemon.execution.orders import Side
 from daemon.execution.reconcile import reconcile
 from daemon.features.engine import FeatureEngine
 from daemon.market.feed import MarketFeed
@@ -623,12 +625,69 @@ class Supervisor:
                 raise CommandError("data quality checks are off ([quality] enabled = false)")
             return {"quality": {**self.quality.status(), "backfill":
                                 self.backfill.status() if self.backfill else None}}
+        if cmd == "flatten":
+            return self._flatten_cmd(req)
         if cmd == "features":
             if self.features is None:
                 raise CommandError("features are off ([features] enabled = false)")
             return {"features": self.features.status(),
                     "registry": self.features.registry()}
         raise CommandError(f"unknown command {cmd!r}")
+
+    def _flatten_cmd(self, req: dict) -> dict:
+        """`bot4ctl flatten [SYMBOL] [--algo twap|ac] [--duration S]`: one reduce-only
+        parent order per open position, run on a schedule by the executor
+        (daemon/engine/executor.py); `--cancel` stops them (working children cancelled).
+        Never the e-stop's flatten, which is an immediate sweep (`_flatten`)."""
+        ex = self.engine.executor
+        symbol = req.get("symbol")
+        if symbol is not None and symbol not in self.gateway.instruments:
+            raise CommandError(f"flatten: unknown symbol {symbol!r} (instruments: "
+                               f"{', '.join(self.gateway.instruments)})")
+        if req.get("cancel"):
+            return {"cancelled": ex.cancel_all("operator: flatten --cancel", symbol=symbol,
+                                               reduce_only=True)}
+        algo, duration = req.get("algo"), req.get("duration")
+        if algo is not None and algo not in ("twap", "ac"):
+            raise CommandError(f"flatten: algo must be twap or ac, got {algo!r}")
+        if duration is not None and (isinstance(duration, bool)
+                                     or not isinstance(duration, (int, float))
+                                     or not 0 < duration <= 86_400):
+            raise CommandError(f"flatten: duration must be a number of seconds in "
+                               f"(0, 86400], got {duration!r}")
+        if self.state not in (State.TRADING, State.REDUCING):
+            raise CommandError(f"flatten needs state trading or reducing, state is "
+                               f"{self.state} (an e-stop with flatten_on_estop closes "
+                               f"positions at once)")
+        started: list[str] = []
+        failed: dict[str, str] = {}
+        for sym, pos in list(self.gateway.positions.items()):
+            if pos.qty == 0 or (symbol is not None and sym != symbol):
+                continue
+            busy = ex.running(sym, reduce_only=True)
+            if busy:
+                failed[sym] = f"already flattening ({', '.join(busy)}): --cancel first"
+                continue
+            # Nothing else trades the symbol meanwhile: the strategy's orders there are
+            # pulled (the engine refuses its new ones while the flatten runs), and so are
+            # other executions on it.
+            with self.gateway.batch():
+                ex.cancel_all("superseded by operator flatten", symbol=sym)
+                for o in [o for o in self.gateway.open.values() if o.symbol == sym]:
+                    self.gateway.cancel(o.client_id, "pulled by operator flatten")
+            try:
+                started.append(ex.start(ParentOrder(
+                    sym, Side.SELL if pos.qty > 0 else Side.BUY, abs(pos.qty), algo=algo,
+                    duration_s=None if duration is None else float(duration),
+                    reduce_only=True, reason="operator flatten")))
+            except ValueError as e:
+                failed[sym] = str(e)
+        if failed and not started:
+            raise CommandError("flatten: " + "; ".join(f"{s}: {w}" for s, w in failed.items()))
+        rows = [r for r in ex.status() if r["id"] in started]
+        return {"started": started, "failed": failed,
+                "executions": [{k: r[k] for k in ("id", "symbol", "side", "qty", "algo",
+                                                  "state", "notes")} for r in rows]}
 
     def _breaker(self, req: dict) -> dict:
         """`bot4ctl breaker trip|reset NAME`: a manual trip stays open until a manual reset.
@@ -744,6 +803,8 @@ class Supervisor:
             # The trading core's parts, each from its own status(): orders, positions, risk,
             # breakers, quality, analytics, market, engine (and strategy).
             **(self.engine.core_status() if self.engine else _NO_CORE),
+            # Parent orders (flatten, schedules): running ones, then the last finished.
+            "execution": self.engine.executor.status() if self.engine else [],
             "replay_summary": self.replay_summary,
             "board": {"summary": board.describe(self.board), **self.board.as_dict()},
             "control": self.control.stats() if self.control else None,

@@ -6,6 +6,8 @@
     bot4ctl breaker trip NAME [--reason TEXT] | breaker reset NAME
     bot4ctl features [--symbol S] [--json]            (latest value of every feature)
     bot4ctl quality [--json]                 (data-quality verdict per symbol and layer)
+    bot4ctl flatten [SYMBOL] [--algo twap|ac] [--duration S] | flatten [SYMBOL] --cancel
+                                             (close positions on a schedule, reduce-only)
     bot4ctl sim estop press|release          (daemon running with mock GPIO only)
     bot4ctl sim stall market|strategy|loop [--seconds N]
 
@@ -253,6 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     fe.add_argument("--json", action="store_true")
     qu = sub.add_parser("quality", help="data-quality verdict per symbol and layer, score")
     qu.add_argument("--json", action="store_true")
+    fl = sub.add_parser("flatten", help="close open positions on a schedule (reduce-only "
+                                        "TWAP or Almgren-Chriss); --cancel stops it")
+    fl.add_argument("symbol", nargs="?", type=_symbol, help="only this symbol")
+    fl.add_argument("--algo", choices=["twap", "ac"], help="default: [execution] algo")
+    fl.add_argument("--duration", type=_positive_seconds,
+                    help="seconds (default: [execution] duration_s)")
+    fl.add_argument("--cancel", action="store_true", help="stop running flattens")
+    fl.add_argument("--json", action="store_true")
     br = sub.add_parser("breaker", help="trip or reset a circuit breaker by name")
     brsub = br.add_subparsers(dest="action", required=True)
     trip = brsub.add_parser("trip", help="open it (manual: stays open until reset)")
@@ -278,6 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         req["limit"] = args.limit
         if args.symbol:
             req["symbol"] = args.symbol
+    elif args.cmd == "flatten":
+        if args.symbol:
+            req["symbol"] = args.symbol
+        if args.cancel:
+            if args.algo or args.duration:
+                ap.error("flatten --cancel takes no --algo or --duration")
+            req["cancel"] = True
+        else:
+            if args.algo:
+                req["algo"] = args.algo
+            if args.duration:
+                req["duration"] = args.duration
     elif args.cmd == "breaker":
         req.update(action=args.action, name=args.name)
         if args.action == "trip":

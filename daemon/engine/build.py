@@ -14,6 +14,7 @@ from typing import Any, Callable
 from daemon.config import Config
 from daemon.engine.clock import EngineClock
 from daemon.engine.engine import Control, Engine
+from daemon.engine.executor import Executor
 from daemon.execution.gateway import OrderGateway
 from daemon.execution.orders import Instrument
 from daemon.execution.paper import PaperVenue
@@ -87,4 +88,8 @@ def build_core(cfg: Config, *, journal: Journal, latch: KillLatch, control: Cont
                     protection=protection, strategy=strategy, control=control,
                     features=features, quality=quality, analytics=analytics,
                     heartbeat=strategy_heartbeat)
+    # Parent orders (flatten, TWAP/AC schedules): children through the same gateway.
+    engine.executor = Executor(gateway, clock, feed.books,
+                               max_slippage_bps=cfg.execution.max_slippage_bps,
+                               cfg=cfg.execution)
     return Core(clock, feed, venue, protection, gateway, engine, features, quality, restored)

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Protocol
 
 from daemon.config import Config
 from daemon.engine.clock import EngineClock
+from daemon.engine.executor import ParentOrder
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Fill, Order, OrderType, Side
 from daemon.execution.paper import PaperVenue
@@ -38,7 +39,8 @@ from daemon.market.feed import MarketFeed
 from daemon.protection import Action, Protection
 from daemon.ratelog import RateLimitedLog
 from daemon.states import State
-from daemon.strategy.api import Amend, Cancel, Intent, OrderView, Place, Strategy
+from daemon.strategy.api import (Amend, Cancel, Execute, Intent, OrderView, Place,
+                                 Strategy)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class Engine:
         self.quality = quality
         self.analytics = analytics
         self.heartbeat = heartbeat   # the strategy's watchdog heartbeat (daemon only)
+        self.executor: Any = None    # parent orders (daemon/engine/executor.py), by build_core
         self.instruments = gateway.instruments
         bar_ns = int(cfg.strategy.bar_interval_s * 1e9)
         self.bars = {s: TimeBarBuilder(s, bar_ns) for s in feed.symbols}
@@ -84,6 +87,8 @@ class Engine:
         self._next_check = 0
         self._tags: dict[str, str] = {}      # strategy tag -> client id of its latest order
         self._tag_of: dict[str, str] = {}    # client id -> tag
+        self._exec_tags: dict[str, str] = {}   # strategy tag -> its executor parent id
+        self._exec_tag_of: dict[str, str] = {}   # parent id -> tag
         self._told: dict[str, Decimal] = {}  # client id -> fill qty told to the strategy
         self._follow_up: list[Intent] = []   # intents a strategy returned from on_refused
         self._stalled_until = 0.0
@@ -133,6 +138,8 @@ class Engine:
                 self.features.on_trade(ev)
             if self.analytics is not None:
                 self.analytics.on_trade(ev)
+            if self.executor is not None:   # its tape: AC impact, participation
+                self.executor.on_trade(ev)
             bar = self.bars[ev.symbol].update(ev)
             if bar is not None:
                 self.last_bar[ev.symbol] = {
@@ -150,6 +157,9 @@ class Engine:
         if md.next_ns <= ts:   # checked on every event: the delay is md_latency, not 100 ms
             for due_ns, item in md.pop_due(ts):
                 self._deliver(item, due_ns)
+        ex = self.executor
+        if ex is not None and ts >= ex.wake_ns:   # a parent order's slice is due
+            ex.on_time(ts)
         if ts >= self._next_check and self.clock.mode == "event":
             self._next_check = ts + self.check_ns
             self.check()
@@ -199,13 +209,19 @@ class Engine:
         elif self.control.state not in (State.TRADING, State.REDUCING):
             self.stats["dropped_not_trading"] += 1
             self._refused(it, "state", f"not trading ({self.control.state})")
+        elif (t is Place or t is Execute) and self.executor is not None \
+                and it.symbol in self.executor.holding:
+            # A flatten runs on this symbol: the strategy does not trade it until it ends.
+            self._refused(it, "execution", self.executor.holding[it.symbol])
         elif t is Place:
             self._place(it)
+        elif t is Execute:
+            self._execute(it)
         elif t is Amend:
             self._amend(it)
         else:
             raise TypeError(f"strategy {self.strategy.name} returned {it!r}, not an "
-                            f"intent (Place, Amend, Cancel)")
+                            f"intent (Place, Amend, Cancel, Execute)")
 
     def _working(self, tag: str) -> Order | None:
         cid = self._tags.get(tag)
@@ -244,6 +260,29 @@ class Engine:
         o = self._working(it.tag)
         if o is not None:
             self._cancel_order(it, o, it.reason or "strategy cancel")
+        pid = self._exec_tags.get(it.tag)
+        if pid is not None and pid in self.executor.running():
+            self.executor.cancel(pid, it.reason or "strategy cancel")
+
+    def _execute(self, it: Execute) -> None:
+        """A strategy's parent order, run by the executor (children reach the gateway
+        there, with every check); a running execution on the tag is replaced."""
+        ex = self.executor
+        old = self._exec_tags.get(it.tag)
+        if old is not None and old in ex.running():
+            ex.cancel(old, it.reason or "replaced")
+        try:
+            pid = ex.start(ParentOrder(it.symbol, it.side, it.qty, algo=it.algo,
+                                       duration_s=it.duration_s,
+                                       reason=f"{self.strategy.name}: {it.reason}"))
+        except ValueError as e:
+            self._refused(it, "execution", str(e))
+            return
+        if old is not None:
+            self._exec_tag_of.pop(old, None)
+        self._exec_tags[it.tag] = pid
+        self._exec_tag_of[pid] = it.tag
+        self.stats["executions"] = self.stats.get("executions", 0) + 1
 
     def _cancel_order(self, it: Intent, o: Order, reason: str) -> bool:
         try:
@@ -282,6 +321,12 @@ class Engine:
         """Gateway listener: a change of one of our orders; fills go to the strategy."""
         cid = order.client_id
         tag = self._tag_of.get(cid)
+        if tag is None and fill is not None and self._exec_tag_of:
+            # A child of a strategy's Execute: its fills go to the strategy by that tag.
+            pid = self.executor.parent_of(cid)
+            etag = self._exec_tag_of.get(pid) if pid is not None else None
+            if etag is not None and self.strategy is not None:
+                self._run(self.strategy.on_fill(self.ctx, etag, fill))
         if fill is not None and tag is not None and self.strategy is not None:
             self._told[cid] = self._told.get(cid, 0) + fill.qty
             self._run(self.strategy.on_fill(self.ctx, tag, fill))
@@ -391,6 +436,9 @@ class Engine:
                 if self.clock.mode == "wall":
                     with self.gateway.batch():
                         self.venue.advance(self.clock())
+                    ex = self.executor
+                    if ex is not None and self.clock() >= ex.wake_ns:
+                        ex.on_time(self.clock())
                     now = time.monotonic()
                     if now >= next_check:
                         next_check = now + period

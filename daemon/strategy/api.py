@@ -2,10 +2,11 @@
 
 A strategy receives market events (book, trade, bar) and its own fills, and answers with
 intents: place, amend or cancel an order it names by a tag of its own ("bid", "entry",
-"leg:spot"), each with a reason. It never touches the gateway, a venue, the journal or
-the clock: the engine turns intents into gateway calls, so sizing, risk limits, breakers
-and the kill latch apply to every strategy alike, and the same strategy runs line for line
-live, in paper trading and in a backtest.
+"leg:spot"), or execute a quantity over time (TWAP / Almgren-Chriss), each with a
+reason. It never touches the gateway, a venue, the journal or the clock: the engine
+turns intents into gateway calls, so sizing, risk limits, breakers and the kill latch
+apply to every strategy alike, and the same strategy runs line for line live, in paper
+trading and in a backtest.
 
 What a strategy may read comes through `Context` (read-only views the engine provides):
 the engine's time, its own orders by tag, positions, instruments, marks, features. A
@@ -54,7 +55,24 @@ class Cancel:
     reason: str = ""
 
 
-Intent = Union[Place, Amend, Cancel]
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Trade `qty` over `duration_s` seconds on a schedule instead of at once: a TWAP or
+    Almgren-Chriss parent order run by the engine's executor (daemon/engine/executor.py),
+    its children marketable limit IOC within [execution] max_slippage_bps. None takes the
+    [execution] default. `tag` names the execution: Cancel(tag) stops it, an Execute on a
+    running tag replaces it; its children's fills come to on_fill with this tag. Refused
+    (on_refused, stage "execution") when it cannot run at all."""
+    tag: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    algo: str | None = None                 # "twap" | "ac"
+    duration_s: float | None = None
+    reason: str = ""
+
+
+Intent = Union[Place, Amend, Cancel, Execute]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Callable
 from daemon.config import StrategyCfg
 from daemon.strategy.api import Strategy
 from daemon.strategy.basis import Basis
+from daemon.strategy.market_maker import MarketMaker
 from daemon.strategy.mean_reversion import MeanReversion
 from daemon.strategy.quoter import Quoter
 from daemon.strategy.trend import Trend
@@ -21,6 +22,7 @@ BUILTIN: dict[str, tuple[type[Strategy], Callable[[StrategyCfg], object]]] = {
     "basis": (Basis, lambda c: c.basis),
     "trend": (Trend, lambda c: c.trend),
     "mean_reversion": (MeanReversion, lambda c: c.mean_reversion),
+    "market_maker": (MarketMaker, lambda c: c.market_maker),
 }
 
 
