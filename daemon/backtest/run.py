@@ -164,9 +164,10 @@ def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
     merged = len(groups) > 1
     if use_cache and not merged:
         from daemon.market.cache import load_or_build
+        prefix = groups[0][0]
         cached = load_or_build([Path(f) for f in files], cache_dir=cache_dir,
-                               decoder_prefix=groups[0][0],
-                               reader_kwargs=_reader_kwargs(cfg))
+                               decoder_prefix=prefix, reader_kwargs=_reader_kwargs(cfg),
+                               default_symbol=feed.decoders[prefix].default_symbol)
         bt.cache_hit = cached.hit
         events: Any = iter(cached)
         total, unit = max(cached.lines, 1), "lines"
