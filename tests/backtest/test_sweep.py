@@ -264,6 +264,12 @@ def test_grid_points_carry_exactly_their_values(cfg):
     assert len({p.dirname for p in points}) == 6
 
 
+def test_point_directory_names_are_safe_and_bounded():
+    assert sweep._dirname(3, 2, (("k", "a/b c"), ("x.y", True))) == "03-k=a_b_c,x.y=true"
+    long = sweep._dirname(0, 1, (("k", "v" * 500),))
+    assert long.startswith("0-k=vvv") and len(long) == 2 + sweep._DIRNAME_MAX
+
+
 @needs_capture
 def test_cli_refuses_a_bad_sweep_with_78_before_running_anything(tmp_path):
     out = tmp_path / "r"
@@ -286,13 +292,16 @@ def test_a_failed_point_is_in_the_table_and_the_exit_is_70(cfg, tmp_path, capsys
     # A spot capture on a USD-M config: that point's backtest refuses the data.
     rc = sweep.main(cfg, [str(BTC)], str(tmp_path / "r"), specs=["market.exchange=spot,usdm"],
                     strategy=None, seed=None, png=False, cache_dir=str(tmp_path / "c"),
-                    jobs=1, metric=None)
+                    jobs=1, metric=None, point_png=True)
     assert rc == 70
     rows = table(tmp_path / "r")["points"]
     assert rows[0]["error"] is None and rows[0]["metrics"]["counts.orders"] > 0
     assert "spot market data" in rows[1]["error"]
     assert rows[1]["metrics"] == dict.fromkeys(sweep.METRICS)
     assert "1 FAILED (points [1])" in capsys.readouterr().out
+    # --point-png: the point that ran has its report.png
+    png = tmp_path / "r" / rows[0]["dir"] / "report.png"
+    assert png.read_bytes().startswith(PNG_MAGIC)
 
 
 @needs_capture
