@@ -38,6 +38,7 @@ risk or journal, and never places an order on a book that is missing or not vali
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from typing import Any, Iterable
 from daemon.config import BasisCfg
 from daemon.execution.orders import Side, TimeInForce, to_decimal
 from daemon.strategy.api import Cancel, Context, Intent, OrderView, Place, Strategy
+
+log = logging.getLogger(__name__)
 
 MS = 1_000_000
 UNWIND_RETRY_MS = 250.0   # a refused unwind is tried again after this much engine time
@@ -160,11 +163,11 @@ class Basis(Strategy):
         pair = self._pair
         if isinstance(intent, Place) and pair is not None and tag in (LEG_SPOT, LEG_PERP):
             self.stats["legs_refused"] += 1
-            pair.refused[tag] = f"{stage}: {reason}"
-            self._broken(now, f"{_leg(tag)} leg refused ({stage}: {reason})", pair)
             other = LEG_PERP if tag == LEG_SPOT else LEG_SPOT
+            pair.refused[tag] = f"{stage}: {reason}"
             if other in pair.refused:
-                return ()   # neither leg went out
+                return ()   # neither leg went out (the pair was counted broken already)
+            self._broken(now, f"{_leg(tag)} leg refused ({stage}: {reason})", pair)
             # Both legs or none. The other leg is in this same commit: placed before this
             # one, or placed right after it (the engine runs the rest of the handler's
             # intents first, then these); either way it is cancelled before it is sent.
@@ -390,6 +393,7 @@ class Basis(Strategy):
             return []
         side = Side.SELL if imbalance > 0 else Side.BUY
         self.stats["unwinds"] += 1
+        log.warning("basis: %s: %s %s %s at market", what, side.value, qty, sym)
         self.aside(f"{what}: unwinding")
         self.intent = f"unwind: {side.value} {qty} {sym} at market"
         return [Place(tag, sym, side, qty, None, TimeInForce.IOC,
@@ -411,6 +415,7 @@ class Basis(Strategy):
     def _broken(self, now: int, why: str, pair: _Pair) -> None:
         self.stats["pairs_broken"] += 1
         self.last_break = why
+        log.info("basis: %s pair broken: %s", pair.kind, why)
         self._cool_until = now + self._cool_ns
         if pair.kind == "enter":   # the excursion may be tried again after the cooldown
             self._armed[1 if pair.spot_side is Side.BUY else -1] = True

@@ -222,6 +222,37 @@ def test_a_refused_leg_withdraws_the_other_in_the_same_commit(tmp_path, refused,
     assert "cooling down" in t.s.standing_aside and not t.orders()
 
 
+def test_both_legs_refused_when_not_trading_is_one_broken_pair(tmp_path):
+    t = TwoBooks(tmp_path)
+    t.start()
+    t.warm()
+    t.rig.control.halt("operator")
+    t.basis(-1.0)
+    assert not _journal_rows(t, ORDERS) and t.pos() == (0, 0)
+    assert t.s.stats["legs_refused"] == 2 and t.s.stats["pairs_broken"] == 1
+    assert t.rig.engine.refused_by_stage == {"state": 2}
+
+
+def test_a_refused_withdrawal_leaves_the_lone_leg_to_be_unwound(tmp_path):
+    """The cancel-rate limit refuses the withdrawal of the spot leg (one strategy cancel
+    a minute, spent on the first refused pair): the spot leg goes out and fills, and the
+    imbalance is unwound at market on that fill."""
+    t = TwoBooks(tmp_path, overrides={
+        "instruments": {PERP: {**PERP_INST, "max_position": "0.0005"}},
+        "risk": {"max_cancels_per_min": 1}})
+    t.start()
+    t.warm()
+    t.basis(-1.0)   # first pair: perp refused, spot withdrawn (the one cancel)
+    assert t.s.stats["pairs_broken"] == 1 and t.pos() == (0, 0)
+    t.basis(-1.0, dt_ms=1001)   # after the cooldown: perp refused, the withdrawal too
+    assert t.rig.engine.refused_by_stage == {"risk": 3}, t.rig.engine.refused_by_stage
+    t.tick()   # the spot leg reaches the venue and fills; its fill sends the unwind
+    rows = _journal_rows(t, ORDERS)
+    assert [(r[1], r[2], r[3], Decimal(r[5]), r[6]) for r in rows[1:]] == [
+        (SPOT, "buy", "limit", LOT, "filled"), (SPOT, "sell", "market", LOT, "filled")], rows
+    assert t.pos() == (0, 0) and t.s.stats["unwinds"] == 1 and not t.orders()
+
+
 def test_a_leg_that_finds_no_liquidity_is_unwound_at_once(tmp_path):
     """The perp leg's IOC expires unfilled (the perp bids fell below its limit while it
     travelled): the spot leg that filled is sold back at market."""
