@@ -1182,7 +1182,10 @@ def _default(loc: tuple[str, ...]) -> Any:
         inst = _DEFAULT_INSTRUMENTS.get(sym) or _DEFAULT_INVERSE.get(sym)
         return getattr(inst, loc[2]) if inst is not None else None
     field = Config.model_fields.get(loc[0])
-    return getattr(field.default, loc[1], None) if field is not None else None
+    node = field.default if field is not None else None
+    for p in loc[1:]:   # nested tables too: [strategy.trend] fast is 3 deep
+        node = node.get(p) if isinstance(node, dict) else getattr(node, p, None)
+    return node
 
 
 def _source(loc: tuple, origin: dict[tuple, str]) -> str | None:

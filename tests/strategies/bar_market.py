@@ -109,6 +109,10 @@ class BarMarket:
             prev = c
         self.bars(out)
 
+    def settle(self, dt_ms: float = 1) -> None:
+        """Time passes (an empty diff): orders sent on the last event reach the venue."""
+        self.rig.idle(dt_ms)
+
     # -- reading -------------------------------------------------------------------------
     def orders(self) -> list[sqlite3.Row]:
         """Every order the core journalled, oldest first (the real SQLite journal)."""

@@ -188,6 +188,76 @@ def test_a_buy_fill_skews_both_quotes_down(tmp_path):
     assert shift > 10   # ~18 USD: the skew is not rounding noise
 
 
+def test_a_short_skews_up_but_the_bid_never_crosses_the_book(tmp_path):
+    # gamma 1: one order short moves r up by gamma sigma^2 (T-t) ~ 47 bps, more than the
+    # half spread (~24.6 bps): the model's bid lies above the best ask. It is held at
+    # best ask - tick, post-only, and rests (the venue does not reject it).
+    r = _rig(tmp_path, own={"allow_short": True, "gamma": 1.0})
+    r.start(*BOOK)
+    _warm(r, moving=True)
+    r.settle()
+    ask = _by_side(r)[Side.SELL][0]
+    r.trade(float(ask.price) + 50, 1.0, buyer_is_maker=False)   # a buy through our ask
+    assert r.gw.position(SYM).qty == Decimal("-0.00020")
+    r.idle(600)
+    r.settle()
+    m = _model(r)
+    assert m["q"] == pytest.approx(-1.0)
+    model_bid = m["r"] - 60000 * m["delta_bps"] / 2e4
+    assert model_bid > 60000.01 + 50            # the closed form would cross by > 50 USD
+    sides = _by_side(r)
+    bid = sides[Side.BUY][0]
+    assert bid.price == Decimal("60000.00") and bid.status.value == "new"
+    assert sides[Side.SELL][0].price == round_away(m["r"] + 60000 * m["delta_bps"] / 2e4,
+                                                   TICK, Side.SELL)
+    assert r.gw.stats["submitted"] == len(_journal(tmp_path / "journal.sqlite3",
+                                                   "SELECT 1 FROM orders"))
+    assert not _journal(tmp_path / "journal.sqlite3",
+                        "SELECT 1 FROM orders WHERE status = 'rejected'")
+
+
+class _Floor:
+    """Stands in for the analytics runner: the Glosten-Milgrom floor it would have fitted."""
+
+    def __init__(self, floor: float | None) -> None:
+        self.floor = floor
+
+    def floor_bps(self, symbol: str) -> float | None:
+        return self.floor
+
+    def on_trade(self, trade) -> None:
+        pass
+
+
+@pytest.mark.parametrize("floor, spread_bps", [
+    (30.0, 30.0),                          # the analytics floor is wider: it wins
+    (3.0, 40 * math.log(1.1)),             # narrower than the model's 3.81 bps: the model
+    (None, 40 * math.log(1.1)),            # no floor known
+    (float("nan"), 40 * math.log(1.1)),    # a NaN floor is no floor
+])
+def test_the_spread_floor_from_analytics(tmp_path, floor, spread_bps):
+    r = _rig(tmp_path, own={"allow_short": True})
+    r.engine.analytics = _Floor(floor)
+    r.start(*BOOK)
+    _warm(r, moving=False)
+    r.settle()
+    sides = _by_side(r)
+    half = 60000 * spread_bps / 2e4
+    assert sides[Side.BUY][0].price == round_away(60000 - half, TICK, Side.BUY)
+    assert sides[Side.SELL][0].price == round_away(60000 + half, TICK, Side.SELL)
+    assert _model(r)["delta_bps"] == pytest.approx(spread_bps)
+
+
+def test_the_configured_minimum_spread(tmp_path):
+    r = _rig(tmp_path, own={"allow_short": True, "min_spread_bps": 10.0})
+    r.start(*BOOK)
+    _warm(r, moving=False)
+    r.settle()
+    sides = _by_side(r)
+    assert sides[Side.BUY][0].price == Decimal("59970.00")    # 60000 -/+ 5 bps
+    assert sides[Side.SELL][0].price == Decimal("60030.00")
+
+
 def test_pulls_on_a_blown_out_spread_with_the_reason(tmp_path):
     r = _rig(tmp_path, own={"allow_short": True})
     r.start(*BOOK)
@@ -325,6 +395,28 @@ def test_no_order_while_the_book_is_invalid(tmp_path):
     r.settle()
     assert r.gw.stats["submitted"] == submitted and r.open_orders() == []
     assert s.standing_aside.startswith("BTCUSDT: book invalid")
+
+
+def test_after_a_resync_the_new_book_is_not_read_as_order_flow(tmp_path):
+    r = _rig(tmp_path, own={"allow_short": True})
+    r.start(*BOOK)
+    _warm(r, moving=False)
+    r.settle()
+    assert len(r.open_orders()) == 2
+    r.diff([], [], gap=True)                       # invalid: the engine pulls
+    r.idle(300)
+    r.settle()
+    assert r.open_orders() == []
+    # The resync shows 40 on the bid where there was 1: as flow that would be OFI +39
+    # (toxic); it is a new book, so it quotes again once trading resumes.
+    r.snapshot([(59999.99, 40.0)], [(60000.01, 1.0)])
+    r.idle(r.engine.check_ns / MS + 1)
+    r.idle(600)
+    r.settle()
+    s = r.engine.strategy
+    assert r.control.state.value == "trading", r.control.state_reason
+    assert s.standing_aside is None, s.standing_aside
+    assert len(r.open_orders()) == 2
 
 
 # -- a backtest on a shared capture -----------------------------------------------------------
