@@ -375,27 +375,36 @@ def run_point(task: _Task) -> dict[str, Any]:
 def prebuild_cache(points: list[Point], files: list[str], cache_dir: Path | None
                    ) -> list[dict[str, Any]]:
     """Build (or find) the decoded-capture cache every point will read, once per distinct
-    reader setup, in this process before any worker starts."""
+    reader setup, in this process before any worker starts.
+
+    The call mirrors run_backtest's own (`load_or_build` with the replay's one market
+    prefix, that market's decoder default symbol and the config's reader arguments), so the
+    points find the file under the same key; tests/backtest/test_sweep.py fails (a second
+    cache file, built by the workers) the day the two drift apart."""
     from daemon.backtest.run import _reader_kwargs
     from daemon.market.cache import load_or_build
-    from daemon.market.instruments import captures_by_market
+    from daemon.market.feed import MarketFeed
 
     done: dict[tuple, dict[str, Any]] = {}
     for p in points:
-        groups = captures_by_market(files, p.cfg.market.exchange)
+        feed = MarketFeed(p.cfg, replay=files)
+        try:
+            groups = feed.replay_groups()
+        except ValueError:
+            continue   # the point itself fails with this reason, before decoding
         if len(groups) != 1:
             continue   # several markets replay merged from the raw files (run_backtest)
         prefix = groups[0][0]
-        if prefix and not any(s.startswith(prefix) for s in p.cfg.market.symbols):
-            continue   # no instrument of that market: the point fails before decoding
+        default_symbol = feed.decoders[prefix].default_symbol
         kwargs = _reader_kwargs(p.cfg)
-        key = (groups[0][0], tuple(sorted(kwargs.items())))
+        key = (prefix, default_symbol, tuple(sorted(kwargs.items())))
         if key in done:
             continue
         t0 = time.monotonic()
         cached = load_or_build([Path(f) for f in files], cache_dir=cache_dir,
-                               decoder_prefix=groups[0][0], reader_kwargs=kwargs)
-        done[key] = {"prefix": groups[0][0], "hit": cached.hit,
+                               decoder_prefix=prefix, reader_kwargs=kwargs,
+                               default_symbol=default_symbol)
+        done[key] = {"prefix": prefix, "default_symbol": default_symbol, "hit": cached.hit,
                      "file": None if cached.path is None else str(cached.path),
                      "events": cached.events, "wall_s": round(time.monotonic() - t0, 3)}
     return list(done.values())
