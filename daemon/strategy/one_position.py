@@ -135,6 +135,11 @@ class OnePosition:
                 self.phase, self.side = "flat", 0
                 return "closed"
             self.phase = "open"   # part (or none) of the exit filled: sent again later
+        elif self.phase == "open" and ctx.position(self.symbol) == 0:
+            # Closed by someone else (an operator's flatten, the e-stop): nothing to manage.
+            self.phase, self.side = "flat", 0
+            self.exit_why = self.exit_why or "closed outside the strategy"
+            return "closed"
         return None
 
     def hit(self, price: float) -> str | None:

@@ -62,7 +62,9 @@ class Trend(Strategy):
         atr = st.atr.update(bar.high, bar.low, bar.close)
         prev = st.diff
         st.diff = None if f is None or sl is None else f - sl
-        self._sync(ctx, st)
+        reversal = self._sync(ctx, st)
+        if reversal:   # the close before a reversal filled: the new entry goes first
+            return reversal
         if st.bars < self.warmup or prev is None or st.diff is None or atr is None:
             self.aside(f"{bar.symbol}: warming up ({st.bars}/{self.warmup} bars)")
             return ()

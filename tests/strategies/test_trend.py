@@ -190,6 +190,24 @@ def test_a_cross_against_the_position_closes_it(tmp_path):
         "cross against the position"
 
 
+@pytest.mark.skipif(not hasattr(EngineRig, "last_id"),
+                    reason="tests/engine_rig.py without futures depth ids (pu) yet")
+def test_with_shorts_a_cross_against_the_long_reverses_once_the_close_filled(tmp_path):
+    m = BarMarket(tmp_path, "trend", {**SMALL, "k_stop": 50.0, "k_tp": 50.0,
+                                      "allow_short": True},
+                  overrides={"market": {"exchange": "usdm"}})
+    m.closes(WARM + [CROSS, 60004, 60006, 59990, 59950, 59945])
+    orders = m.orders()
+    assert [(o["side"], o["status"]) for o in orders] == [
+        ("buy", "filled"), ("sell", "filled"), ("sell", "filled")]
+    # The short went out only after the close had filled (one position at a time).
+    close_fill = [f for t, f in m.fills_told if t == "exit:BTCUSDT"][0]
+    assert orders[2]["created_ns"] > close_fill.ts_ns
+    assert m.position() == -Decimal(orders[2]["qty"]) < 0
+    st = m.strategy.status()["symbols_state"]["BTCUSDT"]
+    assert st["phase"] == "open" and st["side"] == -1
+
+
 def test_the_strategy_hears_the_fill_of_an_ioc_that_filled_at_once(tmp_path):
     """Engine defect fixed with this strategy: the ack and the fill of an IOC arrive in one
     gateway batch, and the ack's listener call (which already sees the order filled) made
