@@ -151,6 +151,7 @@ def status_lines(st: dict) -> list[str]:
     out += _strategy(st.get("engine"))
     out += _orders(st.get("orders"))
     out += _positions(st.get("positions"))
+    out += _executions(st.get("execution"))
     out += _risk(st.get("risk"))
     out += _breakers(st.get("breakers"))
     out += _reconciliation(st.get("reconciliation"))
@@ -203,6 +204,29 @@ def _positions(positions: object) -> list[str]:
                                  f"realised {_v(p.get('realized_pnl'))}",
                                  f"unrealised {_v(p.get('unrealized_pnl'))}",
                                  f"fees {_v(p.get('fees'))}"])
+    return out
+
+
+def _executions(rows: object) -> list[str]:
+    """Parent orders (daemon/engine/executor.py): every running one, the last finished."""
+    if not isinstance(rows, list):
+        return []
+    rows = [r for r in rows if isinstance(r, dict)]
+    shown = [r for r in rows if r.get("state") == "running"] + \
+        [r for r in rows if r.get("state") != "running"][:1]
+    out: list[str] = []
+    for r in shown[:MAX_ROWS]:
+        parts = [f"{_v(r.get('id'))} {_v(r.get('symbol'))} {_v(r.get('side'))} "
+                 f"{_v(r.get('qty'))} {_v(r.get('algo'))}"
+                 + (" reduce-only" if r.get("reduce_only") else ""),
+                 f"filled {_v(r.get('filled'))}", _v(r.get("state"))]
+        if r.get("state") == "running":
+            parts.append(f"{_v(r.get('slices_left'))} slices left")
+        elif r.get("end_reason"):
+            parts.append(str(r["end_reason"]))
+        if r.get("unfinished") not in (None, "0") and r.get("state") != "running":
+            parts.append(f"unfinished {r['unfinished']}")
+        out += pack("execution", parts)
     return out
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from daemon import config
-from daemon.control import ctl
+from daemon.control import ctl, render
 from daemon.control.server import CommandError
 from daemon.engine.executor import ParentOrder
 from daemon.execution.algos.almgren_chriss import ACParams, optimal_trajectory
@@ -417,6 +417,9 @@ def test_bot4ctl_flatten_twap_takes_the_position_to_zero_over_the_schedule(tmp_p
         t0, t1 = ex.status()[0]["started_ns"], ex.status()[0]["ended_ns"]
         assert not [o for o in orders if o["tif"] == "post_only" and t0 <= o["created_ns"] <= t1]
         assert sup.status()["execution"][0]["state"] == "done"
+        lines = [ln for ln in render.status_lines(sup.status()) if ln.startswith("execution")]
+        assert lines and "x1 BTCUSDT sell" in lines[0] and "reduce-only" in lines[0] \
+            and "done" in lines[0]
         await stop(sup, task)
     asyncio.run(main())
 
