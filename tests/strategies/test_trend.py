@@ -15,6 +15,7 @@ import talib
 
 from daemon import config
 from daemon.config import ConfigError
+from daemon.execution.orders import Side, TimeInForce
 from tests.strategies.backtest_check import run_backtest_on_captures
 from tests.engine_rig import EngineRig
 from tests.strategies.bar_market import BarMarket
@@ -206,6 +207,22 @@ def test_with_shorts_a_cross_against_the_long_reverses_once_the_close_filled(tmp
     assert m.position() == -Decimal(orders[2]["qty"]) < 0
     st = m.strategy.status()["symbols_state"]["BTCUSDT"]
     assert st["phase"] == "open" and st["side"] == -1
+
+
+def test_a_position_closed_outside_the_strategy_leaves_it_flat_and_trading(tmp_path):
+    m = BarMarket(tmp_path, "trend", {**SMALL, "k_stop": 50.0, "k_tp": 50.0})
+    m.closes(WARM + [CROSS, 60004])
+    assert m.position() > 0
+    # The operator flattens by hand (an order of no strategy tag).
+    m.rig.gw.submit("BTCUSDT", Side.SELL, m.position(), Decimal("59000"), tif=TimeInForce.IOC)
+    m.closes([60006])
+    assert m.position() == 0
+    st = m.strategy.status()["symbols_state"]["BTCUSDT"]
+    assert st["phase"] == "flat" and st["exit_why"] == "closed outside the strategy"
+    # Down, then the next up-cross enters again.
+    m.closes([59990, 59950, 59940, 59930, 59990, 60010])
+    buys = [o for o in m.orders() if o["side"] == "buy"]
+    assert len(buys) == 2 and m.strategy.stats["entries"] == 2
 
 
 def test_the_strategy_hears_the_fill_of_an_ioc_that_filled_at_once(tmp_path):
