@@ -262,6 +262,11 @@ def plan(cfg: Config, specs: list[str], *, strategy: str | None = None,
     SweepError listing every problem (a bad key, each bad value, a bad combination)."""
     if not specs:
         raise SweepError("no --sweep KEY=V1,V2,... given")
+    try:   # --strategy / --seed alone first, so their fault is not blamed on a value
+        backtest_config(cfg, strategy, seed)
+    except ConfigError as e:
+        raise SweepError(f"--strategy/--seed: {str(e).removeprefix('command line: ')}"
+                         ) from None
     problems: list[str] = []
     axes: list[Axis] = []
     for spec in specs:
@@ -598,6 +603,10 @@ def main(cfg: Config, files: list[str], report_dir: str, *, specs: list[str] | N
         print(f"bot4d backtest: failed: reading the captures: {e}", file=sys.stderr)
         return EX_SOFTWARE
     (out / POINTS_DIR).mkdir(parents=True, exist_ok=True)
+    stale = sorted(set(os.listdir(out / POINTS_DIR)) - {p.dirname for p in points})
+    if stale:   # never deleted here: they may be someone's results
+        print(f"sweep: {len(stale)} entries in {out / POINTS_DIR} are not points of this "
+              f"sweep (an earlier one's?); {SWEEP_JSON} lists this sweep's", file=sys.stderr)
     print(f"sweep: {len(points)} points ({' x '.join(str(len(a.values)) for a in axes)}) on "
           f"{workers} worker(s)", file=sys.stderr, flush=True)
     results = run_points(points, files, out, jobs=workers, cache_dir=cdir, png=point_png,

@@ -225,6 +225,9 @@ def test_conflicting_flags_and_repeated_keys(cfg):
         sweep.plan(cfg, ["paper.seed=1", " paper.seed =2"])
     with pytest.raises(sweep.SweepError, match="no --sweep"):
         sweep.plan(cfg, [])
+    with pytest.raises(sweep.SweepError) as e:   # blamed on --strategy, not on a value
+        sweep.plan(cfg, ["paper.seed=1,2"], strategy="nosuch")
+    assert str(e.value).startswith("--strategy/--seed: ") and "seed=1" not in str(e.value)
     with pytest.raises(sweep.SweepError, match="not a sweep metric"):
         sweep.metric_name("pnl")
     assert sweep.metric_name("sharpe") == "risk_adjusted.sharpe"
@@ -290,6 +293,8 @@ def test_cli_refuses_a_bad_sweep_with_78_before_running_anything(tmp_path):
 @needs_capture
 def test_a_failed_point_is_in_the_table_and_the_exit_is_70(cfg, tmp_path, capsys):
     # A spot capture on a USD-M config: that point's backtest refuses the data.
+    stale = tmp_path / "r" / "points" / "0-paper.seed=1"   # an earlier sweep's point
+    stale.mkdir(parents=True)
     rc = sweep.main(cfg, [str(BTC)], str(tmp_path / "r"), specs=["market.exchange=spot,usdm"],
                     strategy=None, seed=None, png=False, cache_dir=str(tmp_path / "c"),
                     jobs=1, metric=None, point_png=True)
@@ -298,7 +303,9 @@ def test_a_failed_point_is_in_the_table_and_the_exit_is_70(cfg, tmp_path, capsys
     assert rows[0]["error"] is None and rows[0]["metrics"]["counts.orders"] > 0
     assert "spot market data" in rows[1]["error"]
     assert rows[1]["metrics"] == dict.fromkeys(sweep.METRICS)
-    assert "1 FAILED (points [1])" in capsys.readouterr().out
+    outerr = capsys.readouterr()
+    assert "1 FAILED (points [1])" in outerr.out
+    assert "1 entries in" in outerr.err and stale.is_dir()   # said, and left alone
     # --point-png: the point that ran has its report.png
     png = tmp_path / "r" / rows[0]["dir"] / "report.png"
     assert png.read_bytes().startswith(PNG_MAGIC)
