@@ -392,11 +392,11 @@ def prebuild_cache(points: list[Point], files: list[str], cache_dir: Path | None
 
     done: dict[tuple, dict[str, Any]] = {}
     for p in points:
-        feed = MarketFeed(p.cfg, replay=files)
         try:
+            feed = MarketFeed(p.cfg, replay=files)
             groups = feed.replay_groups()
-        except ValueError:
-            continue   # the point itself fails with this reason, before decoding
+        except Exception:   # noqa: BLE001 - the point fails by itself, saying why
+            continue
         if len(groups) != 1:
             continue   # several markets replay merged from the raw files (run_backtest)
         prefix = groups[0][0]
@@ -446,9 +446,11 @@ def run_points(points: list[Point], files: list[str], out: Path, *, jobs: int,
                 for f in as_completed(futures):
                     try:
                         note(f.result())
-                    except BrokenProcessPool as e:
+                    except Exception as e:   # noqa: BLE001 - a dead worker, a pickling error
                         i = futures[f]
-                        note({"index": i, "pid": None, "error": f"worker process died: {e}",
+                        why = ("worker process died" if isinstance(e, BrokenProcessPool)
+                               else type(e).__name__)
+                        note({"index": i, "pid": None, "error": f"{why}: {e}",
                               "metrics": dict.fromkeys(METRICS), "cache_hit": None,
                               "wall_s": 0.0, "cpu_s": 0.0})
             except BaseException:
