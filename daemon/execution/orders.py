@@ -111,7 +111,6 @@ LINEAR = "linear"
 INVERSE = "inverse"
 KINDS = (LINEAR, INVERSE)
 _ONE = Decimal(1)
-_NOTIONAL_QUANTUM = Decimal("0.00000001")
 
 
 @dataclass(slots=True, frozen=True)
@@ -185,12 +184,12 @@ class Instrument:
         if price is not None and price <= 0:
             return f"price must be positive, got {price}"
         if self.kind == INVERSE:
-            notional = self.notional_quote(_ONE, qty)
+            notional = qty * self.contract_size   # USD: the same at any price
         else:
             p = price if price is not None else ref_price
             if p is None:
                 return "no price to check the minimum notional against"
-            notional = (p * qty).quantize(_NOTIONAL_QUANTUM, rounding=ROUND_HALF_EVEN)
+            notional = (p * qty).quantize(Decimal("0.00000001"), rounding=ROUND_HALF_EVEN)
         if notional < self.min_notional:
             return f"notional {notional} below minimum {self.min_notional}"
         return None

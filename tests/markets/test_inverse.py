@@ -79,6 +79,14 @@ def test_instrument_refuses_a_contract_that_cannot_be(kw: dict, words: str) -> N
         Instrument(**args)
 
 
+def test_instrument_accepts_no_minimum_notional_and_a_linear_size_of_one() -> None:
+    # COIN-M has no minimum notional (the minimum is one contract): 0 is allowed.
+    inv = Instrument(PERP, D("0.1"), D("1"), D("0"), INVERSE, D("10"))
+    assert inv.min_notional == 0 and inv.contract_size == D("10")
+    lin = Instrument("BTCUSDT", D("0.01"), D("0.00001"), D("0"), LINEAR, D("1"))
+    assert lin.check(D("60000"), D("0.00001"), None) is None
+
+
 def test_new_position_settles_like_its_instrument() -> None:
     p = INV.new_position()
     assert (p.symbol, p.kind, p.contract_size, p.qty) == (PERP, INVERSE, D("100"), 0)
@@ -150,7 +158,24 @@ def test_linear_position_is_unchanged() -> None:
               fill(Side.SELL, "0.01", "62500", "0.3125", "BTCUSDT")):
         p.apply(f)
     assert (p.realized_pnl, p.fees, p.kind) == (D("125.00"), D("0.5625"), LINEAR)
-    assert p.pnl_quote(D("1")) == D("124.4375")
+    assert p.pnl_quote(D("1")) == p.pnl_quote(D("70000")) == D("124.4375")
+
+
+def test_unrealized_and_quote_pnl_of_open_positions() -> None:
+    # Linear: long 0.02 from 50000, mark 62500: (62500 - 50000) x 0.02 = 250 quote; short
+    # the same: -250. Quote PnL adds realised - fees and is not converted.
+    lin = Position("BTCUSDT", D("0.02"), D("50000"), D("10"), D("1"))
+    assert lin.unrealized(D("62500")) == D("250.00")
+    assert Position("BTCUSDT", D("-0.02"), D("50000")).unrealized(D("62500")) == D("-250.00")
+    assert lin.pnl_quote(D("62500")) == D("259.00")
+    # Inverse: long 10 from 50000 with 0.001 BTC realised and 0.0001 BTC fees, mark 62500:
+    # (0.001 - 0.0001 + 0.004) BTC x 62500 = 306.25 USD.
+    inv = pos_after(fill(Side.BUY, "10", "50000"))
+    inv.realized_pnl, inv.fees = D("0.001"), D("0.0001")
+    assert inv.pnl_quote(D("62500")) == D("306.25")
+    # Short 10 from 62500, mark 50000: +0.004 BTC unrealised, x 50000 = 200 USD.
+    short = pos_after(fill(Side.SELL, "10", "62500"))
+    assert short.pnl_quote(D("50000")) == D("200")
 
 
 # -- the paper venue: coin fees --------------------------------------------------------------

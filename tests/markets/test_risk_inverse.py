@@ -73,6 +73,15 @@ def test_equity_converts_coin_pnl_at_the_mark() -> None:
     assert equity(D("1000"), pos, {PERP: None}) is None
     assert equity(D("1000"), pos, {PERP: D("0")}) is None, "a zero mark is no price"
     assert equity(D("1000"), pos, {}) is None
+    # Flat, but with realised coin PnL (and no fees): still coin that needs a price.
+    flat = INV.new_position()
+    flat.realized_pnl = D("0.002")
+    assert equity(D("1000"), {PERP: flat}, {}) is None
+    flat.realized_pnl, flat.fees = D("0"), D("0.0001")
+    assert equity(D("1000"), {PERP: flat}, {}) is None
+    # Any positive mark values it, even a small one (a coin worth 0.5 USD).
+    flat.realized_pnl, flat.fees = D("2"), D("0")
+    assert equity(D("1000"), {PERP: flat}, {PERP: D("0.5")}) == D("1001.0")
     assert equity(D("1000"), {PERP: INV.new_position()}, {}) == D("1000")
 
 
@@ -115,9 +124,34 @@ def test_stress_values_inverse_positions_in_usd() -> None:
     spread = stress.Scenario("spread x5", spread_mult=D("5"))
     assert stress.scenario_pnl(spread, {PERP: D("10")}, [], {PERP: D("50000")},
                                {PERP: D("10")}, D("2"), {PERP: D("100")}) == D("-0.5")
+    # Linear and inverse together: each in its own way, summed (-10% on 0.1 BTC = -500).
+    both = stress.scenario_pnl(sc, {BTC: D("0.1"), PERP: D("10")}, [],
+                               {BTC: D("50000"), PERP: D("50000")}, {}, D("2"),
+                               {PERP: D("100")})
+    assert both == D("-600")
+    both = stress.scenario_pnl(sc, {PERP: D("10"), BTC: D("0.1")}, [],
+                               {BTC: D("50000"), PERP: D("50000")}, {}, D("2"),
+                               {PERP: D("100")})
+    assert both == D("-600")
+    # run() passes the contract sizes on to every scenario.
+    res = dict(stress.run([sc, spread], {PERP: D("10")}, [], {PERP: D("50000")},
+                          {PERP: D("10")}, D("2"), {PERP: D("100")}))
+    assert res == {"price -10%": D("-100"), "spread x5": D("-0.5")}
     # Without contract sizes the arithmetic is the linear one (unchanged).
     assert stress.scenario_pnl(sc, {BTC: D("0.1")}, [], {BTC: D("50000")}, {}, D("2")) == \
         D("-500.0")
+
+
+def test_engine_stress_limit_values_an_inverse_position_in_usd() -> None:
+    # 10 contracts: -20% is 1000 x -0.2 = -200 USD (a linear reading would be -100000).
+    e = engine(max_stress_loss="150")
+    pos = {PERP: long_perp()}
+    st = e.status(pos, {PERP: D("50000")}, T0)
+    assert st["stress"]["worst"] == {"scenario": "price -20%", "loss": "200"}
+    reason = e.check(order(Side.BUY, "1", "50000", PERP), positions=pos, open_orders=[],
+                     mark=marks(**{PERP: "50000"}), now_ns=T0)
+    assert reason == ("stress loss could reach 220 (price -20%), max_stress_loss is 150 "
+                      "(now 200)")
 
 
 def test_sizing_caps_inverse_orders_in_contracts() -> None:
@@ -168,3 +202,45 @@ def test_base_currency_quantity_limits_become_contracts_at_the_mark() -> None:
     assert e.status({}, {PERP: D("50000")}, T0, open_orders=[order(Side.BUY, "3", "50000",
                                                                     PERP)]
                     )["limits"]["position"][PERP]["limit"] == "25"
+
+
+def test_quantity_limit_conversion_edges() -> None:
+    insts = {PERP: InstrumentCfg(tick_size="0.1", lot_size="1", min_notional="0",
+                                 kind="inverse", contract_size="100"),
+             "coinm:LOT2": InstrumentCfg(tick_size="0.1", lot_size="2", min_notional="0",
+                                         kind="inverse", contract_size="100")}
+    e = RiskEngine(RiskCfg(max_position="0.05"), insts)
+    assert e.max_position(PERP, D("0")) == D("0.05"), "a zero mark is no mark"
+    assert e.max_position(PERP, D("0.5")) == 0, "0.00025 contracts, down to the lot"
+    assert e.max_position(PERP, D("61400")) == D("30"), "30.7 down, not to the nearest"
+    assert e.max_position(PERP, D("63000")) == D("31"), "31.5 down, not half-even"
+    # Lots of 2 contracts: 25 at 50000 is 12 lots = 24 contracts.
+    assert e.max_position("coinm:LOT2", D("50000")) == D("24")
+
+
+def test_limit_order_without_a_mark_converts_at_its_own_price() -> None:
+    e = engine(max_order_qty="1")
+    # No mark: 1 BTC at the order's 50000 is 500 contracts, so 501 breaks max_order_qty
+    # (and not "max_order_qty 1", the unconverted figure).
+    assert e.check(order(Side.BUY, "501", "50000", PERP), positions={}, open_orders=[],
+                   mark=marks(), now_ns=T0) == \
+        f"order quantity 501 {PERP} above max_order_qty 500"
+
+
+def test_linear_exposure_beside_an_inverse_instrument_is_price_times_qty() -> None:
+    e = engine()
+    pos = {BTC: Position(BTC, D("0.01"), D("60000")), PERP: long_perp("20")}
+    st = e.status(pos, {BTC: D("61000"), PERP: D("50000")}, T0)
+    assert st["limits"]["gross_exposure"]["used"] == "2610"     # 610 + 2000
+    assert st["limits"]["net_exposure"]["used"] == "2610"
+
+
+def test_net_headroom_sums_linear_and_inverse_shorts() -> None:
+    # Shorts of 500 USD (0.01 BTC at 50000) and 1000 USD (10 contracts): with max_net 2000
+    # another sell may add 500 USD = 5 contracts.
+    e = engine(max_net_exposure="2000")
+    perp = INV.new_position()
+    perp.apply(fill(Side.SELL, "10", "50000", symbol=PERP))
+    pos = {BTC: Position(BTC, D("-0.01"), D("50000")), PERP: perp}
+    assert e.size(PERP, Side.SELL, D("1000"), edge=100, variance=1, positions=pos,
+                  open_orders=[], mark=marks(**{BTC: "50000", PERP: "50000"})) == D("5")
