@@ -163,11 +163,7 @@ def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
         raise BacktestError(str(e)) from None
     merged = len(groups) > 1
     if use_cache and not merged:
-        from daemon.market.cache import load_or_build
-        prefix = groups[0][0]
-        cached = load_or_build([Path(f) for f in files], cache_dir=cache_dir,
-                               decoder_prefix=prefix, reader_kwargs=_reader_kwargs(cfg),
-                               default_symbol=feed.decoders[prefix].default_symbol)
+        cached = cached_events(cfg, feed, files, cache_dir)
         bt.cache_hit = cached.hit
         events: Any = iter(cached)
         total, unit = max(cached.lines, 1), "lines"
@@ -222,6 +218,17 @@ def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
     bt.lines = n
     bt.wall_s = time.monotonic() - t0
     return bt
+
+
+def cached_events(cfg: Config, feed: Any, files: list[str], cache_dir: Path | None) -> Any:
+    """The decoded events of one market's `files` from the decoded-capture cache (built on
+    a miss): the one call both a backtest and a sweep's pre-build make, so they agree on
+    the cache key (market prefix, the decoder's default symbol, the reader's settings)."""
+    from daemon.market.cache import load_or_build
+    (prefix, _paths), = feed.replay_groups()
+    return load_or_build([Path(f) for f in files], cache_dir=cache_dir, decoder_prefix=prefix,
+                         reader_kwargs=_reader_kwargs(cfg),
+                         default_symbol=feed.decoders[prefix].default_symbol)
 
 
 def _reader_kwargs(cfg: Config) -> dict:

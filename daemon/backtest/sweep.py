@@ -382,12 +382,10 @@ def prebuild_cache(points: list[Point], files: list[str], cache_dir: Path | None
     """Build (or find) the decoded-capture cache every point will read, once per distinct
     reader setup, in this process before any worker starts.
 
-    The call mirrors run_backtest's own (`load_or_build` with the replay's one market
-    prefix, that market's decoder default symbol and the config's reader arguments), so the
-    points find the file under the same key; tests/backtest/test_sweep.py fails (a second
-    cache file, built by the workers) the day the two drift apart."""
-    from daemon.backtest.run import _reader_kwargs
-    from daemon.market.cache import load_or_build
+    It makes run_backtest's own call (`run.cached_events`), so the points find the file
+    under the same key; tests/backtest/test_sweep.py fails (a second cache file, built by
+    the workers) if they ever differ."""
+    from daemon.backtest.run import _reader_kwargs, cached_events
     from daemon.market.feed import MarketFeed
 
     done: dict[tuple, dict[str, Any]] = {}
@@ -406,9 +404,7 @@ def prebuild_cache(points: list[Point], files: list[str], cache_dir: Path | None
         if key in done:
             continue
         t0 = time.monotonic()
-        cached = load_or_build([Path(f) for f in files], cache_dir=cache_dir,
-                               decoder_prefix=prefix, reader_kwargs=kwargs,
-                               default_symbol=default_symbol)
+        cached = cached_events(p.cfg, feed, files, cache_dir)
         done[key] = {"prefix": prefix, "default_symbol": default_symbol, "hit": cached.hit,
                      "file": None if cached.path is None else str(cached.path),
                      "events": cached.events, "wall_s": round(time.monotonic() - t0, 3)}
