@@ -117,6 +117,10 @@ class Journal:
 
         `durable=False` is for a backtest's own journal only: no fsync per commit
         (synchronous=OFF; the report says so). The daemon always journals with FULL.
+        Such a journal also runs in memory once its file is created and is written to the
+        file whole by `close()`: a commit then writes no WAL frames and takes no file
+        locks (the commit sits between a strategy's decision and the venue call). The
+        file holds the run only after `close()`.
 
         `must_exist`: a journal existed here before (the state dir says so): a missing or
         empty file is damage, not a first boot. An existing file always gets `PRAGMA
@@ -154,6 +158,9 @@ class Journal:
             self._prepare_schema()   # before anything else writes
             st = os.stat(self.path)
             self._identity = (st.st_dev, st.st_ino)
+            self._file_db: sqlite3.Connection | None = None
+            if not durable:
+                self._to_memory()
         except JournalError:
             self._close_quietly()
             raise
@@ -535,6 +542,19 @@ class Journal:
         except sqlite3.Error as e:
             log.warning("journal checkpoint failed: %s", e)
 
+    def _to_memory(self) -> None:
+        """durable=False: carry on in an in-memory copy of the file (see __init__)."""
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._db.backup(mem)
+        mem.execute("PRAGMA foreign_keys=ON")
+        self._file_db, self._db = self._db, mem
+
     def close(self) -> None:
+        if self._file_db is not None:   # durable=False: the whole journal into its file
+            mem, self._db, self._file_db = self._db, self._file_db, None
+            try:
+                mem.backup(self._db)
+            finally:
+                mem.close()
         self.checkpoint()
         self._db.close()
