@@ -198,6 +198,11 @@ class Supervisor:
                                                       cfg.watchdog.strategy_deadline_s),
             on_feed_error=self.fault, analytics_factory=self._analytics)
         self.core, self.engine = core, core.engine
+        if self.opts.replay:
+            try:   # replay files of a market no instrument is configured for: say so now
+                core.feed.replay_groups()
+            except ValueError as e:
+                raise StartupError(f"config error: {e}", EX_CONFIG) from e
         self.clock, self.market, self.protection = core.clock, core.feed, core.protection
         self.gateway, self.features, self.quality = core.gateway, core.features, core.quality
         self.analytics = core.engine.analytics

@@ -27,7 +27,9 @@ MS = 1_000_000
 class EngineRig:
     def __init__(self, tmp_path: Path, *, symbols: tuple[str, ...] = ("BTCUSDT",),
                  strategy: dict | None = None, overrides: dict | None = None,
-                 strategy_obj: Any = None) -> None:
+                 strategy_obj: Any = None, base: config.Config | None = None) -> None:
+        """`base`: the config to start from (default: the built-in defaults), e.g. one
+        whose [market] exchange brings other default instruments."""
         over: dict[str, dict] = {"market": {"source": "replay", "symbols": list(symbols)},
                                  "paper": {"entry_latency_ms": 0.0, "md_latency_ms": 0.0},
                                  "analytics": {"enabled": False}}
@@ -35,7 +37,7 @@ class EngineRig:
             over[section] = {**over.get(section, {}), **values}
         if strategy is not None:
             over["strategy"] = strategy
-        self.cfg = config.with_overrides(config.Config(), **over)
+        self.cfg = config.with_overrides(base or config.Config(), **over)
         self.journal = Journal(tmp_path / "journal.sqlite3")
         self.run = self.journal.begin_run()
         self.latch = KillLatch()

@@ -288,8 +288,11 @@ CASES: list[Case] = [
          ("market", "sanity", "unconfigured", "BTCUSD_PERP")),
 ]
 assert len(CASES) == 36, len(CASES)
-# Beyond the 36: the same market's futures capture with a spot config.
-EXTRA = [Case("usdm_btc_with_spot_config", gz(lambda l: l, USDM_BTC), (*R, "wrong_market"))]
+# Beyond the 36: the same market's futures capture with a spot config. (Its name does not
+# say "usdm_": a file named for another market is refused at start, before any data is
+# read; tests/engine/test_same_engine.py checks that. This one reaches the sanity stage.)
+EXTRA = [Case("futures_btc_with_spot_config", gz(lambda l: l, USDM_BTC),
+              (*R, "wrong_market"))]
 
 
 def make_cases(out: Path, cases: list[Case] = CASES) -> dict[str, Path]:

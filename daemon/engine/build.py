@@ -49,12 +49,14 @@ def instruments(cfg: Config) -> dict[str, Instrument]:
 
 
 def paper_venue(cfg: Config) -> PaperVenue:
+    """The paper venue, with each instrument's contract (inverse fees are in coin)."""
     p = cfg.paper
     return PaperVenue(maker_fee_bps=p.maker_fee_bps, taker_fee_bps=p.taker_fee_bps,
                       entry_latency_ns=int(p.entry_latency_ms * 1e6),
                       md_latency_ns=int(p.md_latency_ms * 1e6),
                       jitter_ns=int(p.latency_jitter_ms * 1e6), seed=p.seed,
-                      lot_sizes={s: i.lot_size for s, i in cfg.instruments.items()})
+                      lot_sizes={s: i.lot_size for s, i in cfg.instruments.items()},
+                      instruments=instruments(cfg))
 
 
 def build_core(cfg: Config, *, journal: Journal, latch: KillLatch, control: Control,
@@ -78,7 +80,8 @@ def build_core(cfg: Config, *, journal: Journal, latch: KillLatch, control: Cont
     strategy = build_strategy(cfg.strategy, list(feed.symbols))
     features = quality = analytics = None
     if cfg.features.enabled:   # streaming features: one more stage on the market events
-        features = FeatureEngine(cfg.features, list(feed.symbols))
+        features = FeatureEngine(cfg.features, list(feed.symbols), contract_usd={
+            s: i.contract_size for s, i in cfg.instruments.items() if i.kind == "inverse"})
         protection.features = features   # toxic flow reads VPIN from the store
     if cfg.quality.enabled:   # the data-validation layers read every sane market event
         quality = DataQuality(cfg.quality, list(feed.symbols), venue=cfg.market.exchange)

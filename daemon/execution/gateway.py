@@ -179,7 +179,9 @@ class OrderGateway:
             raise self._reject("risk", reason)
         # A market order has a mark here: risk refused it above otherwise.
         ref = order.price if order.price is not None else self.mark(symbol)
-        reason = self.breakers.allow(self.venue.name, order.qty * ref, reducing, now,
+        # The probe budget is in quote currency: an inverse contract's is qty x contract size.
+        notional = self.instruments[symbol].notional_quote(ref, order.qty)
+        reason = self.breakers.allow(self.venue.name, notional, reducing, now,
                                      order.client_id)
         if reason:
             raise self._reject("breaker", reason)

@@ -130,6 +130,9 @@ class _Symbol:
         self.rets: deque[float] = deque(maxlen=c.garch_window_bars)   # for the heavy fit
         self.nret = 0                                                 # returns ever seen
         self.vpin = vpin.VPIN(c.vpin_bucket_notional, c.vpin_buckets, c.vpin_sigma_bars)
+        # An inverse contract's notional is qty x contract size in USD, not price x qty:
+        # VPIN's buckets fill by it (0 = linear).
+        self.contract_usd = 0.0
         self.kyle = liquidity.KyleLambda(c.kyle_bars)
         self.cs = liquidity.CorwinSchultz(c.cs_bars)
         self.amihud = liquidity.Amihud(c.amihud_bars)
@@ -170,7 +173,9 @@ class _Symbol:
 class FeatureEngine:
     """One feature set per symbol; values in `store`. See the module docstring."""
 
-    def __init__(self, cfg: FeaturesCfg, symbols: list[str]) -> None:
+    def __init__(self, cfg: FeaturesCfg, symbols: list[str],
+                 contract_usd: dict[str, float] | None = None) -> None:
+        """`contract_usd`: USD per contract of each inverse (COIN-M) symbol."""
         self.cfg = cfg
         self._enabled = cfg.enabled
         self.symbols = list(symbols)
@@ -179,6 +184,9 @@ class FeatureEngine:
             self.store.register(spec)
         self._put = self.store.put if cfg.history_rows else self._fast_put
         self._sym = {s: _Symbol(cfg, self.store, s, self._bar_callback(s)) for s in self.symbols}
+        for s, usd in (contract_usd or {}).items():
+            if s in self._sym:
+                self._sym[s].contract_usd = float(usd)
         self.stats = {"books": 0, "trades": 0, "bars": 0, "fills": 0, "unknown_symbol": 0,
                       "invalid_book": 0}
 
@@ -313,7 +321,8 @@ class FeatureEngine:
             put(sl["ewma_vol"], st.ewma.update(r), ts, symbol, "ewma_vol")
             put(sl["realised_vol"], st.rv.update(r), ts, symbol, "realised_vol")
             put(sl["garch_vol"], st.garch.update(r), ts, symbol, "garch_vol")
-        put(sl["vpin"], st.vpin.update(c, qv), ts, symbol, "vpin")
+        put(sl["vpin"], st.vpin.update(c, v * st.contract_usd if st.contract_usd else qv), ts,
+            symbol, "vpin")
         vw = qv / v if v > 0.0 else c
         put(sl["kyle_lambda"], st.kyle.update(c, (bar.buy_volume - bar.sell_volume) * vw),
             ts, symbol, "kyle_lambda")

@@ -183,3 +183,12 @@ def test_a_capture_of_an_unconfigured_market_is_refused_by_name(tmp_path):
               str(tmp_path / "r"), "--no-png")
     assert r.returncode != 0
     assert "usdm_btcusdt_20240808.gz" in r.stderr and "usdm" in r.stderr, r.stderr
+
+
+def test_the_daemon_refuses_a_capture_of_an_unconfigured_market_at_start(tmp_path):
+    """A USD-M capture replayed with a spot-only config is a config error at start (exit
+    78, naming the file), not a fault after boot."""
+    r = bot4d("run", "--config", str(CONFIG), "--sim", "--replay", str(USDM),
+              "--state-dir", str(tmp_path / "d"), "--socket", str(tmp_path / "s"))
+    assert r.returncode == 78, (r.returncode, r.stderr)
+    assert "usdm_btcusdt_20240808.gz" in r.stderr and "usdm:SYMBOL" in r.stderr, r.stderr
