@@ -264,3 +264,23 @@ def test_order_qty_of_an_inverse_contract_is_whole_contracts_of_usd(tmp_path):
         update={"order_notional": D("250")})})
     r.engine.cfg = r.cfg
     assert r.engine.order_qty("BTCUSDT", 60000.0) == D("3")     # 250 USD -> 3 contracts
+
+
+def test_the_wall_timer_moves_venue_time_without_a_transaction_when_nothing_is_due(tmp_path):
+    """Live, the simulated exchange keeps time on a 10 ms timer. With nothing due that must
+    not open a journal transaction (one every 10 ms wore the SD card and the loop)."""
+    import asyncio
+    r = EngineRig(tmp_path, overrides={"market": {"source": "synthetic"}})
+    assert r.core.clock.mode == "wall"
+    r.engine.check = lambda: None   # (the periodic rules journal on their own; not here)
+    commits, t0 = r.journal.commits, r.core.venue.now_ns
+
+    async def main() -> None:
+        task = asyncio.create_task(r.engine.run_timers())
+        while r.core.venue.now_ns == t0:   # at least one tick, however slow the machine
+            await asyncio.sleep(0.01)
+        for _ in range(3):
+            await asyncio.sleep(0.02)
+        task.cancel()
+    asyncio.run(main())
+    assert r.core.venue.now_ns > t0 and r.journal.commits == commits
