@@ -525,6 +525,11 @@ class _Ctx:
         return OrderView(tag, o.client_id, o.symbol, o.side, o.price, o.qty, o.filled_qty,
                          o.status.value, o.is_open)
 
+    def working(self, tag: str) -> bool:
+        """Whether the tag's order is still working (cheaper than order(): no view)."""
+        cid = self._e._tags.get(tag)
+        return cid is not None and cid in self._e.gateway.open
+
     def position(self, symbol: str) -> Decimal:
         return self._e.gateway.position(symbol).qty
 

@@ -37,9 +37,8 @@ class Quoter(Strategy):
         prev = self._last.get(symbol)
         if prev is not None:
             pmid, pts = prev
-            bid, ask = ctx.order(f"bid:{symbol}"), ctx.order(f"ask:{symbol}")
-            live = (bid is not None and bid.working) or (ask is not None and ask.working)
-            if live and abs(mid - pmid) < self._requote * pmid:
+            if abs(mid - pmid) < self._requote * pmid and (
+                    ctx.working(f"bid:{symbol}") or ctx.working(f"ask:{symbol}")):
                 return ()
             if now - pts < self._min_gap_ns:
                 return ()

@@ -78,6 +78,7 @@ def test_a_place_intent_becomes_a_journalled_order_named_by_its_tag(tmp_path):
     assert (o.side, o.price, o.qty, o.tif) == (Side.BUY, D("59990.00"), D("0.00020"),
                                                TimeInForce.POST_ONLY)
     assert r.engine.ctx.order("bid").client_id == o.client_id
+    assert r.engine.ctx.working("bid") and not r.engine.ctx.working("ask")
     assert [row["client_id"] for row in r.journal.recent_orders()] == [o.client_id]
     assert r.engine.stats["placed"] == 1 and s.stats["intents"] == 1
 
@@ -103,6 +104,7 @@ def test_placing_a_working_tag_replaces_it_and_amend_keeps_the_rest(tmp_path):
     r.idle(1)
     r.settle()
     assert r.open_orders() == [] and r.engine.stats["cancelled"] == 3
+    assert not r.engine.ctx.working("bid") and r.engine.ctx.order("bid").status == "cancelled"
 
 
 def test_amend_of_nothing_and_a_refused_order_go_back_to_the_strategy(tmp_path):
