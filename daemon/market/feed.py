@@ -100,6 +100,7 @@ class MarketFeed:
         self.finished = False
         self.lines = 0
         self._started_wall = 0.0
+        self._marks: dict[str, tuple[float, Decimal]] = {}   # symbol -> (reference, mark)
 
     # -- reading ---------------------------------------------------------------------------
     def _own_clock(self) -> int:
@@ -113,7 +114,17 @@ class MarketFeed:
         if guard is None:
             return None
         ref = guard.reference(self.clock())
-        return None if ref is None else to_price(round(ref, 8))
+        if ref is None:
+            return None
+        # The reference float rarely moves between calls (risk asks several times per
+        # event): keep the last conversion per symbol, keyed on the float itself, so a
+        # book or guard change can never serve a stale mark. Decimal is immutable.
+        last = self._marks.get(symbol)
+        if last is not None and last[0] == ref:
+            return last[1]
+        mark = to_price(round(ref, 8))
+        self._marks[symbol] = (ref, mark)
+        return mark
 
     def book_validity(self) -> dict[str, bool]:
         return {s: b.valid for s, b in self.books.items()}

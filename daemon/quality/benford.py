@@ -21,6 +21,8 @@ import math
 BENFORD = tuple(math.log10(1 + 1 / d) for d in range(1, 10))
 NIGRINI_BANDS = ((0.006, "close"), (0.012, "acceptable"), (0.015, "marginal"))
 CHI2_CRIT_8DF_5PCT = 15.507
+_DIGIT_MEMO: dict[float, int] = {}   # size -> first_digit(size), see RollingDigits.push
+_DIGIT_MEMO_MAX = 4096
 
 
 def first_digit(x: float) -> int:
@@ -86,7 +88,14 @@ class RollingDigits:
         self.since_reference = 0   # sizes pushed since the reference was taken
 
     def push(self, size: float) -> None:
-        d = first_digit(size)
+        # Trade sizes repeat (lot multiples: 0.00009 BTC is a sixth of a day's trades), so
+        # the pure first_digit is memoised; the memo is dropped when it grows too big.
+        d = _DIGIT_MEMO.get(size)
+        if d is None:
+            d = first_digit(size)
+            if len(_DIGIT_MEMO) >= _DIGIT_MEMO_MAX:
+                _DIGIT_MEMO.clear()
+            _DIGIT_MEMO[size] = d
         if d == 0:
             self.skipped += 1
             return
