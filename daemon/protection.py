@@ -17,7 +17,6 @@ snapshot's slowly moving parts (equity peak, VaR window) are saved at most every
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Callable, Mapping
@@ -26,7 +25,7 @@ from daemon.config import Config
 from daemon.execution.orders import Order, Position
 from daemon.market.events import Trade
 from daemon.risk.engine import RiskEngine
-from daemon.risk.losses import RiskTrip
+from daemon.risk.losses import RiskTrip, same_token
 from daemon.safety.breakers import GLOBAL, BreakerBoard, BreakerChange
 from daemon.store.journal import Journal
 
@@ -62,6 +61,10 @@ class Protection:
         # and the window's extent (None: nothing yet this run), and when.
         self._saved: tuple | None = None
         self._saved_at = 0
+        # The last small risk snapshot built and the loss-limit token it was built at
+        # (private: never handed out, so nothing can change it behind the token's back).
+        self._small: dict = {}
+        self._small_token: tuple[tuple, tuple] | None = None
 
     # -- restart ---------------------------------------------------------------------------
     def restore(self) -> list[str]:
@@ -122,10 +125,15 @@ class Protection:
         # One commit: the trip rows, the breaker they open and the risk snapshot that
         # carries them across a restart (a kill between them must not lose a trip; a trip
         # changes the snapshot, so it is always saved at once).
-        with self.journal.batch() if trips else nullcontext():
-            for t in trips:
-                self._risk_tripped(t, now)
+        if trips:
+            with self.journal.batch():
+                for t in trips:
+                    self._risk_tripped(t, now)
+                self._save_risk(now)
+        else:
             self._save_risk(now)
+        if not self._actions:   # (nearly every tick: no list swapped)
+            return []
         actions, self._actions = self._actions, []
         return actions
 
@@ -175,7 +183,14 @@ class Protection:
         """Trips and round-trip counts at once (compared without the VaR window, which is
         cheap on every tick); a moved equity peak or VaR window at most every
         _SAVE_EVERY_NS. What is written is always the whole snapshot."""
-        small = self.risk.snapshot(window=False)
+        # The small snapshot only changes with the loss limits' state: rebuilt (Decimals to
+        # text, trips to dicts) only when its token moved, not on every 100-ms tick.
+        token = self.risk.losses.snapshot_token()
+        if same_token(self._small_token, token):
+            small = self._small
+        else:
+            small = self.risk.snapshot(window=False)
+            self._small, self._small_token = small, token
         samples = self.risk.window.samples   # never empty: poll() sampled first
         state = (small, len(samples), samples[-1][0])
         saved = self._saved

@@ -60,6 +60,16 @@ def equity(capital: Decimal, positions: Mapping[str, Position],
     return total
 
 
+def same_token(a: tuple[tuple, tuple] | None, b: tuple[tuple, tuple]) -> bool:
+    """Whether two `LossLimits.snapshot_token()`s promise the same snapshot."""
+    if a is None or a[0] != b[0] or len(a[1]) != len(b[1]):
+        return False
+    for x, y in zip(a[1], b[1]):
+        if x is not y:
+            return False
+    return True
+
+
 def fmt(d: Decimal) -> str:
     """A figure as plain text without trailing zeros: 1100.00 -> "1100", -0.200 -> "-0.2"."""
     return f"{d.normalize():f}"
@@ -192,6 +202,22 @@ class LossLimits:
         self._rebase = True
 
     # -- restart ----------------------------------------------------------------------------
+    def snapshot_token(self) -> tuple[tuple, tuple]:
+        """What `snapshot()` is made of, cheap to take on every tick: two snapshots whose
+        tokens are `same_token` are equal, so a caller may keep the one it built. The first
+        part compares by value (ints, bools, symbol names); the second holds the Decimals,
+        round trips and trips themselves and compares by identity: an equal Decimal with
+        other trailing zeros is another snapshot (str keeps them), and holding the objects
+        keeps their ids from being reused. Round trips and trips are never changed in
+        place (a new object replaces one), which is what makes identity enough."""
+        opens = self._open
+        objs: list[object] = [self.day_start, self.peak, self.last_round_trip]
+        for o in opens.values():
+            objs += (o, o.realized, o.fees)
+        objs += self.trips.values()
+        return ((self.day, self.streak, self._rebase, tuple(opens), tuple(self.trips)),
+                tuple(objs))
+
     def snapshot(self) -> dict:
         def s(d: Decimal | None) -> str | None:
             return None if d is None else str(d)   # exact, trailing zeros and all

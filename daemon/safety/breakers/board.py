@@ -115,6 +115,8 @@ class BreakerBoard:
         self.symbols: dict[tuple[str, str], _Symbol] = {}
         self.holds: dict[str, str] = {}     # venue -> reason it holds the global breaker open
         self.changes = 0
+        # The probe-timeout floor (the config is frozen: worked out once, not per tick).
+        self._floor_ns = _ns(cfg.latency_floor_ms / 1000)
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -218,10 +220,14 @@ class BreakerBoard:
     def tick(self, now_ns: int) -> None:
         """Time-based rules: stale books, volume intervals, probe timeouts, cooldowns and
         probe windows."""
-        floor_ns = _ns(self.cfg.latency_floor_ms / 1000)
+        floor_ns = self._floor_ns
         for venue, out in self.outcomes.items():
             self._detected(venue, out.stale.check(now_ns), now_ns)
-            self._probe_timeout(self.breakers[venue], out.probe_timeout_ns(floor_ns), now_ns)
+            b = self.breakers[venue]
+            # The latency threshold (a median of the recent acks) only matters to a probe
+            # that is out: not worked out on every tick for a breaker that has none.
+            if b.state is BState.HALF_OPEN and b.oldest_probe_ns() is not None:
+                self._probe_timeout(b, out.probe_timeout_ns(floor_ns), now_ns)
         self._probe_timeout(self.breakers[GLOBAL], floor_ns, now_ns)
         for (venue, symbol), sym in self.symbols.items():
             for v in sym.watch.tick(now_ns):
@@ -308,6 +314,11 @@ class BreakerBoard:
 
     # -- market ----------------------------------------------------------------------------
     def _symbol(self, venue: str, symbol: str) -> _Symbol:
+        # Fast path for every book and trade: a pair already here had its venue checked
+        # when it was added (venues never change), so only a new pair is validated.
+        sym = self.symbols.get((venue, symbol))
+        if sym is not None:
+            return sym
         key = (self._venue(venue).name, symbol)
         sym = self.symbols.get(key)
         if sym is None:
@@ -325,13 +336,19 @@ class BreakerBoard:
         f = sym.watch.on_book(bid, bid_qty, ask, ask_qty, now_ns)
         if f is None:
             return
-        self._detected(venue, sym.toxic.observe(f, symbol), now_ns)
-        self._detected(venue, sym.spread.observe(f, symbol), now_ns)
+        trip = sym.toxic.observe(f, symbol)
+        if trip is not None:
+            self._detected(venue, trip, now_ns)
+        trip = sym.spread.observe(f, symbol)
+        if trip is not None:
+            self._detected(venue, trip, now_ns)
 
     def on_trade(self, symbol: str, venue: str, price: float, qty: float, now_ns: int) -> None:
         sym = self._symbol(venue, symbol)
-        for v in sym.watch.on_trade(price, qty, now_ns) or ():
-            self._detected(venue, sym.volume.observe(v, symbol), now_ns)
+        closed = sym.watch.on_trade(price, qty, now_ns)
+        if closed:   # (most trades close no volume interval)
+            for v in closed:
+                self._detected(venue, sym.volume.observe(v, symbol), now_ns)
 
     # -- restart ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

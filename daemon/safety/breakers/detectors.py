@@ -175,12 +175,18 @@ class LatencySpike:
         self.warmup, self.spikes = warmup, spikes
         self._lat: deque[int] = deque(maxlen=window)
         self.run = 0
+        # threshold_ns() is asked on every ack (twice) and for every probe timeout, but it
+        # only moves when an ack joins the window: kept until then (`_lat` changes only in
+        # ack(), which drops this).
+        self._th: tuple[float | None] | None = None
 
     def threshold_ns(self) -> float | None:
         """Latency above which an ack is a spike; None during warm-up."""
-        if len(self._lat) < self.warmup:
-            return None
-        return max(self.factor * median(list(self._lat)), self.floor_ns)
+        th = self._th
+        if th is None:
+            th = self._th = (None if len(self._lat) < self.warmup else
+                             max(self.factor * median(list(self._lat)), self.floor_ns),)
+        return th[0]
 
     def is_spike(self, latency_ns: int) -> bool:
         th = self.threshold_ns()
@@ -204,6 +210,7 @@ class LatencySpike:
             return None   # a spike is not added to the median it is measured against
         self.run = 0
         self._lat.append(latency_ns)
+        self._th = None
         return None
 
 
