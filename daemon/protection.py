@@ -26,7 +26,7 @@ from daemon.execution.orders import Order, Position
 from daemon.market.events import Trade
 from daemon.risk.engine import RiskEngine
 from daemon.risk.losses import RiskTrip, same_token
-from daemon.safety.breakers import GLOBAL, BreakerBoard, BreakerChange
+from daemon.safety.breakers import GLOBAL, BreakerBoard, BreakerChange, BState
 from daemon.store.journal import Journal
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ class Protection:
         if self.features is None or not self.vpin_max:
             return
         venue = self.venues[0]
-        if self.board.breakers[venue].state.value != "closed":
+        if self.board.breakers[venue].state is not BState.CLOSED:
             return
         for sym in self.features.symbols:
             v = self.features.get(sym, "vpin")

@@ -117,7 +117,10 @@ class RiskEngine:
     @property
     def action(self) -> str | None:
         """The strongest action of the standing trips: "halted", "reducing" or None."""
-        actions = {t.action for t in self.losses.trips.values()}
+        trips = self.losses.trips
+        if not trips:   # (every order and sizing asks: no set built when nothing stands)
+            return None
+        actions = {t.action for t in trips.values()}
         return "halted" if "halted" in actions else "reducing" if actions else None
 
     def _tripped_reason(self, action: str) -> str:
@@ -255,7 +258,7 @@ class RiskEngine:
                  spreads: Mapping[str, Decimal] | None = None) -> list[RiskTrip]:
         """New trips only (each once). Call it periodically and after fills."""
         cfg = self.cfg
-        prices = self._prices({*positions, *marks}, lambda s: marks.get(s), positions)
+        prices = self._prices({*positions, *marks}, marks.get, positions)
         new = self.losses.evaluate(positions, prices, now_ns)   # (records its own)
         trips = self.losses.trips
         more: list[RiskTrip] = []

@@ -327,7 +327,10 @@ class BreakerBoard:
 
     def book_state(self, symbol: str, venue: str, valid: bool, now_ns: int) -> None:
         """Whether a traded symbol's book is valid (the stale-book rule; checked on tick)."""
-        self.outcomes[self._venue(venue).name].stale.state(symbol, valid, now_ns)
+        out = self.outcomes.get(venue)   # (every tick: a known venue needs no check)
+        if out is None:
+            out = self.outcomes[self._venue(venue).name]   # raises: unknown venue
+        out.stale.state(symbol, valid, now_ns)
 
     def on_book(self, symbol: str, venue: str, bid: float, bid_qty: float, ask: float,
                 ask_qty: float, now_ns: int) -> None:
