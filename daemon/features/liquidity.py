@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from daemon.features._num import ok, ok_price, out
+from daemon.features._num import MAX_INPUT, MIN_PRICE, ok, ok_price, out
 from daemon.features.rolling import RollingSum
 
 _K = 3.0 - 2.0 * math.sqrt(2.0)
@@ -154,7 +154,7 @@ class RollSpread:
         self.dropped = 0
 
     def update(self, price: float) -> float | None:
-        if not ok_price(price):
+        if not MIN_PRICE <= price <= MAX_INPUT:   # _num.ok_price, inlined (per trade)
             self.dropped += 1
             return self.value
         prev, self._prev = self._prev, price
