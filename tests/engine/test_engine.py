@@ -286,3 +286,192 @@ def test_the_wall_timer_moves_venue_time_without_a_transaction_when_nothing_is_d
         task.cancel()
     asyncio.run(main())
     assert r.core.venue.now_ns > t0 and r.journal.commits == commits
+
+
+# -- the periodic rules' verdicts, carried out ---------------------------------------------------
+class _Quality:
+    """The data-quality stage's interface, with the alerts a test wants it to raise (the
+    layers themselves are tested in tests/quality; here: what the engine does with them)."""
+
+    def __init__(self) -> None:
+        self.alerts: list = []
+        self.health = "none"
+        self.next_poll_ns = 0
+        self.polled: list[int] = []
+        self.events = 0
+
+    def on_event(self, ev, book) -> None:
+        self.events += 1
+
+    def poll(self, now_ns: int) -> list:
+        self.polled.append(now_ns)
+        out, self.alerts = self.alerts, []
+        return out
+
+    def outcome(self) -> str:
+        return self.health
+
+    def status(self) -> dict:
+        return {"symbols": {"BTCUSDT": {"score": 0.5}}}
+
+
+def _quality_rig(tmp_path):
+    r, s = rig(tmp_path)
+    q = r.engine.quality = _Quality()
+    return r, s, q
+
+
+def test_a_quality_alert_is_journalled_then_reduces_and_health_resumes(tmp_path):
+    from daemon.quality.monitor import QualityAlert
+    r, s, q = _quality_rig(tmp_path)
+    q.alerts = [QualityAlert("BTCUSDT", "kalman", "reducing", "innovation 9 sigma", 1)]
+    q.health = "reducing"
+    r.idle(r.engine.check_ns / MS + 1)
+    assert r.control.state is State.REDUCING
+    assert r.control.state_reason == "data quality: BTCUSDT kalman: innovation 9 sigma"
+    ((_ts, _kind, detail),) = r.journal.audit_rows("quality_alert")
+    assert {k: detail[k] for k in ("symbol", "layer", "action", "reason")} == {
+        "symbol": "BTCUSDT", "layer": "kalman", "action": "reducing",
+        "reason": "innovation 9 sigma"}
+    q.health = "none"
+    r.idle(r.engine.check_ns / MS + 1)
+    assert r.control.state is State.TRADING
+    assert r.control.transitions[-1]["reason"] == "data quality healthy again"
+
+
+def test_a_quality_breaker_alert_opens_the_venues_breaker_not_the_state(tmp_path):
+    from daemon.quality.monitor import QualityAlert
+    r, s, q = _quality_rig(tmp_path)
+    q.alerts = [QualityAlert("BTCUSDT", "score", "breaker", "score 0.4", 1)]
+    r.idle(r.engine.check_ns / MS + 1)
+    b = r.core.protection.board.breakers[r.core.venue.name]
+    assert b.state.value == "open" and b.reason == "data quality: BTCUSDT score: score 0.4"
+    assert r.control.state is State.TRADING
+
+
+def test_quality_is_polled_only_when_its_time_has_come(tmp_path):
+    r, s, q = _quality_rig(tmp_path)
+    q.next_poll_ns = r.t + 10**12   # far ahead
+    r.idle(r.engine.check_ns / MS + 1)
+    assert q.polled == []
+    q.next_poll_ns = r.t + 1
+    r.idle(r.engine.check_ns / MS + 1)
+    assert len(q.polled) == 1 and q.polled[0] == r.core.clock()
+    q.next_poll_ns = r.core.clock()    # exactly now: due
+    r.engine.check()
+    assert len(q.polled) == 2
+
+
+def test_protection_actions_halt_reduce_and_cancel_increasing(tmp_path):
+    from daemon.protection import Action
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    r.settle()
+    r.engine._protect(Action("cancel_increasing", "breaker paper open"))
+    (o,) = r.gw.open.values()
+    assert o.status is OrderStatus.PENDING_CANCEL and o.reason == "breaker paper open"
+    r.settle()
+    r.engine._protect(Action("reducing", "risk: drawdown"))
+    assert (r.control.state, r.control.state_reason) == (State.REDUCING, "risk: drawdown")
+    r.engine._protect(Action("halt", "risk: daily loss"))
+    assert (r.control.state, r.control.state_reason) == (State.HALTED, "risk: daily loss")
+    r.engine._protect(Action("reducing", "risk: again"))   # halted stays halted
+    r.engine._protect(Action("halt", "twice"))
+    assert (r.control.state, r.control.state_reason) == (State.HALTED, "risk: daily loss")
+
+
+def test_degraded_reasons_are_joined_and_named(tmp_path):
+    r = EngineRig(tmp_path, symbols=("BTCUSDT", "ETHUSDT"), strategy_obj=Scripted())
+    assert r.control.state is State.TRADING   # no data yet: both books invalid
+    r.engine.check()
+    assert r.control.state_reason.startswith("degraded: BTCUSDT book invalid: ")
+    assert "; ETHUSDT book invalid: " in r.control.state_reason
+
+
+def test_counters_and_status_say_what_happened(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid(), bid(qty="0.00001", tag="small"), Cancel("none")]
+    r.idle(1)
+    st = r.engine.status()
+    assert {k: st[k] for k in ("intents", "placed", "cancelled", "refused", "pulled",
+                               "dropped_not_trading")} == {
+        "intents": 3, "placed": 1, "cancelled": 0, "refused": 1, "pulled": 0,
+        "dropped_not_trading": 0}
+    assert st["refused_by_stage"] == {"instrument": 1} and s.stats["intents"] == 3
+    assert st["strategy"]["name"] == "scripted" and st["strategy"]["tags"] == {
+        "bid": r.open_orders()[0].client_id}
+    assert st["clock"] == {"mode": "event", "event_ns": r.t}
+    assert st["finished"] is False and st["failed"] is None
+    core = r.engine.core_status()
+    assert core["orders"]["open"] == 1 and core["engine"]["placed"] == 1
+    assert core["market"]["books"]["BTCUSDT"]["valid"] is True
+    assert {"risk", "breakers", "positions", "quality", "analytics"} <= set(core)
+    summary = r.engine.summary()
+    assert {k: summary[k] for k in ("lines", "event_ns", "orders", "fills",
+                                    "open_orders_at_end", "positions")} == {
+        "lines": 0, "event_ns": r.t, "orders": 1, "fills": 0, "open_orders_at_end": 1,
+        "positions": {}}
+    assert D(summary["realized_pnl"]) == 0 and D(summary["fees"]) == 0
+
+
+def test_state_and_latch_refusals_are_not_logged_others_are_once(tmp_path, caplog):
+    import logging
+    r, s = rig(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="daemon.engine.engine"):
+        s.next = [bid(qty="0.00001", tag="a"), bid(qty="0.00001", tag="b")]
+        r.idle(1)
+        r.control.halt("stop")
+        s.next = [bid(tag="c")]
+        r.idle(1)
+    msgs = [m.getMessage() for m in caplog.records if m.name == "daemon.engine.engine"]
+    assert len(msgs) == 1 and msgs[0].startswith("refused:instrument (total 1): scripted: "
+                                                 "Place a refused by instrument: ")
+    assert r.engine.refused_by_stage == {"instrument": 2, "state": 1}
+
+
+def test_the_end_in_wall_mode_runs_no_event_time_check(tmp_path):
+    r, s = rig(tmp_path)
+    calls = []
+    r.engine.check = lambda: calls.append(1)
+    r.engine.clock.mode = "wall"
+    r.engine._on_finished()
+    assert calls == [] and r.control.state is State.FINISHED
+    r2, _ = rig(tmp_path / "b")
+    calls2 = []
+    r2.engine.check = lambda: calls2.append(1)
+    r2.engine._on_finished()
+    assert calls2 == [1]
+
+
+def test_an_error_at_the_end_of_the_data_goes_to_the_control(tmp_path):
+    r, s = rig(tmp_path)
+
+    def boom() -> None:
+        raise RuntimeError("settle failed")
+    r.engine.settle = boom
+    with pytest.raises(BacktestError, match="engine: end of replay: RuntimeError"):
+        r.engine._on_finished()
+    assert r.engine.failed.startswith("engine: end of replay: RuntimeError('settle failed')")
+
+
+def test_the_wall_timer_runs_the_rules_and_beats_the_strategy_heartbeat(tmp_path):
+    import asyncio
+    from daemon.safety.watchdog import Watchdog
+    r = EngineRig(tmp_path, overrides={"market": {"source": "synthetic"}})
+    hb = Watchdog().register("strategy", 10.0)
+    r.engine.heartbeat = hb
+    checks = []
+    r.engine.check = lambda: checks.append(1)
+    beat0 = hb.last
+
+    async def main() -> None:
+        task = asyncio.create_task(r.engine.run_timers())
+        while not checks or hb.last == beat0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+    asyncio.run(main())
+    assert checks and hb.last > beat0
+    # A stalled strategy (sim hook) stops beating.
+    r.engine.stall(60)
+    assert r.engine._stalled()
