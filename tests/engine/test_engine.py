@@ -475,3 +475,83 @@ def test_the_wall_timer_runs_the_rules_and_beats_the_strategy_heartbeat(tmp_path
     # A stalled strategy (sim hook) stops beating.
     r.engine.stall(60)
     assert r.engine._stalled()
+
+
+def test_replace_and_amend_say_why_and_keep_what_they_do_not_change(tmp_path):
+    r, s = rig(tmp_path)
+    s.next = [bid()]
+    r.idle(1)
+    first = r.open_orders()[0]
+    r.settle()
+    s.next = [Place("bid", "BTCUSDT", Side.BUY, D("0.0002"), D("59980"),
+                    TimeInForce.POST_ONLY)]             # no reason: "replaced"
+    r.idle(1)
+    assert first.reason == "replaced"
+    r.settle()
+    second = r.open_orders()[0]
+    s.next = [Amend("bid", qty=D("0.0003"))]            # price kept, reason "amended"
+    r.idle(1)
+    assert second.reason == "amended"
+    r.settle()
+    third = r.open_orders()[0]
+    assert (third.price, third.qty) == (D("59980.00"), D("0.00030"))
+    s.next = [Amend("bid", price=D("59970"), reason="closer")]   # qty kept
+    r.idle(1)
+    assert third.reason == "closer"
+    r.settle()
+    fourth = r.open_orders()[0]
+    assert (fourth.price, fourth.qty) == (D("59970.00"), D("0.00030"))
+    view = r.engine.ctx.order("bid")
+    assert (view.tag, view.client_id, view.symbol, view.side, view.price, view.qty,
+            view.filled, view.status, view.working) == (
+        "bid", fourth.client_id, "BTCUSDT", Side.BUY, D("59970.00"), D("0.00030"), D(0),
+        fourth.status.value, True)
+    s.next = [Amend("nothing")]
+    r.idle(1)
+    assert s.refusals[-1] == ("nothing", "intent", "amend: no working order 'nothing'")
+
+
+def test_trades_and_books_reach_the_features_and_the_strategy_reads_them(tmp_path):
+    r, s = rig(tmp_path)
+    f = r.core.features
+    books, trades = f.stats["books"], f.stats["trades"]
+    r.trade(60000.0, 0.1)
+    r.diff([(59999.5, 1.0)], [])
+    assert f.stats["trades"] == trades + 1 and f.stats["books"] == books + 1
+    assert r.engine.ctx.feature("BTCUSDT", "microprice") == f.get("BTCUSDT",
+                                                                  "microprice").value
+    assert r.engine.ctx.feature("BTCUSDT", "microprice") is not None
+    r.engine.features = None
+    assert r.engine.ctx.feature("BTCUSDT", "microprice") is None
+
+
+def test_bars_in_status_carry_every_field(tmp_path):
+    s = Scripted()
+    r = EngineRig(tmp_path, strategy_obj=s, strategy={"bar_interval_s": 1.0})
+    r.start(*BOOK)
+    r.trade(60000.0, 0.1)
+    r.trade(60010.0, 0.3)
+    r.trade(59990.0, 0.2)
+    r.trade(60005.0, 0.1, dt_ms=1200)   # closes the bar of the three above
+    bar = r.engine.status()["bars"]["BTCUSDT"]
+    assert set(bar) == {"open", "high", "low", "close", "volume", "vwap", "trades"}
+    assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["trades"]) == \
+        (60000.0, 60010.0, 59990.0, 59990.0, 3)
+    assert bar["volume"] == pytest.approx(0.6)
+    assert bar["vwap"] == pytest.approx((60000 * 0.1 + 60010 * 0.3 + 59990 * 0.2) / 0.6)
+
+
+def test_healthy_market_data_resumes_with_its_reason_and_a_quality_trip_recovers(tmp_path):
+    from daemon.quality.monitor import QualityAlert
+    r, s = rig(tmp_path)
+    r.diff([(59998.0, 1.0)], [], gap=True)
+    r.engine.check()
+    r.snapshot(*BOOK)
+    r.engine.check()
+    assert r.control.transitions[-1]["reason"] == "market data healthy again"
+    q = r.engine.quality = _Quality()
+    q.alerts = [QualityAlert("BTCUSDT", "score", "breaker", "score 0.4", 1)]
+    now = r.core.clock()
+    r.engine.check()
+    b = r.core.protection.board.breakers[r.core.venue.name]
+    assert b.state.value == "open" and b.kind.value == "auto" and b.since_ns == now
