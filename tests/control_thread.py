@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 from daemon.control.server import ControlServer
 
 
-class ControlThread:
+class ControlThread(ABC):
     def __init__(self, sock: Path) -> None:
         self.requests: list[dict] = []
         self.path = str(sock)
@@ -24,8 +25,9 @@ class ControlThread:
         self.requests.append(req)
         return await self.handle(req)
 
+    @abstractmethod
     async def handle(self, req: dict) -> dict:
-        raise NotImplementedError("a subclass answers")
+        """The answer to one request (what the daemon's handler would return)."""
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
