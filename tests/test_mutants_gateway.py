@@ -311,3 +311,56 @@ def test_cancels_go_out_even_when_the_journal_cannot_begin(tmp_path):
         other.close()
     r.settle()
     assert r.venue.open_orders() == [], f"{o.client_id} still working at the venue"
+
+
+# -- what the gateway shows (the status the supervisor and bot4ctl read) -------------------
+def _filled_buy(r: Rig) -> None:
+    r.buy(qty="0.001", price="60001", tif=TimeInForce.IOC)   # crosses the 60000.01 ask
+    r.settle()
+
+
+def test_status_lists_open_orders_and_counters(tmp_path):
+    r = Rig(tmp_path)
+    o = r.buy()
+    st = r.gw.status()
+    assert st["open"] == 1 and st["list"] == [{"id": o.client_id, "symbol": SYM,
+                                              "side": "buy", "price": "59000.00",
+                                              "qty": "0.00100", "status": o.status.value}]
+    assert {k: st[k] for k in ("submitted", "rejected", "fills", "cancels")} == r.gw.stats
+
+
+def test_positions_status_values_at_the_mark_and_without_one(tmp_path):
+    r = Rig(tmp_path)
+    _filled_buy(r)
+    p = r.gw.positions[SYM]
+    r.mark_price = Decimal("60100")
+    st = r.gw.positions_status()[SYM]
+    assert st == {"qty": str(p.qty), "avg_price": str(p.avg_price),
+                  "realized_pnl": str(p.realized_pnl),
+                  "unrealized_pnl": str((Decimal("60100") - p.avg_price) * p.qty),
+                  "fees": str(p.fees), "mark": "60100"}
+    assert p.qty == Decimal("0.001") and Decimal(st["unrealized_pnl"]) > 0
+    r.mark_price = None
+    st = r.gw.positions_status()[SYM]
+    assert st["unrealized_pnl"] is None and st["mark"] is None and st["qty"] == "0.00100"
+
+
+def test_positions_of_an_inverse_instrument_settle_in_coin_also_after_a_restart(tmp_path):
+    from daemon.execution.orders import INVERSE, Instrument
+    inv = Instrument(SYM, Decimal("0.01"), Decimal("1"), Decimal("0"), INVERSE, Decimal("100"))
+    # (risk here knows no instruments: it counts 1 contract as 60,000 "USD"; not the point)
+    wide = {"max_order_notional": "1e6", "max_position": "10", "max_gross_exposure": "1e7",
+            "max_net_exposure": "1e7"}
+    r = Rig(tmp_path, instrument=inv, risk=wide)
+    assert r.gw.position(SYM).kind == INVERSE and r.gw.position(SYM).contract_size == 100
+    assert r.gw.position("OTHER").kind != INVERSE            # unknown: linear
+    r.buy(qty="1", price="60001", tif=TimeInForce.IOC)
+    r.settle()
+    p = r.gw.positions[SYM]
+    assert p.qty == 1 and p.kind == INVERSE
+    r.mark_price = Decimal("61000")
+    upnl = Decimal(r.gw.positions_status()[SYM]["unrealized_pnl"])
+    assert upnl == p.unrealized(Decimal("61000")) and 0 < upnl < Decimal("0.001")   # coin
+    r2 = Rig(tmp_path, instrument=inv, risk=wide)   # a restart on the same journal
+    q = r2.gw.positions[SYM]
+    assert (q.kind, q.qty, q.avg_price) == (INVERSE, p.qty, p.avg_price)
