@@ -333,14 +333,14 @@ def test_positions_status_values_at_the_mark_and_without_one(tmp_path):
     r = Rig(tmp_path)
     _filled_buy(r)
     p = r.gw.positions[SYM]
-    r.mark_price = Decimal("60100")
+    r.gw.mark = {SYM: Decimal("60100")}.get   # each symbol's own mark
     st = r.gw.positions_status()[SYM]
     assert st == {"qty": str(p.qty), "avg_price": str(p.avg_price),
                   "realized_pnl": str(p.realized_pnl),
                   "unrealized_pnl": str((Decimal("60100") - p.avg_price) * p.qty),
                   "fees": str(p.fees), "mark": "60100"}
     assert p.qty == Decimal("0.001") and Decimal(st["unrealized_pnl"]) > 0
-    r.mark_price = None
+    r.gw.mark = {}.get
     st = r.gw.positions_status()[SYM]
     assert st["unrealized_pnl"] is None and st["mark"] is None and st["qty"] == "0.00100"
 
@@ -353,7 +353,8 @@ def test_positions_of_an_inverse_instrument_settle_in_coin_also_after_a_restart(
             "max_net_exposure": "1e7"}
     r = Rig(tmp_path, instrument=inv, risk=wide)
     assert r.gw.position(SYM).kind == INVERSE and r.gw.position(SYM).contract_size == 100
-    assert r.gw.position("OTHER").kind != INVERSE            # unknown: linear
+    other = r.gw.position("OTHER")
+    assert other.kind != INVERSE and other.symbol == "OTHER"   # unknown: linear
     r.buy(qty="1", price="60001", tif=TimeInForce.IOC)
     r.settle()
     p = r.gw.positions[SYM]
