@@ -29,8 +29,17 @@ import os
 import sys
 from pathlib import Path
 
-from daemon import config as configmod
-from daemon import logsetup
+# Before pydantic (the config) or numpy (risk, data quality, the capture cache) is imported.
+# The daemon's numerics are small arrays worked on the event loop: OpenBLAS's worker threads
+# would only spin on the board's other cores (here they cost ~0.06 s of CPU per start), and
+# pydantic's plugin discovery reads every installed package's metadata (~0.03 s) for plugins
+# an appliance never installs. setdefault: an operator's own setting wins.
+for _name, _value in (("OPENBLAS_NUM_THREADS", "1"), ("OMP_NUM_THREADS", "1"),
+                      ("PYDANTIC_DISABLE_PLUGINS", "__all__")):
+    os.environ.setdefault(_name, _value)
+
+from daemon import config as configmod  # noqa: E402
+from daemon import logsetup  # noqa: E402
 
 log = logging.getLogger("bot4d")
 
