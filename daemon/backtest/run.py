@@ -120,6 +120,16 @@ def backtest_config(cfg: Config, strategy: str | None, seed: int | None) -> Conf
     return with_overrides(cfg, **over)
 
 
+def summary_money(text: str | None) -> str:
+    """A report.json amount for the one-line summary: report.json keeps exact decimals (an
+    average entry is a 28-digit quotient, so a realised PnL can end in ...000000000522);
+    a person reads it to 8 places, the exchanges' finest unit of account."""
+    if text is None:
+        return "n/a"
+    d = Decimal(text).quantize(Decimal("0.00000001"))
+    return format(d.normalize() if d else Decimal(0), "f")
+
+
 def run_backtest(cfg: Config, files: list[str], report_dir: Path, *,
                  progress: TextIO | None = None, sample_interval_s: float = 1.0,
                  cache_dir: Path | None = None, use_cache: bool = False) -> Backtest:
@@ -303,5 +313,5 @@ def main(cfg: Config, files: list[str], report_dir: str, *, strategy: str | None
           f"({bt.lines / bt.wall_s if bt.wall_s else 0:,.0f} lines/s"
           f"{', decoded-capture cache ' + ('hit' if bt.cache_hit else 'built') if bt.cache_hit is not None else ''}), "
           f"{counts.get('orders')} orders, {counts.get('fills')} fills, net PnL "
-          f"{pnl.get('total_net')}; report in {out}")
+          f"{summary_money(pnl.get('total_net'))}; report in {out}")
     return 0

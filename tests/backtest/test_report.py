@@ -554,3 +554,14 @@ def test_refuses_a_grid_too_fine_for_the_run(tmp_path):
     ("123456789012345678901234567890.10", "123456789012345678901234567890.1")])
 def test_money_text_is_exact_and_plain(value, text):
     assert _money(D(value)) == text
+
+
+def test_the_summary_line_shows_money_to_eight_places():
+    from daemon.backtest.run import summary_money
+    assert summary_money("-2.020213960000000000000000522") == "-2.02021396"
+    assert summary_money("-1.149590800000000000000000522") == "-1.1495908"
+    assert summary_money("0.000000004") == "0"          # no negative zero, no exponent
+    assert summary_money("-0.000000004") == "0"
+    assert summary_money("12345678") == "12345678"       # normalize() would say 1.2345678E+7
+    assert summary_money("0.00000005") == "0.00000005"
+    assert summary_money(None) == "n/a"

@@ -11,6 +11,7 @@ import pty
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def test_daemon_replay_and_backtest_make_the_same_orders_and_fills(tmp_path):
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout.strip().splitlines()[-1])   # --exit-at-end prints it
     assert summary["lines"] == 41_249 and summary["orders"] > 20
-    backtest(tmp_path / "r", BTC)
+    bt = backtest(tmp_path / "r", BTC)
+    # The one-line summary shows the report's net PnL to 8 places, never a 28-digit tail.
+    net = json.loads((tmp_path / "r" / "report.json").read_text())["pnl"]["total_net"]
+    shown = bt.stdout.split("net PnL ")[1].split(";")[0]
+    assert Decimal(shown) == Decimal(net).quantize(Decimal("1e-8")) and len(shown) <= 20
     daemon_db, bt_db = tmp_path / "d" / "journal.sqlite3", tmp_path / "r" / "backtest.sqlite3"
     orders = "SELECT * FROM orders ORDER BY client_id"
     fills = "SELECT * FROM fills ORDER BY fill_id"
