@@ -174,6 +174,33 @@ class WatchdogCfg(_Section):
     strategy_deadline_s: float = Field(10.0, ge=0.5, le=600)
 
 
+def _check_url(v: str, field: str) -> str:
+    if not v:
+        return v
+    schemes = ("ws", "wss") if field == "ws_base" else ("http", "https")
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        raise ValueError(f"not a URL: {e}") from None
+    if u.scheme not in schemes or not u.hostname:
+        raise ValueError(f"must be \"\" or a URL starting with "
+                         f"{' or '.join(s + '://' for s in schemes)}")
+    return v
+
+
+class EndpointsCfg(_Section):
+    """[market.endpoints.MARKET]: where a live run reaches a market other than [market]
+    exchange ("" = Binance's own endpoints for that market)."""
+    ws_base: str = ""
+    rest_base: str = ""
+
+    @field_validator("ws_base", "rest_base")
+    @classmethod
+    def _url(cls, v: str, info: Any) -> str:
+        return _check_url(v, info.field_name)
+
+
 class MarketCfg(_Section):
     source: Literal["synthetic", "replay", "binance"] = "synthetic"
     # The default market: its instruments are named by their plain symbol. Instruments of
@@ -186,6 +213,9 @@ class MarketCfg(_Section):
     synthetic_seed: Seed = 7
     ws_base: str = ""        # "" = Binance's own endpoints for the exchange
     rest_base: str = ""
+    # Live instruments of another market (spot + USD-M on one engine) are reached at that
+    # market's own Binance endpoints, or at [market.endpoints.usdm] ws_base / rest_base.
+    endpoints: dict[Literal["spot", "usdm"], EndpointsCfg] = Field(default_factory=dict)
     stale_after_s: float = Field(10.0, ge=1, le=600)
     record_dir: str = ""
     record_rotate_mb: float = Field(64.0, ge=1, le=4096)
@@ -216,18 +246,7 @@ class MarketCfg(_Section):
     @field_validator("ws_base", "rest_base")
     @classmethod
     def _url(cls, v: str, info: Any) -> str:
-        if not v:
-            return v
-        schemes = ("ws", "wss") if info.field_name == "ws_base" else ("http", "https")
-        try:
-            u = urlsplit(v)
-            u.port  # noqa: B018 - raises ValueError on a port that is not a number
-        except ValueError as e:
-            raise ValueError(f"not a URL: {e}") from None
-        if u.scheme not in schemes or not u.hostname:
-            raise ValueError(f"must be \"\" or a URL starting with "
-                             f"{' or '.join(s + '://' for s in schemes)}")
-        return v
+        return _check_url(v, info.field_name)
 
     @field_validator("record_dir")
     @classmethod
@@ -726,6 +745,27 @@ _DEFAULT_INVERSE = {
     "ETHUSD_PERP": InstrumentCfg(tick_size="0.01", lot_size="1", min_notional="0",
                                  kind="inverse", contract_size="10"),
 }
+
+
+def _live_markets(m: MarketCfg) -> None:
+    """The markets of [market] symbols against the live source and [market.endpoints]:
+    each endpoints table must serve a market that is traded and is not the exchange's own
+    (that one is [market] ws_base/rest_base), and live COIN-M data is not wired."""
+    markets = {parse_id(s, m.exchange)[0] for s in m.symbols}
+    for market in m.endpoints:
+        if market == m.exchange:
+            raise _Problem([("market", "endpoints", market)],
+                           f"{market} is [market] exchange: its endpoints are [market] "
+                           f"ws_base and rest_base")
+        if market not in markets:
+            raise _Problem([("market", "endpoints", market)],
+                           f"no instrument of the {market} market is in [market] symbols "
+                           f"(they are named \"{market}:SYMBOL\")")
+    if m.source == "binance" and "coinm" in markets:
+        coinm = [s for s in m.symbols if parse_id(s, m.exchange)[0] == "coinm"]
+        raise _Problem([("market", "symbols"), ("market", "source")],
+                       f"{', '.join(coinm)}: live COIN-M market data is not supported (the "
+                       f"live feed serves spot and USD-M); replay coinm captures instead")
 
 
 def default_instruments(exchange: str) -> dict[str, InstrumentCfg]:
@@ -1262,6 +1302,7 @@ def _meaning(cfg: Config) -> None:
                        f"must be at least 1.5 x stale_after_s = {m.stale_after_s:g}: a silent "
                        f"connection is dropped after stale_after_s and needs time to "
                        f"reconnect before the watchdog halts trading")
+    _live_markets(m)
     if m.source == "synthetic" and 4 / m.synthetic_rate_hz > w.feed_deadline_s:
         raise _Problem([("market", "synthetic_rate_hz"), ("watchdog", "feed_deadline_s")],
                        f"synthetic_rate_hz = {m.synthetic_rate_hz:g} steps less than 4 times "

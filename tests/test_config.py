@@ -196,3 +196,78 @@ def test_line_numbers_count_newlines_as_toml_does(tmp_path):
     with pytest.raises(config.ConfigError) as e:
         config.load(f, environ={})
     assert f"{f}, line 3: [risk] max_position" in str(e.value)
+
+
+_TWO_MARKETS = """
+[market]
+source = "binance"
+symbols = ["BTCUSDT", "usdm:BTCUSDT"]
+[instruments.BTCUSDT]
+tick_size = "0.01"
+lot_size = "0.00001"
+min_notional = "5"
+[instruments."usdm:BTCUSDT"]
+tick_size = "0.1"
+lot_size = "0.001"
+min_notional = "5"
+"""
+_COINM = """
+[instruments."coinm:BTCUSD_PERP"]
+tick_size = "0.1"
+lot_size = "1"
+min_notional = "0"
+kind = "inverse"
+contract_size = "100"
+"""
+
+
+def test_a_second_live_market_gets_its_own_endpoints(tmp_path):
+    f = tmp_path / "two.toml"
+    f.write_text(_TWO_MARKETS + '[market.endpoints.usdm]\nws_base = "ws://127.0.0.1:9"\n'
+                 'rest_base = "http://127.0.0.1:9"\n')
+    cfg = config.load(f, environ={})
+    assert cfg.market.endpoints["usdm"].ws_base == "ws://127.0.0.1:9"
+    assert config.load(tmp_path / "two.toml", environ={}).market.endpoints["usdm"].rest_base \
+        == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("extra, key, words", [
+    ('[market.endpoints.usdm]\nws_base = "http://127.0.0.1:9"\n',
+     "[market.endpoints.usdm] ws_base", "ws://"),
+    ('[market.endpoints.usdm]\nrest_base = "ws://127.0.0.1:9"\n',
+     "[market.endpoints.usdm] rest_base", "http://"),
+    ('[market.endpoints.spot]\nws_base = "ws://127.0.0.1:9"\n',
+     "[market.endpoints] spot", "its endpoints are [market] ws_base and rest_base"),
+    ('[market.endpoints.coinm]\nws_base = "ws://127.0.0.1:9"\n',
+     "[market.endpoints.coinm]", "'spot' or 'usdm'"),
+    ('[market.endpoints.usdm]\nwsbase = "ws://127.0.0.1:9"\n',
+     "[market.endpoints.usdm] wsbase", "unknown key"),
+])
+def test_bad_market_endpoints_are_config_errors(tmp_path, extra, key, words):
+    f = tmp_path / "bad.toml"
+    f.write_text(_TWO_MARKETS + extra)
+    with pytest.raises(config.ConfigError) as e:
+        config.load(f, environ={})
+    assert key in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_endpoints_of_a_market_nothing_trades_are_refused(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('[market.endpoints.usdm]\nws_base = "ws://127.0.0.1:9"\n')
+    with pytest.raises(config.ConfigError, match=r"\[market.endpoints\] usdm: no instrument "
+                                                 r"of the usdm market"):
+        config.load(f, environ={})
+
+
+def test_live_coinm_is_refused_at_check_config_not_at_run_time(tmp_path):
+    """A live run with a COIN-M instrument used to pass check-config and then fail inside
+    the feed (BinanceLiveFeed knows spot and USD-M only)."""
+    body = _TWO_MARKETS.replace('"usdm:BTCUSDT"]', '"coinm:BTCUSD_PERP"]', 1) + _COINM
+    f = tmp_path / "coinm.toml"
+    f.write_text(body)
+    r = _check(f)
+    assert r.returncode == 78
+    assert "[market] symbols" in r.stderr and "coinm:BTCUSD_PERP" in r.stderr \
+        and "live COIN-M market data is not supported" in r.stderr, r.stderr
+    f.write_text(body.replace('source = "binance"', 'source = "replay"'))
+    assert config.load(f, environ={}).market.source == "replay"   # a replay of it is fine

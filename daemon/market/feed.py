@@ -148,14 +148,18 @@ class MarketFeed:
         return out
 
     # -- the event path ----------------------------------------------------------------------
-    def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None) -> None:
-        """A raw message from a live source (may carry the symbol of a REST snapshot, and
-        may be recorded)."""
+    def on_raw(self, recv_ns: int, raw: bytes, symbol: str | None = None,
+               prefix: str = "") -> None:
+        """A raw message from a live source of the market named by `prefix` ("" for [market]
+        exchange's; may carry the exchange symbol of a REST snapshot, and may be
+        recorded)."""
+        decoder = self.decoders[prefix] if prefix else self.decoder
         if symbol is not None and not raw.startswith(b'{"stream"'):
-            self.decoder.last_symbol = symbol  # a REST snapshot names no symbol itself
-        ev = self.decoder.decode(recv_ns, raw)
+            decoder.last_symbol = symbol  # a REST snapshot names no symbol itself
+        ev = decoder.decode(recv_ns, raw)
         if self._recorders:
-            rec = self._recorders.get(ev.symbol if ev is not None else symbol or "")
+            rec = self._recorders.get(ev.symbol if ev is not None
+                                      else prefix + symbol if symbol else "")
             if rec is not None:
                 rec.write(recv_ns, raw)
         if ev is not None:
@@ -403,17 +407,19 @@ class MarketFeed:
             await asyncio.sleep(delay if delay > 0 else 0)
 
     async def _run_live(self) -> None:
-        from daemon.market.binance_live import BinanceLiveFeed
+        from daemon.market.live_markets import LiveMarkets
         m = self.cfg.market
         if m.record_dir:
             for s in self.symbols:
+                # Named as the market's captures are ("usdm_btcusdt"), so a replay of the
+                # recording finds each file's market again.
+                market, bare = parse_id(s, m.exchange)
                 self._recorders[s] = CaptureRecorder(
-                    m.record_dir, f"{m.exchange}_{s.lower()}",
+                    m.record_dir, f"{market}_{bare.lower()}",
                     rotate_bytes=int(m.record_rotate_mb * 1024 * 1024))
-        self._live = BinanceLiveFeed(self.symbols, market=m.exchange,
-                                     on_message=self.on_raw, heartbeat=self.heartbeat,
-                                     stale_after_s=m.stale_after_s,
-                                     ws_base=m.ws_base or None, rest_base=m.rest_base or None)
+        self._live = LiveMarkets(
+            self.cfg, lambda prefix, ns, raw, sym: self.on_raw(ns, raw, sym, prefix),
+            heartbeat=self.heartbeat)
         flusher = asyncio.create_task(self._flush_recorders(), name="capture-flush")
         try:
             await self._live.run()
