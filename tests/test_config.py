@@ -10,6 +10,7 @@ import pytest
 
 from daemon import config
 from tests.daemon_harness import CONFIG, REPO
+from tests.two_markets import two_markets
 
 
 def _check(path) -> subprocess.CompletedProcess:
@@ -198,19 +199,7 @@ def test_line_numbers_count_newlines_as_toml_does(tmp_path):
     assert f"{f}, line 3: [risk] max_position" in str(e.value)
 
 
-_TWO_MARKETS = """
-[market]
-source = "binance"
-symbols = ["BTCUSDT", "usdm:BTCUSDT"]
-[instruments.BTCUSDT]
-tick_size = "0.01"
-lot_size = "0.00001"
-min_notional = "5"
-[instruments."usdm:BTCUSDT"]
-tick_size = "0.1"
-lot_size = "0.001"
-min_notional = "5"
-"""
+_TWO_MARKETS = two_markets('source = "binance"\n')
 _COINM = """
 [instruments."coinm:BTCUSD_PERP"]
 tick_size = "0.1"

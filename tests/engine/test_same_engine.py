@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_harness import CONFIG, REPO
+from tests.two_markets import two_markets
 
 DATA = Path(os.environ.get("BOT4_DATA_DIR", REPO.parent / "shared" / "data")) / "binance"
 BTC = DATA / "spot_btcusdt_20240808.gz"
@@ -141,18 +142,7 @@ def test_shipped_size_trades_ethusdt_without_instrument_rejects(tmp_path):
 
 
 USDM = DATA / "usdm_btcusdt_20240808.gz"
-TWO_MARKETS = """
-[market]
-symbols = ["BTCUSDT", "usdm:BTCUSDT"]
-[instruments.BTCUSDT]
-tick_size = "0.01"
-lot_size = "0.00001"
-min_notional = "5"
-[instruments."usdm:BTCUSDT"]
-tick_size = "0.1"
-lot_size = "0.001"
-min_notional = "5"
-"""
+TWO_MARKETS = two_markets()
 
 
 def test_spot_and_perpetual_of_one_asset_on_one_engine(tmp_path):

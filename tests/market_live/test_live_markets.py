@@ -14,27 +14,12 @@ from daemon.market.feed import MarketFeed
 from daemon.market.instruments import captures_by_market
 from daemon.market.live_markets import LiveMarkets
 from daemon.safety.watchdog import Heartbeat, Watchdog
+from tests.two_markets import two_markets
 from tests.market_live.test_binance_live import FakeBinance, capture, needs_data, serve, until
 
-TWO = """
-[market]
-source = "binance"
-symbols = ["BTCUSDT", "usdm:BTCUSDT"]
-ws_base = "{spot_ws}"
-rest_base = "{spot_rest}"
-{record}
-[market.endpoints.usdm]
-ws_base = "{usdm_ws}"
-rest_base = "{usdm_rest}"
-[instruments.BTCUSDT]
-tick_size = "0.01"
-lot_size = "0.00001"
-min_notional = "5"
-[instruments."usdm:BTCUSDT"]
-tick_size = "0.1"
-lot_size = "0.001"
-min_notional = "5"
-"""
+TWO = two_markets('source = "binance"\nws_base = "{spot_ws}"\nrest_base = "{spot_rest}"\n'
+                  '{record}\n',
+                  '[market.endpoints.usdm]\nws_base = "{usdm_ws}"\nrest_base = "{usdm_rest}"\n')
 
 
 def _cfg(tmp_path, spot: tuple[str, str], usdm: tuple[str, str], record: str = ""):
