@@ -146,11 +146,12 @@ class Protection:
         if self.board.breakers[venue].state is not BState.CLOSED:
             return
         for sym in self.features.symbols:
-            v = self.features.get(sym, "vpin")
-            if v.ready and v.value > self.vpin_max:
-                self.board.trip(venue, f"toxic flow: {sym} VPIN {v.value:.3f} above vpin_max "
+            # (value: None when not ready; no FeatureValue built every 100 ms)
+            v = self.features.value(sym, "vpin")
+            if v is not None and v > self.vpin_max:
+                self.board.trip(venue, f"toxic flow: {sym} VPIN {v:.3f} above vpin_max "
                                        f"{self.vpin_max:g}", now, manual=False,
-                                figures={"vpin": f"{v.value:.6f}", "limit": f"{self.vpin_max:g}",
+                                figures={"vpin": f"{v:.6f}", "limit": f"{self.vpin_max:g}",
                                          "symbol": sym})
                 return
 
@@ -197,7 +198,10 @@ class Protection:
         if saved == state:
             return
         # (0 <= : a save "later" than now means the clock stepped back; save again.)
-        if saved is not None and _urgent_part(small) == _urgent_part(saved[0]) \
+        # (`small is saved[0]`: the same snapshot object, never changed since it was built,
+        # so its urgent part is the same: no two dicts built to compare on every tick.)
+        if saved is not None and (small is saved[0]
+                                  or _urgent_part(small) == _urgent_part(saved[0])) \
                 and 0 <= now - self._saved_at < _SAVE_EVERY_NS:
             return
         self.journal.save_state(RISK_KEY, self.risk.snapshot())

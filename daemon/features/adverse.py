@@ -21,10 +21,12 @@ from collections import deque
 from daemon.features._num import ok_price, out
 from daemon.features.rolling import RollingSum
 
+_NEVER = 1 << 62
+
 
 class AdverseSelection:
     __slots__ = ("horizons_ns", "_pending", "_moves", "_count", "mid", "unmeasured",
-                 "overflow", "pending")
+                 "overflow", "pending", "next_ns")
 
     def __init__(self, horizons_ns: list[int], n: int = 100, max_pending: int = 10_000) -> None:
         if not horizons_ns or any(h <= 0 for h in horizons_ns) or n < 1:
@@ -38,6 +40,12 @@ class AdverseSelection:
         self.unmeasured = 0
         self.overflow = 0
         self.pending = 0          # fills waiting at any horizon: 0 = `on_mid` has no work
+        # At most the earliest due time among the pending queues' heads (on_mid only ever
+        # looks at heads): before it, on_mid would measure nothing, so the feature engine
+        # skips the call. Lowered whenever a head changes in on_fill, set exactly when
+        # on_mid measured something (never later than a head: a skipped call never
+        # measures late; early only costs a call that measures nothing).
+        self.next_ns = _NEVER
 
     def on_fill(self, ts_ns: int, side: int) -> None:
         """A fill of ours (side +1 buy / -1 sell) at event time ts_ns."""
@@ -49,6 +57,11 @@ class AdverseSelection:
             if len(q) == q.maxlen:
                 self.overflow += 1
             q.append((ts_ns + h, float(side), m0))
+            # The head moved if the queue was empty, or full (its oldest dropped: the next
+            # may be due earlier when fills came out of time order).
+            head = q[0][0]
+            if head < self.next_ns:
+                self.next_ns = head
         self.pending = sum(len(q) for q in self._pending)
 
     def on_mid(self, ts_ns: int, mid: float) -> list[int]:
@@ -67,6 +80,7 @@ class AdverseSelection:
                     done.append(i)
         if done:
             self.pending = sum(len(q) for q in self._pending)
+            self.next_ns = min((q[0][0] for q in self._pending if q), default=_NEVER)
         return done
 
     def value(self, i: int) -> float | None:

@@ -111,6 +111,14 @@ class FeatureStore:
             raise KeyError(f"no feature {name!r} for symbol {symbol!r}") from None
         return FeatureValue(s[0], s[1], s[2])
 
+    def value(self, symbol: str, name: str) -> float | None:
+        """`get(symbol, name).value` without building a FeatureValue: the value, None when
+        not ready (a slot's value is None exactly when it is not ready); KeyError alike."""
+        try:
+            return self._slots[symbol][name][0]
+        except KeyError:
+            raise KeyError(f"no feature {name!r} for symbol {symbol!r}") from None
+
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         """JSON-able: symbol -> feature -> {value, ts_ns, ready}."""
         return {sym: {n: {"value": s[0], "ts_ns": s[1], "ready": s[2]}

@@ -220,20 +220,31 @@ class BreakerBoard:
     def tick(self, now_ns: int) -> None:
         """Time-based rules: stale books, volume intervals, probe timeouts, cooldowns and
         probe windows."""
+        # Every 100 ms of event time, nearly always with nothing to do: each step below
+        # is skipped when it could not change anything (no invalid book to age, no probe
+        # out, no volume interval ended, a closed breaker has no time-based rule).
         floor_ns = self._floor_ns
+        half = BState.HALF_OPEN
         for venue, out in self.outcomes.items():
-            self._detected(venue, out.stale.check(now_ns), now_ns)
+            if out.stale.invalid:   # (check() of no invalid book finds nothing)
+                self._detected(venue, out.stale.check(now_ns), now_ns)
             b = self.breakers[venue]
             # The latency threshold (a median of the recent acks) only matters to a probe
             # that is out: not worked out on every tick for a breaker that has none.
-            if b.state is BState.HALF_OPEN and b.oldest_probe_ns() is not None:
+            if b.state is half and b.oldest_probe_ns() is not None:
                 self._probe_timeout(b, out.probe_timeout_ns(floor_ns), now_ns)
-        self._probe_timeout(self.breakers[GLOBAL], floor_ns, now_ns)
+        g = self.breakers[GLOBAL]
+        if g.state is half:
+            self._probe_timeout(g, floor_ns, now_ns)
         for (venue, symbol), sym in self.symbols.items():
-            for v in sym.watch.tick(now_ns):
-                self._detected(venue, sym.volume.observe(v, symbol), now_ns)
+            w = sym.watch
+            if now_ns >= w.due_ns:   # (before it, tick() closes nothing)
+                for v in w.tick(now_ns):
+                    self._detected(venue, sym.volume.observe(v, symbol), now_ns)
+        closed = BState.CLOSED
         for b in self.breakers.values():
-            b.tick(now_ns)
+            if b.state is not closed:   # (a closed breaker's tick does nothing)
+                b.tick(now_ns)
 
     @staticmethod
     def _probe_timeout(b: CircuitBreaker, limit_ns: int, now_ns: int) -> None:

@@ -312,6 +312,11 @@ class StaleBook:
         self.max_ns = max_ns
         self._invalid_since: dict[str, int] = {}
 
+    @property
+    def invalid(self) -> dict[str, int]:
+        """The books invalid now, since when (empty: `check` finds nothing). Read-only."""
+        return self._invalid_since
+
     def clear(self) -> None:
         self._invalid_since.clear()
 

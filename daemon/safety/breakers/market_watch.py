@@ -21,6 +21,7 @@ import math
 from bisect import bisect_left, insort
 from collections import Counter, deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sortedcontainers import SortedList
 
@@ -44,15 +45,23 @@ class RollingMedian:
         self._sorted: list[float] | SortedList = []
 
     def add(self, ts_ns: int, value: float) -> None:
-        self._items.append((ts_ns, value))
+        items = self._items
+        items.append((ts_ns, value))
         s = self._sorted
         if type(s) is list:
             insort(s, value)
             if len(s) > _LIST_MAX:
-                self._sorted = SortedList(s)
+                s = self._sorted = SortedList(s)
         else:
             s.add(value)
-        self.expire(ts_ns)
+        # expire(ts_ns), inlined (two adds on every top of book): the same loop.
+        window = self.window_ns
+        while items and ts_ns - items[0][0] > window:
+            old = items.popleft()[1]
+            if type(s) is list:
+                del s[bisect_left(s, old)]
+            else:
+                s.remove(old)
 
     def expire(self, now_ns: int) -> None:
         items = self._items
@@ -98,8 +107,10 @@ def robust_z(x: float, history: list[float]) -> tuple[float, float, float | None
     return med, mad, (x - med) / (MAD_SCALE * mad)
 
 
-@dataclass(frozen=True, slots=True)
-class BookFigures:
+class BookFigures(NamedTuple):
+    """The figures of one top of book. Immutable; a named tuple rather than a frozen
+    dataclass because one is built for every top of book (a frozen dataclass's __init__
+    sets each field through object.__setattr__: several times the cost)."""
     ts_ns: int
     spread_bps: float
     spread_median_bps: float        # over the spread window, this sample included
@@ -107,6 +118,10 @@ class BookFigures:
     depth_median: float             # median level-1 depth (B + A) / 2 over the OFI window
     ofi_norm: float                 # ofi / depth_median
     first_ns: int                   # time of the first valid sample (for warm-up)
+
+
+# BookFigures(*fields) without the named tuple's Python-level __new__ (the same object).
+_new_figures = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +136,8 @@ class VolumeFigures:
 
 _NUM = (int, float)
 _isfinite = math.isfinite
+_INF = math.inf
+_NEVER = 1 << 62
 
 
 def _real(*values: float) -> bool:
@@ -156,23 +173,33 @@ class MarketWatch:
         self.volumes: deque[float] = deque(maxlen=volume_window)
         self._bucket_start: int | None = None
         self._bucket = 0.0
+        # Before this time `tick` has nothing to do (no interval ends; the first tick
+        # aligns the intervals, so it is due at once): the end of the open interval, kept
+        # by `tick` whenever the interval moves.
+        self.due_ns = -_NEVER
         self.ignored: Counter[str] = Counter()
 
     # -- book ------------------------------------------------------------------------------
     def on_book(self, bid: float, bid_qty: float, ask: float, ask_qty: float, ts_ns: int
                 ) -> BookFigures | None:
-        if not _real4(bid, bid_qty, ask, ask_qty):
-            self.ignored["not_finite"] += 1
-            return None
-        if bid <= 0 or ask <= 0:
-            self.ignored["price_not_positive"] += 1
-            return None
-        if bid_qty <= 0 or ask_qty <= 0:
-            self.ignored["zero_depth"] += 1
-            return None
-        if bid >= ask:
-            self.ignored["crossed"] += 1
-            return None
+        # The usual top (four floats, 0 < bid < ask < inf, both sizes > 0 and finite)
+        # passes every test of the ladder below: it skips it. Anything else goes through
+        # the ladder, which says why it is ignored (or accepts it: ints, say).
+        if not (type(bid) is float and type(ask) is float and type(bid_qty) is float
+                and type(ask_qty) is float and 0.0 < bid < ask < _INF
+                and 0.0 < bid_qty < _INF and 0.0 < ask_qty < _INF):
+            if not _real4(bid, bid_qty, ask, ask_qty):
+                self.ignored["not_finite"] += 1
+                return None
+            if bid <= 0 or ask <= 0:
+                self.ignored["price_not_positive"] += 1
+                return None
+            if bid_qty <= 0 or ask_qty <= 0:
+                self.ignored["zero_depth"] += 1
+                return None
+            if bid >= ask:
+                self.ignored["crossed"] += 1
+                return None
         if self.first_ns is None:
             self.first_ns = ts_ns
         mid = (bid + ask) / 2
@@ -193,16 +220,25 @@ class MarketWatch:
             self._ofi_sum = 0.0   # no float residue once the window is empty
         self.depth_median.add(ts_ns, (bid_qty + ask_qty) / 2)
         depth = self.depth_median.median()
-        return BookFigures(ts_ns, spread_bps, self.spread_median.median(), self._ofi_sum,
-                           depth, self._ofi_sum / depth, self.first_ns)
+        return _new_figures(BookFigures, (ts_ns, spread_bps, self.spread_median.median(),
+                                          self._ofi_sum, depth, self._ofi_sum / depth,
+                                          self.first_ns))
 
     # -- trades ----------------------------------------------------------------------------
     def on_trade(self, price: float, qty: float, ts_ns: int) -> list[VolumeFigures] | None:
         """Add a trade; returns the figures of every interval this trade (or `tick`) closed,
         oldest first (empty intervals included: no trade is a volume of 0)."""
-        if not _real2(price, qty) or price <= 0 or qty <= 0:
+        # (floats, 0 < price, qty < inf: the usual trade passes every test at once)
+        if not (type(price) is float and type(qty) is float and 0.0 < price < _INF
+                and 0.0 < qty < _INF) \
+                and (not _real2(price, qty) or price <= 0 or qty <= 0):
             self.ignored["bad_trade"] += 1
             return None
+        if ts_ns < self.due_ns:
+            # tick(ts_ns) with nothing to close (most trades): it would return [] and
+            # change nothing.
+            self._bucket += qty
+            return []
         closed = self.tick(ts_ns)
         self._bucket += qty
         return closed
@@ -212,6 +248,7 @@ class MarketWatch:
         step = self.volume_interval_ns
         if self._bucket_start is None:
             self._bucket_start = now_ns - now_ns % step
+            self.due_ns = self._bucket_start + step
             return []
         out: list[VolumeFigures] = []
         if now_ns < self._bucket_start + step:
@@ -226,6 +263,7 @@ class MarketWatch:
         empty -= skip
         for _ in range(empty):
             out.append(self._close(0.0))
+        self.due_ns = self._bucket_start + step
         return out
 
     def _close(self, volume: float) -> VolumeFigures:
