@@ -25,9 +25,9 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from decimal import Decimal
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 from daemon.execution.orders import (Fill, Instrument, Order, OrderStatus, OrderType, Position,
                                      Side, TimeInForce)
@@ -52,6 +52,7 @@ class Rejected(Exception):
 
 
 _RECENT = 2048
+_JOINED = nullcontext()   # a batch inside an open batch joins it (see batch())
 
 
 class OrderGateway:
@@ -94,14 +95,18 @@ class OrderGateway:
         self.closed = reason
 
     # -- group commit ----------------------------------------------------------------------
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> ContextManager[None]:
         """Journal every order change made inside in ONE commit (one fsync). What acts on
         those changes (sending to the venue, telling listeners) waits until the commit is
         durable, so journal-before-act holds for every order in the batch."""
         if self._after is not None:
-            yield
-            return
+            # Already inside one: join it. A do-nothing context (exceptions go through
+            # unchanged), reused, instead of a generator per call on the order path.
+            return _JOINED
+        return self._open_batch()
+
+    @contextmanager
+    def _open_batch(self) -> Iterator[None]:
         self._after, self._batch_new = [], []
         error: BaseException | None = None
         try:

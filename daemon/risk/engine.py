@@ -51,6 +51,38 @@ def _s(d: Decimal | None) -> str | None:
     return None if d is None else fmt(d)
 
 
+def _exposures_with(bk: Mapping[str, list[Decimal]], units: Mapping[str, Decimal],
+                    sym: str, side: Side, qty: Decimal
+                    ) -> tuple[tuple[Decimal, Decimal], tuple[Decimal, Decimal]]:
+    """limits.exposures of the books `bk` ([long, short] per symbol) before and after `qty`
+    more on `side` of `sym` (a symbol new to the books comes last), in one pass: the same
+    sums in the same order as limits.exposures over limits.Book values."""
+    g0 = l0 = s0 = g1 = l1 = s1 = _ZERO
+    for s, (lo, sh) in bk.items():
+        u = units.get(s)
+        if u is None:
+            continue
+        g0 += max(abs(lo), abs(sh)) * u
+        l0 += lo * u
+        s0 += sh * u
+        if s == sym:
+            if side is Side.BUY:
+                lo = lo + qty
+            else:
+                sh = sh - qty
+        g1 += max(abs(lo), abs(sh)) * u
+        l1 += lo * u
+        s1 += sh * u
+    if sym not in bk:
+        u = units.get(sym)
+        if u is not None:
+            lo, sh = (_ZERO + qty, _ZERO) if side is Side.BUY else (_ZERO, _ZERO - qty)
+            g1 += max(abs(lo), abs(sh)) * u
+            l1 += lo * u
+            s1 += sh * u
+    return (g0, max(abs(l0), abs(s0))), (g1, max(abs(l1), abs(s1)))
+
+
 class RiskEngine:
     def __init__(self, cfg: RiskCfg, instruments: Mapping[str, InstrumentCfg]) -> None:
         self.cfg = cfg
@@ -134,20 +166,46 @@ class RiskEngine:
         """The reason `order` breaks a limit, or None. Never raises on Decimal inputs."""
         cfg = self.cfg
         sym = order.symbol
-        opens = [o for o in open_orders]
+        side = order.side
+        opens = list(open_orders)
         pos_qty = positions[sym].qty if sym in positions else _ZERO
-        same_side = sum((o.remaining for o in opens if o.symbol == sym and o.side is order.side),
-                        _ZERO)
-        worst = pos_qty + order.side.sign * (same_side + order.qty)
+        # One pass over the open orders for everything the checks below need of them (this
+        # runs on every order): the open quantity on this order's side of `sym`, the count
+        # of `sym`'s open orders, and the worst-case books (limits.books: positions first,
+        # then each order's remaining quantity, in the same order, to the same sums).
+        same_side = _ZERO
+        n_sym = 0
+        bk = {s: [p.qty, p.qty] for s, p in positions.items()}   # [long, short]
+        for o in opens:
+            rem = o.remaining
+            s = o.symbol
+            if s == sym:
+                n_sym += 1
+                if o.side is side:
+                    same_side += rem
+            b = bk.get(s)
+            if b is None:
+                b = bk[s] = [_ZERO, _ZERO]
+            if o.side is Side.BUY:
+                b[0] += rem
+            else:
+                b[1] -= rem
+        worst = pos_qty + side.sign * (same_side + order.qty)
         action = self.action
         if action == "halted":
             return f"risk limit tripped (halted): {self._tripped_reason('halted')}"
         if action == "reducing" and (abs(worst) > abs(pos_qty) or worst * pos_qty < 0):
             return (f"risk limit tripped (reducing): position could reach {worst:f} {sym} "
                     f"from {pos_qty:f}; {self._tripped_reason('reducing')}")
-        prices = self._prices({sym, *positions, *(o.symbol for o in opens)}, mark, positions)
         m = mark(sym)
-        m = m if m is not None and m > 0 else None
+        if m is not None and m > 0:
+            self._last_mark[sym] = m   # as _prices would: `sym`'s price is `m` below
+        else:
+            m = None
+        # The other symbols held or ordered (each priced as _prices does), then `sym` at
+        # its mark: a market order needs the mark, a limit order its band.
+        others = bk.keys() - {sym}
+        prices = self._prices(others, mark, positions) if others else {}
         price = order.price if order.price is not None else m
         if price is None:
             return "no mark price for a market order"
@@ -158,20 +216,14 @@ class RiskEngine:
                                            cfg.max_order_notional)
                   or limits.price_band(order, m, cfg.price_band_bps)
                   or limits.open_orders(len(opens), cfg.max_open_orders)
-                  or limits.symbol_open_orders(sym, sum(1 for o in opens if o.symbol == sym),
-                                               cfg.max_open_orders_per_symbol)
+                  or limits.symbol_open_orders(sym, n_sym, cfg.max_open_orders_per_symbol)
                   or limits.position(order, pos_qty, same_side,
                                      self.max_position(sym, at)))
         if reason:
             return reason
-        prices[sym] = m   # set: a market order needs the mark, a limit order its band
-        units = self._units(prices)
-        bk = limits.books({s: p.qty for s, p in positions.items()}, opens)
-        before = limits.exposures(bk, units)
-        bk_after = dict(bk)
-        bk_after[sym] = bk.get(sym, Book(_ZERO, _ZERO)).add(order.side, order.qty)
-        reason = (limits.exposure(before, limits.exposures(bk_after, units),
-                                  cfg.max_gross_exposure, cfg.max_net_exposure)
+        prices[sym] = m
+        before, after = _exposures_with(bk, self._units(prices), sym, side, order.qty)
+        reason = (limits.exposure(before, after, cfg.max_gross_exposure, cfg.max_net_exposure)
                   or self._sent.check(now_ns, cfg.max_orders_per_min, "order",
                                       "max_orders_per_min"))
         if reason:

@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import ContextManager, Iterator, Mapping
 
 import orjson
 
@@ -81,6 +81,12 @@ def _d(x: str | None) -> Decimal | None:
 _ORDER_COLUMNS = ("client_id, symbol, side, type, tif, price, qty, reduce_only, venue, status, "
                   "filled_qty, avg_price, reason, created_ns, updated_ns")
 _FILL_COLUMNS = "fill_id, client_id, symbol, side, price, qty, fee, liquidity, ts_ns"
+# An order's state: the row (inserted, or its changing columns updated), and its event.
+_UPSERT_ORDER = ("INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                 "ON CONFLICT(client_id) DO UPDATE SET status=excluded.status, "
+                 "filled_qty=excluded.filled_qty, avg_price=excluded.avg_price, "
+                 "reason=excluded.reason, updated_ns=excluded.updated_ns")
+_INSERT_EVENT = "INSERT INTO order_events (client_id, ts_ns, status, reason) VALUES (?,?,?,?)"
 
 
 def _order(r: tuple) -> Order:
@@ -260,11 +266,9 @@ class Journal:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('runs', ?)", (str(run),))
         return run
 
-    @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self) -> ContextManager[sqlite3.Connection]:
         """Group several records into ONE durable commit (one fsync): all or nothing."""
-        with self._tx():
-            yield
+        return self._tx()   # (the transaction itself: no second generator around it)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -413,24 +417,33 @@ class Journal:
     def record_orders(self, orders: list[Order], ts_ns: int | None = None) -> None:
         """Persist the current state of several orders in ONE commit (one fsync)."""
         ts = ts_ns or time.time_ns()
+        if self._depth:
+            # Inside an open transaction (a batch): the rows join it, exactly as a nested
+            # _tx would (an error goes up to the outer one unchanged), without a context
+            # manager per call: this sits between a strategy's decision and the venue call.
+            db = self._db
+            for o in orders:
+                self._upsert(db, o, ts)
+            return
         with self._tx() as db:
             for o in orders:
                 self._upsert(db, o, ts)
 
     def record_order(self, order: Order, ts_ns: int | None = None) -> None:
-        self.record_orders([order], ts_ns)
+        self.record_orders((order,), ts_ns)
 
-    def _upsert(self, db: sqlite3.Connection, o: Order, ts: int) -> None:
-        db.execute(
-            "INSERT INTO orders VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(client_id) DO "
-            "UPDATE SET status=excluded.status, filled_qty=excluded.filled_qty, "
-            "avg_price=excluded.avg_price, reason=excluded.reason, updated_ns=excluded.updated_ns",
-            (o.client_id, o.symbol, o.side.value, o.type.value, o.tif.value,
-             None if o.price is None else str(o.price), str(o.qty), int(o.reduce_only), o.venue,
-             o.status.value, str(o.filled_qty), None if o.avg_price is None else str(o.avg_price),
-             o.reason, o.created_ns or ts, ts))
-        db.execute("INSERT INTO order_events (client_id, ts_ns, status, reason) VALUES (?,?,?,?)",
-                   (o.client_id, ts, o.status.value, o.reason))
+    @staticmethod
+    def _upsert(db: sqlite3.Connection, o: Order, ts: int) -> None:
+        # The enums' `_value_` is their text (what `.value` returns, without its property
+        # call); the statements' text never changes, so sqlite3 keeps them prepared.
+        status = o.status._value_
+        price, avg = o.price, o.avg_price
+        db.execute(_UPSERT_ORDER,
+                   (o.client_id, o.symbol, o.side._value_, o.type._value_, o.tif._value_,
+                    None if price is None else str(price), str(o.qty), int(o.reduce_only),
+                    o.venue, status, str(o.filled_qty), None if avg is None else str(avg),
+                    o.reason, o.created_ns or ts, ts))
+        db.execute(_INSERT_EVENT, (o.client_id, ts, status, o.reason))
 
     def record_fill(self, fill: Fill, order: Order, position: Position) -> None:
         """The fill, the order's new state and the position after it, atomically."""
