@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.market.book import BookSide, OrderBook
+from daemon.market.book import _INF, BookSide, OrderBook
 from daemon.market.capture import CaptureReader
 from daemon.market.decode import Decoder
 from daemon.market.events import DepthDiff, DepthSnapshot
@@ -61,7 +61,8 @@ def check_side(side: BookSide, ref: RefSide, rnd: random.Random) -> None:
     """Compare one side with the reference through a random subset of the ordered reads
     (a random subset, so that some steps leave the sorted key list unread and others
     rebuild or use it)."""
-    assert dict(side) == ref.d
+    # (dict(side) would be an ordered read: dict() iterates a subclass through keys())
+    assert dict(dict.items(side)) == ref.d
     assert len(side) == len(ref.d)
     best = ref.best()
     if best is None:
@@ -70,12 +71,19 @@ def check_side(side: BookSide, ref: RefSide, rnd: random.Random) -> None:
         assert side.best == best
         assert side.peekitem(-1 if ref.is_bid else 0) == (best, ref.d[best])
     asc = sorted(ref.d)
-    reads = rnd.randrange(6)
+    reads = rnd.randrange(8)
     if reads == 0:
         return   # no ordered read this step
-    if reads == 1:
+    if reads == 1 or reads >= 6:
         n = rnd.randrange(0, 8)
         assert side.top(n) == ref.top(n)
+        if reads == 7:   # the paper venue's walk from the best to a price (in the top or not)
+            x = rnd.uniform(99, 116)
+            if ref.is_bid:
+                assert list(side.irange(minimum=x, reverse=True)) == \
+                    [p for p in asc if p >= x][::-1]
+            else:
+                assert list(side.irange(maximum=x)) == [p for p in asc if p <= x]
     elif reads == 2:
         assert side.keys() == asc and list(side) == asc
         assert list(reversed(side)) == asc[::-1]
@@ -99,11 +107,13 @@ def check_side(side: BookSide, ref: RefSide, rnd: random.Random) -> None:
 @settings(max_examples=300, deadline=None)
 @given(ops=st.lists(st.tuples(st.sampled_from(["apply", "apply", "apply", "load", "clear"]),
                               LEVELS), max_size=40),
-       is_bid=st.booleans(), seed=st.integers(0, 2**32 - 1))
+       is_bid=st.booleans(), seed=st.integers(0, 2**32 - 1),
+       top_k=st.sampled_from([1, 2, 3, 16]))
 def test_side_equals_reference(ops: list[tuple[str, list[tuple[float, float]]]],
-                               is_bid: bool, seed: int) -> None:
+                               is_bid: bool, seed: int, top_k: int) -> None:
     rnd = random.Random(seed)
     side, ref = BookSide(best_is_max=is_bid), RefSide(is_bid)
+    side._k = top_k   # a short top list: trims, rebuilds and edge reads happen often
     for op, levels in ops:
         if op == "apply":
             side.apply(levels)
@@ -162,21 +172,99 @@ def test_sorted_keys_are_dropped_when_nobody_reads_and_rebuilt_on_demand() -> No
     side, ref = BookSide(best_is_max=False), RefSide(False)
     side.load([(100.0 + i, 1.0) for i in range(100)])
     ref.load([(100.0 + i, 1.0) for i in range(100)])
-    assert side.top(3) == ref.top(3)                 # builds the sorted list
+    assert side.keys() == sorted(ref.d)              # builds the full sorted list
     assert side._keys is not None
     rnd = random.Random(7)
-    for _ in range(40):                              # many changes, no ordered read
+    for _ in range(40):                              # many changes, no full read
         levels = [(100.0 + rnd.randrange(150), rnd.choice([0.0, 2.0])) for _ in range(10)]
         side.apply(levels)
         ref.apply(levels)
-    assert side._keys is None                        # stopped paying for it
+    assert side._keys is None                        # stopped paying for it...
+    assert side._top is not None                     # ...but kept its best keys
     assert side.best == ref.best() and side.keys() == sorted(ref.d)
-    for _ in range(40):                              # reads after every diff: kept
+    for _ in range(40):                              # full reads after every diff: kept
         levels = [(100.0 + rnd.randrange(150), rnd.choice([0.0, 2.0])) for _ in range(10)]
         side.apply(levels)
         ref.apply(levels)
-        assert side.top(5) == ref.top(5)
+        assert list(side.irange(maximum=300.0)) == sorted(ref.d)
         assert side._keys is not None
+
+
+def test_top_reads_alone_use_the_short_top_list() -> None:
+    """Reading only the top levels (the features, every diff) drops the full list and keeps
+    a short one: its inserts move a few keys, not a whole side."""
+    for is_bid in (True, False):
+        side, ref = BookSide(best_is_max=is_bid), RefSide(is_bid)
+        levels = [(100.0 + i, 1.0) for i in range(1000)]
+        side.load(levels)
+        ref.load(levels)
+        rnd = random.Random(3)
+        for step in range(400):
+            diff = [(100.0 + rnd.randrange(1000), rnd.choice([0.0, 0.0, 2.0]))
+                    for _ in range(20)]
+            # deletes at the best too, so the top runs short and is rebuilt
+            diff.append((ref.best(), 0.0))
+            side.apply(diff)
+            ref.apply(diff)
+            assert side.top(5) == ref.top(5)
+            assert side.best == ref.best()
+            assert side._keys is None and side._top is not None
+            assert len(side._top) <= 2 * side._k
+        assert side.top(200) == ref.top(200)         # a deeper read grows the top
+        assert side._k >= 400 and len(side._top) >= 200
+
+
+def test_top_list_against_reference_many_keys() -> None:
+    """The short top list through trims (inserts push it past twice its length), rebuilds
+    (deletes at the best empty it) and edge reads, on a grid wide enough that the top never
+    holds every key: each read compared with the re-sorted reference, including ranges
+    that end exactly on, just inside and just past the top's edge."""
+    grid = [100.0 + 0.5 * i for i in range(120)]
+    checked = 0
+    for seed in range(60):
+        rnd = random.Random(seed)
+        for is_bid in (True, False):
+            side, ref = BookSide(best_is_max=is_bid), RefSide(is_bid)
+            start = [(p, 1.0) for p in grid if rnd.random() < 0.6]
+            side.load(start)
+            ref.load(start)
+            side._k = rnd.choice([1, 2, 3])
+            for _ in range(60):
+                diff = [(rnd.choice(grid), rnd.choice([0.0, 0.0, 1.0, 2.0]))
+                        for _ in range(rnd.randrange(1, 25))]
+                if ref.d and rnd.random() < 0.3:
+                    diff.append((ref.best(), 0.0))
+                side.apply(diff)
+                ref.apply(diff)
+                assert dict(dict.items(side)) == ref.d
+                assert side.best == (ref.best() if ref.d else (-1 if is_bid else 1) * _INF)
+                asc = sorted(ref.d)
+                n = rnd.choice([0, 1, 1, 2, 3])
+                assert side.top(n) == ref.top(n)
+                top, edge = side._top, side._edge
+                if top is None or side._keys is not None:
+                    continue
+                # the invariant itself: exactly the keys on the good side of the edge
+                assert top == [p for p in asc if (p >= edge if is_bid else p <= edge)]
+                # Ranges inside the edge are served by the top; one past it (now and
+                # then: it builds the full list, which then serves reads for a while).
+                inside = (0.0, 0.25, 0.5) if is_bid else (0.0, -0.25, -0.5)
+                xs = [edge + d for d in inside]
+                if rnd.random() < 0.05:
+                    xs.append(edge - inside[2])
+                for x in xs:
+                    if is_bid:
+                        assert list(side.irange(minimum=x, reverse=True)) == \
+                            [p for p in asc if p >= x][::-1]
+                        assert list(side.irange(x, inclusive=(False, True))) == \
+                            [p for p in asc if p > x]
+                    else:
+                        assert list(side.irange(maximum=x)) == [p for p in asc if p <= x]
+                        assert list(side.irange(maximum=x, inclusive=(True, False))) == \
+                            [p for p in asc if p < x]
+                    assert side._keys is None or side._top is None
+                checked += 1
+    assert checked > 3000   # the top list itself was checked, not only the full one
 
 
 def test_pickle_and_deepcopy_keep_levels_direction_and_best() -> None:
