@@ -720,7 +720,10 @@ class PaperVenue:
     def _trade_hits(self, m: _Market, levels: dict[float, _Level], is_bid: bool, p: float,
                     q: float, ts: int) -> None:
         """A print at p of size q by an aggressor on the other side of `levels`."""
-        if is_bid:
+        if len(levels) == 1:   # (usually one level of ours per side: nothing to sort)
+            k = next(iter(levels))
+            prices = [k] if (k >= p if is_bid else k <= p) else []
+        elif is_bid:
             prices = sorted((k for k in levels if k >= p), reverse=True)
         else:
             prices = sorted(k for k in levels if k <= p)
@@ -773,9 +776,11 @@ class PaperVenue:
         book = m.book
         if m.consumed:
             self._erode_consumed(m)
-        for levels, is_bid in ((m.bids, True), (m.asks, False)):
+        # Each side of ours against the same side of the book (book.qty_at(is_bid, price)
+        # is that side's .get(price, 0.0); read here without a call per level).
+        for levels, shown in ((m.bids, book.bids), (m.asks, book.asks)):
             for lvl in levels.values():
-                now = book.qty_at(is_bid, lvl.price)
+                now = shown.get(lvl.price, 0.0)
                 after_trades = lvl.displayed - lvl.traded
                 if now < after_trades:
                     # Cancellations, spread uniformly over the queue (pro rata).

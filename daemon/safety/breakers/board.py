@@ -346,7 +346,8 @@ class BreakerBoard:
     def on_book(self, symbol: str, venue: str, bid: float, bid_qty: float, ask: float,
                 ask_qty: float, now_ns: int) -> None:
         """The top of a valid book after an update."""
-        sym = self._symbol(venue, symbol)
+        # (a known pair without the _symbol call: every top of book)
+        sym = self.symbols.get((venue, symbol)) or self._symbol(venue, symbol)
         f = sym.watch.on_book(bid, bid_qty, ask, ask_qty, now_ns)
         if f is None:
             return
@@ -358,7 +359,7 @@ class BreakerBoard:
             self._detected(venue, trip, now_ns)
 
     def on_trade(self, symbol: str, venue: str, price: float, qty: float, now_ns: int) -> None:
-        sym = self._symbol(venue, symbol)
+        sym = self.symbols.get((venue, symbol)) or self._symbol(venue, symbol)   # (as above)
         closed = sym.watch.on_trade(price, qty, now_ns)
         if closed:   # (most trades close no volume interval)
             for v in closed:
