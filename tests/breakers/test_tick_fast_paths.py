@@ -1,8 +1,8 @@
 """Fast paths of the market figures and the board's tick: a trade before
 `MarketWatch.due_ns` skips `tick`, the board's tick skips what cannot change (no invalid
-book, no probe out, no interval ended, a closed breaker), and a usual top of book skips
-the validity ladder. Each must decide exactly what the full path decides, and must see
-every change at once (never a stale due time)."""
+book, no probe out, no interval ended, a closed breaker), and a trade's validity test is
+inlined. Each must decide exactly what the full path decides, and must see every change at
+once (never a stale due time)."""
 from __future__ import annotations
 
 import math
@@ -65,8 +65,9 @@ def test_the_first_trade_aligns_the_intervals_at_once():
     assert [f.volume for f in w.tick(6 * S)] == [6.0, 0.0, 0.0] and w.due_ns == 7 * S
 
 
-def test_non_float_tops_take_the_full_ladder():
-    """The fast test is for plain floats only; anything else is judged as before."""
+def test_tops_and_trades_of_other_number_types_are_judged_as_before():
+    """ints and bools are real numbers, numpy floats are floats, a Decimal is not a
+    number the figures take."""
     w = _watch()
     assert w.on_book(100, 1, 101, 2, 0) is not None          # ints are real numbers
     assert w.on_book(np.float64(100.0), 1.0, 101.0, 1.0, 1) is not None

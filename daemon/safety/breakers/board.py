@@ -241,9 +241,8 @@ class BreakerBoard:
             if now_ns >= w.due_ns:   # (before it, tick() closes nothing)
                 for v in w.tick(now_ns):
                     self._detected(venue, sym.volume.observe(v, symbol), now_ns)
-        closed = BState.CLOSED
         for b in self.breakers.values():
-            if b.state is not closed:   # (a closed breaker's tick does nothing)
+            if b.state is not BState.CLOSED:   # (a closed breaker's tick does nothing)
                 b.tick(now_ns)
 
     @staticmethod

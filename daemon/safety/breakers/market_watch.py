@@ -136,7 +136,6 @@ class VolumeFigures:
 
 _NUM = (int, float)
 _isfinite = math.isfinite
-_INF = math.inf
 _NEVER = 1 << 62
 
 
@@ -144,7 +143,7 @@ def _real(*values: float) -> bool:
     return all(isinstance(v, _NUM) and _isfinite(v) for v in values)
 
 
-# The same test unrolled for the two hot paths (a top of book, a trade: thousands a second
+# The same test unrolled for the hot path of a top of book (thousands a second
 # in a replay), value by value in the same order as `_real`, without a generator per call.
 def _real4(a: float, b: float, c: float, d: float) -> bool:
     return (isinstance(a, _NUM) and _isfinite(a) and isinstance(b, _NUM) and _isfinite(b)
@@ -152,8 +151,6 @@ def _real4(a: float, b: float, c: float, d: float) -> bool:
             and _isfinite(d))
 
 
-def _real2(a: float, b: float) -> bool:
-    return isinstance(a, _NUM) and _isfinite(a) and isinstance(b, _NUM) and _isfinite(b)
 
 
 class MarketWatch:
@@ -182,24 +179,18 @@ class MarketWatch:
     # -- book ------------------------------------------------------------------------------
     def on_book(self, bid: float, bid_qty: float, ask: float, ask_qty: float, ts_ns: int
                 ) -> BookFigures | None:
-        # The usual top (four floats, 0 < bid < ask < inf, both sizes > 0 and finite)
-        # passes every test of the ladder below: it skips it. Anything else goes through
-        # the ladder, which says why it is ignored (or accepts it: ints, say).
-        if not (type(bid) is float and type(ask) is float and type(bid_qty) is float
-                and type(ask_qty) is float and 0.0 < bid < ask < _INF
-                and 0.0 < bid_qty < _INF and 0.0 < ask_qty < _INF):
-            if not _real4(bid, bid_qty, ask, ask_qty):
-                self.ignored["not_finite"] += 1
-                return None
-            if bid <= 0 or ask <= 0:
-                self.ignored["price_not_positive"] += 1
-                return None
-            if bid_qty <= 0 or ask_qty <= 0:
-                self.ignored["zero_depth"] += 1
-                return None
-            if bid >= ask:
-                self.ignored["crossed"] += 1
-                return None
+        if not _real4(bid, bid_qty, ask, ask_qty):
+            self.ignored["not_finite"] += 1
+            return None
+        if bid <= 0 or ask <= 0:
+            self.ignored["price_not_positive"] += 1
+            return None
+        if bid_qty <= 0 or ask_qty <= 0:
+            self.ignored["zero_depth"] += 1
+            return None
+        if bid >= ask:
+            self.ignored["crossed"] += 1
+            return None
         if self.first_ns is None:
             self.first_ns = ts_ns
         mid = (bid + ask) / 2
@@ -228,10 +219,9 @@ class MarketWatch:
     def on_trade(self, price: float, qty: float, ts_ns: int) -> list[VolumeFigures] | None:
         """Add a trade; returns the figures of every interval this trade (or `tick`) closed,
         oldest first (empty intervals included: no trade is a volume of 0)."""
-        # (floats, 0 < price, qty < inf: the usual trade passes every test at once)
-        if not (type(price) is float and type(qty) is float and 0.0 < price < _INF
-                and 0.0 < qty < _INF) \
-                and (not _real2(price, qty) or price <= 0 or qty <= 0):
+        # (_real2 inlined: the same tests in the same order, one call less per trade)
+        if not (isinstance(price, _NUM) and _isfinite(price) and isinstance(qty, _NUM)
+                and _isfinite(qty)) or price <= 0 or qty <= 0:
             self.ignored["bad_trade"] += 1
             return None
         if ts_ns < self.due_ns:
