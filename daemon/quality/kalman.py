@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import math
 
+# (globals, not math.x's two lookups, in PriceFilter.update: once per trade)
+_INF = math.inf
+_sqrt = math.sqrt
+
 
 class LocalLevel:
     __slots__ = ("q", "r", "a", "p", "initialised")
@@ -81,7 +85,7 @@ class PriceFilter:
 
     def update(self, price: float, ts_ns: int) -> bool:
         """Feed one price; True if it is an outlier."""
-        if not (price > 0 and price < math.inf):
+        if not (price > 0 and price < _INF):
             self.rejected += 1
             return False
         kf = self.kf
@@ -102,7 +106,7 @@ class PriceFilter:
         f = p + kf.r
         v = y - a
         zz = v * v / (f * self.scale)
-        self.last_z = math.sqrt(zz) if zz < 1e300 else 1e150
+        self.last_z = _sqrt(zz) if zz < 1e300 else 1e150
         self.observations += 1
         if zz > self.z * self.z:
             self.outliers += 1

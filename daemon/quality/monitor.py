@@ -57,6 +57,7 @@ BOCPD_SERIES = ("return_bps", "basis_bps")
 _SEVERITY = {"off": 0, "reducing": 1, "breaker": 2}
 _MAX_PENDING = 3600           # samples kept when poll is not called (bounded memory)
 _MAX_BACKFILL = 100           # missing-trade windows kept for the backfill
+_INF = math.inf               # (a global, not math.inf's two lookups, on the per-event paths)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +219,7 @@ class DataQuality:
         elif ts > f.last_ns:
             f.last_ns = ts
         price, qty = t.price, t.qty
-        if not (0 < price < math.inf and 0 < qty < math.inf):
+        if not (0 < price < _INF and 0 < qty < _INF):
             f.invalid += 1
             return
         tid = t.trade_id
@@ -320,7 +321,7 @@ class DataQuality:
             elif ts > f.last_ns:
                 f.last_ns = ts
             bid, ask = ev.bid, ev.ask         # type: ignore[attr-defined]
-            if not (0 < bid <= ask < math.inf):
+            if not (0 < bid <= ask < _INF):
                 f.invalid += 1
                 return
             p = f.prices
