@@ -41,7 +41,7 @@ from daemon.analytics.heavy import LocalHeavyAnalytics
 from daemon.analytics.runner import AnalyticsRunner
 from daemon.engine.build import Core, build_core
 from daemon.engine.engine import Engine
-from daemon.engine.executor import ParentOrder
+from daemon.engine.executor import ParentOrder, interrupted_parents
 from daemon.execution.gateway import OrderGateway, Rejected
 from daemon.execution.orders import Side
 from daemon.execution.reconcile import reconcile
@@ -213,6 +213,7 @@ class Supervisor:
         res = reconcile(self.journal, core.venue, self.gateway, run=self.run_number,
                         on_restart=cfg.paper.on_restart)
         self.reconciliation = res.as_dict()
+        self._step("boot: interrupted executions", self._report_interrupted)
         if self.quality is not None and cfg.market.source == "binance":
             # Live only: REST trades for the gaps of the feed.
             self.backfill = BackfillTask(self.quality, cfg.market.rest_base,
@@ -255,6 +256,16 @@ class Supervisor:
             self._set_state(State.TRADING, "auto_start")
         else:
             self._set_state(State.READY, "booted; `bot4ctl start` to trade")
+
+    def _report_interrupted(self) -> None:
+        """Parent orders (a flatten, a strategy's schedule) the previous run left running
+        when it died: journalled, shown in status, logged and alerted; never resumed."""
+        ex = self.engine.executor
+        found = interrupted_parents(self.journal, self.run_number)
+        for text in ex.note_interrupted(found, self.gateway.positions):
+            log.warning("%s", text)
+            if self.operator is not None:
+                self.operator.on_event("execution_interrupted", text)
 
     def _analytics(self, features: FeatureEngine | None, clock: Any) -> AnalyticsRunner:
         """PIN/GARCH fits in the heavy worker (the GM spread floor for the quoter). The
@@ -846,6 +857,11 @@ class Supervisor:
             self.notifier.extend_timeout(self.cfg.daemon.stop_timeout_s)))
         if self.gateway:
             self.gateway.close(f"daemon stopping ({why})")   # no new order from here on
+            if self.engine is not None and self.engine.executor.active:
+                # Journalled as cancelled now, so the next boot does not report them as
+                # interrupted by a crash.
+                self._step("stop: end executions", lambda: self.engine.executor.cancel_all(
+                    f"daemon stopping ({why})"))
             if self.cfg.safety.cancel_on_stop:
                 await self._async_step("stop: cancel orders", self._cancel_on_stop)
         for t in self._tasks:

@@ -94,5 +94,5 @@ def build_core(cfg: Config, *, journal: Journal, latch: KillLatch, control: Cont
     # Parent orders (flatten, TWAP/AC schedules): children through the same gateway.
     engine.executor = Executor(gateway, clock, feed.books,
                                max_slippage_bps=cfg.execution.max_slippage_bps,
-                               cfg=cfg.execution)
+                               cfg=cfg.execution, run=run_number)
     return Core(clock, feed, venue, protection, gateway, engine, features, quality, restored)

@@ -124,10 +124,15 @@ class _Parent:
 class Executor:
     def __init__(self, gateway: OrderGateway, clock: Callable[[], int],
                  books: Mapping[str, Any], *, max_slippage_bps: float,
-                 cfg: ExecutionCfg | None = None) -> None:
+                 cfg: ExecutionCfg | None = None, run: int = 0) -> None:
+        """`run`: the daemon's run number, written into every execution audit row so the
+        next run can tell which parents this one left unfinished (`interrupted_parents`)."""
         if not (0 < max_slippage_bps <= 1000):
             raise ValueError(f"max_slippage_bps must be in (0, 1000], got {max_slippage_bps}")
         self.cfg = cfg or ExecutionCfg()
+        self.run = run
+        # Parents an earlier run started and never ended (shown in status, never resumed).
+        self.interrupted: list[dict[str, Any]] = []
         self._gw = gateway
         self._clock = clock
         self._books = books
@@ -464,8 +469,9 @@ class Executor:
 
     def _audit(self, kind: str, par: _Parent, **detail: Any) -> None:
         p = par.order
-        self._gw.journal.audit(kind, id=par.id, symbol=p.symbol, side=p.side.value,
-                               reduce_only=p.reduce_only, reason=p.reason, **detail)
+        self._gw.journal.audit(kind, id=par.id, run=self.run, symbol=p.symbol,
+                               side=p.side.value, reduce_only=p.reduce_only, reason=p.reason,
+                               **detail)
 
     # -- stopping ------------------------------------------------------------------------
     def cancel(self, parent_id: str, reason: str) -> None:
@@ -502,9 +508,41 @@ class Executor:
 
     # -- what it shows -------------------------------------------------------------------
     def status(self) -> list[dict]:
-        """Running parents first, then the last finished ones; Decimals as strings."""
-        return [self._row(par) for par in
-                [*self._active.values(), *reversed(self._finished)]]
+        """Running parents first, then the last finished ones, then those an earlier run
+        left unfinished; Decimals as strings."""
+        return [*(self._row(par) for par in
+                  [*self._active.values(), *reversed(self._finished)]),
+                *self.interrupted]
+
+    def note_interrupted(self, parents: list[dict[str, Any]], positions: Mapping[str, Any]
+                         ) -> list[str]:
+        """Record the parents `interrupted_parents` found (an earlier run stopped while
+        they ran: a crash, kill -9, a power cut): journalled, shown in status with state
+        "interrupted", and described for the log and the alert. Never resumed: the market,
+        the position and maybe the operator's mind changed while the daemon was down."""
+        texts = []
+        for d in parents:
+            pos = positions.get(d["symbol"])
+            qty = "?" if pos is None else str(pos.qty)
+            why = (f"run {d['run']} stopped before it ended; not resumed (position "
+                   f"{d['symbol']} is {qty} now)")
+            self._gw.journal.audit("execution_interrupted", id=d["id"], run=d["run"],
+                                   symbol=d["symbol"], side=d["side"], qty=d.get("qty"),
+                                   reduce_only=d.get("reduce_only"), reason=d.get("reason"),
+                                   position=qty, found_by_run=self.run)
+            self.interrupted.append({
+                "id": f"{d['id']}@run{d['run']}", "symbol": d["symbol"], "side": d["side"],
+                "algo": d.get("algo"), "reduce_only": d.get("reduce_only"),
+                "reason": d.get("reason"), "state": "interrupted", "end_reason": why,
+                "qty": d.get("qty"), "filled": None, "remaining": None, "in_flight": None,
+                "unfinished": None, "avg_price": None, "children_sent": None,
+                "slices_left": None, "next_due_ns": None, "started_ns": None,
+                "end_ns": None, "ended_ns": None, "plan": [], "impact": None, "notes": []})
+            texts.append(f"execution {d['id']} of run {d['run']} ({d['side']} {d.get('qty')} "
+                         f"{d['symbol']}{' reduce-only' if d.get('reduce_only') else ''}: "
+                         f"{d.get('reason') or 'no reason'}) was interrupted: {why}; "
+                         f"`bot4ctl flatten` starts a new one")
+        return texts
 
     def _row(self, par: _Parent) -> dict:
         p, s = par.order, par.schedule
@@ -520,3 +558,24 @@ class Executor:
                 "started_ns": par.started_ns, "end_ns": par.end_ns, "ended_ns": par.ended_ns,
                 "plan": [[t, str(q)] for t, q in par.plan[:50]],
                 "impact": par.impact, "notes": list(par.notes)}
+
+
+# How far before the previous run's boot row its executions may be stamped: audit times are
+# wall time, which a Pi without a clock battery may step back at boot (fake-hwclock) or
+# later (NTP). The run number, not the time, decides; the time only bounds the read.
+_CLOCK_SLACK_NS = 86_400 * _S
+
+
+def interrupted_parents(journal: Any, run: int) -> list[dict[str, Any]]:
+    """The parents run `run - 1` started and never ended, from the journal's audit rows
+    (execution_start without an execution_end of the same id and run), oldest first."""
+    prev = run - 1
+    boot = [ts for ts, _, d in journal.audit_rows("boot", limit=2) if d.get("run") == prev]
+    if not boot:
+        return []
+    since = boot[0] - _CLOCK_SLACK_NS
+    ended = {d["id"] for _, _, d in journal.audit_rows("execution_end", since_ns=since)
+             if d.get("run") == prev}
+    return [d for _, _, d in journal.audit_rows("execution_start", since_ns=since)
+            if d.get("run") == prev and d["id"] not in ended]
+

@@ -186,6 +186,8 @@ class Operator:
         if kind == "estop_released":
             self.estop_edges["close"] += 1
         self.events.appendleft({"at": at, "event": kind, "reason": detail})
+        if kind == "execution_interrupted":   # a flatten the operator relies on stopped
+            self._alert("restart", "execution interrupted by a restart", detail)
 
     def _alert(self, kind: str, title: str, body: str, state: State | None = None) -> None:
         outcome = self.alerts.submit(kind, title, body)
