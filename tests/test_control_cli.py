@@ -152,7 +152,7 @@ def test_status_fits_80_columns_and_shows_every_section(daemon, capsys):
     assert lines[0].endswith("…") and len(lines[0]) == 80
     # figures are never cut: each appears whole
     for figure in ("-0.00150000 @ 60123.45678901", "mark 60111.11111111",
-                   "realised -123.45678901", "unrealised 12.34567890", "fees 1.23456789",
+                   "realised -123.45678901", "unrealised 12.3456789", "fees 1.23456789",
                    "ETHUSDT 2.5 @ 3000.5", "mark -", "unrealised -",
                    "0.00150000 @ 60000.01000000 partially_filled",
                    "daily_loss 101.23456789/100!", "open_orders 12/10!",
@@ -391,3 +391,26 @@ def test_a_real_daemon_answers_orders_fills_and_status_within_80_columns(start_d
     st = d.status()["engine"]["strategy"]
     assert st["name"] == "quoter" and st["params"]["half_spread_bps"] == 5.0
     assert d.terminate() == 0
+
+
+def test_money_and_average_prices_are_shown_to_eight_places():
+    from daemon.control.render import amount, status_lines
+    assert amount("0.0000957557760443138208148172") == "0.00009576"
+    assert amount("60000.02738267126154884883869") == "60000.02738267"
+    assert amount("4.999999999999999999994E-7") == "0.0000005"
+    assert amount("-2E-7") == "-0.0000002"
+    assert amount("-0.000000001") == "0"            # no negative zero
+    assert amount("12345678") == "12345678"         # no exponent
+    assert amount("0.09096000") == "0.09096"
+    assert amount("9" * 95) == "9" * 95             # more digits than can be rounded
+    assert (amount(None), amount(""), amount("x"), amount("NaN")) == ("-", "-", "x", "NaN")
+    st = {"state": "trading", "positions": {"BTCUSDT": {
+        "qty": "0.00059", "avg_price": "60000.02738267126154884883869",
+        "realized_pnl": "0.0000957557760443138208148172",
+        "unrealized_pnl": "0.0000074442239556861791851729", "fees": "0.06306000",
+        "mark": "60000.05"}},
+        "risk": {"equity": "1.0000957557760443138208148172", "day": "2026-12-01"}}
+    out = "\n".join(status_lines(st))
+    assert "BTCUSDT 0.00059 @ 60000.02738267" in out and "realised 0.00009576" in out
+    assert "unrealised 0.00000744" in out and "fees 0.06306" in out
+    assert "equity 1.00009576" in out and "day 2026-12-01" in out

@@ -91,6 +91,24 @@ def _num(x: object) -> Decimal | None:
     return d if d.is_finite() else None
 
 
+_PLACES = Decimal("1e-8")
+
+
+def amount(x: object) -> str:
+    """A money figure or an average price for a person: to 8 places at most, the exchanges'
+    finest unit (the status JSON keeps the exact decimal: an average entry is a 28-digit
+    quotient, so a realised PnL can read 0.0000957557760443138208148172). Anything that is
+    not a finite number is shown as it came."""
+    d = _num(x)
+    if d is None:
+        return _v(x)
+    try:
+        q = d.quantize(_PLACES)
+    except InvalidOperation:   # more digits than the context holds: nothing to round
+        return str(x)
+    return format(q.normalize() if q else Decimal(0), "f")
+
+
 def used_of(name: str, entry: dict) -> str:
     """'name used/limit', with "!" when the limit is reached (a number, not 0 = off)."""
     used, limit = entry.get("used"), entry.get("limit")
@@ -199,11 +217,11 @@ def _positions(positions: object) -> list[str]:
     for sym, p in positions.items():
         if not isinstance(p, dict):
             continue
-        out += pack("position", [f"{sym} {_v(p.get('qty'))} @ {_v(p.get('avg_price'))}",
+        out += pack("position", [f"{sym} {_v(p.get('qty'))} @ {amount(p.get('avg_price'))}",
                                  f"mark {_v(p.get('mark'))}",
-                                 f"realised {_v(p.get('realized_pnl'))}",
-                                 f"unrealised {_v(p.get('unrealized_pnl'))}",
-                                 f"fees {_v(p.get('fees'))}"])
+                                 f"realised {amount(p.get('realized_pnl'))}",
+                                 f"unrealised {amount(p.get('unrealized_pnl'))}",
+                                 f"fees {amount(p.get('fees'))}"])
     return out
 
 
@@ -238,7 +256,7 @@ def _risk(r: object) -> list[str]:
     for key, words in (("equity", "equity"), ("peak", "peak"),
                        ("day_start_equity", "day start"), ("day", "day")):
         if r.get(key) is not None:
-            head.append(f"{words} {r[key]}")
+            head.append(f"{words} {amount(r[key]) if key != 'day' else r[key]}")
     out += pack("risk", head)
     out += pack("limits", [used_of(n, e) for n, e in _limit_entries(r.get("limits"))])
     for t in r.get("trips") or []:
