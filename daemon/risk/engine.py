@@ -205,7 +205,7 @@ class RiskEngine:
         # The other symbols held or ordered (each priced as _prices does), then `sym` at
         # its mark: a market order needs the mark, a limit order its band.
         others = bk.keys() - {sym}
-        prices = self._prices(others, mark, positions) if others else {}
+        prices = self._prices(others, mark, positions)
         price = order.price if order.price is not None else m
         if price is None:
             return "no mark price for a market order"
