@@ -389,3 +389,17 @@ def test_real_capture_against_reference(binance_dir: Path) -> None:
     assert diffs + book.stats["diffs_buffered"] == 6495 and diffs > 6400
     assert book.stats["quotes_agree"] == book.stats["quotes_comparable"] == 1072
     assert book.stats["gaps"] == book.stats["crossed"] == 0
+
+
+def test_a_diff_that_breaks_the_sorted_list_is_still_applied_whole() -> None:
+    """A NaN key cannot be found again in the full sorted list: the list is dropped, and
+    the rest of that diff's levels must still be applied (they used to be skipped). (The
+    sanity stage never lets a NaN price reach a book; ordered reads assume none.)"""
+    nan = float("nan")
+    side = BookSide(best_is_max=True)
+    side.apply([(nan, 1.0), (100.0, 1.0), (99.0, 1.0)])
+    side.keys()                                      # the full sorted list
+    side.apply([(nan, 0.0), (101.0, 2.0), (99.0, 0.0)])
+    assert dict(dict.items(side)) == {100.0: 1.0, 101.0: 2.0}
+    assert side.best == 101.0
+    assert side.keys() == [100.0, 101.0]
