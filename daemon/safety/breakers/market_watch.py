@@ -45,23 +45,15 @@ class RollingMedian:
         self._sorted: list[float] | SortedList = []
 
     def add(self, ts_ns: int, value: float) -> None:
-        items = self._items
-        items.append((ts_ns, value))
+        self._items.append((ts_ns, value))
         s = self._sorted
         if type(s) is list:
             insort(s, value)
             if len(s) > _LIST_MAX:
-                s = self._sorted = SortedList(s)
+                self._sorted = SortedList(s)
         else:
             s.add(value)
-        # expire(ts_ns), inlined (two adds on every top of book): the same loop.
-        window = self.window_ns
-        while items and ts_ns - items[0][0] > window:
-            old = items.popleft()[1]
-            if type(s) is list:
-                del s[bisect_left(s, old)]
-            else:
-                s.remove(old)
+        self.expire(ts_ns)
 
     def expire(self, now_ns: int) -> None:
         items = self._items
@@ -149,8 +141,6 @@ def _real4(a: float, b: float, c: float, d: float) -> bool:
     return (isinstance(a, _NUM) and _isfinite(a) and isinstance(b, _NUM) and _isfinite(b)
             and isinstance(c, _NUM) and _isfinite(c) and isinstance(d, _NUM)
             and _isfinite(d))
-
-
 
 
 class MarketWatch:
