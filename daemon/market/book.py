@@ -100,9 +100,10 @@ class BookSide(dict):
       than a read needs, trimmed back when inserts make it long.
     * the *full* list of every key, built by the first read that needs more (``keys()``,
       iteration, an ``irange`` past the top's edge) and kept with C insort while such reads
-      keep coming. If none comes for about half a book's worth of level changes it is
-      dropped (becoming the top), so a pipeline that reads only the top never pays a
-      memmove of a whole side per inserted level.
+      keep coming (a read the top could have served does not count). If none comes for
+      about half a book's worth of level changes it is dropped (becoming the top), so a
+      pipeline that reads only the top never pays a memmove of a whole side per inserted
+      level.
 
     Both are exactly the dict's keys in order (tests/market/test_book_fast.py checks every
     read against a re-sorted reference after random diffs). Keys are assumed orderable
@@ -343,7 +344,11 @@ class BookSide(dict):
             else:
                 keys = self._sorted()
         else:
-            self._unread = 0
+            # Only a range past what the top would hold keeps the full list alive.
+            k = self._k
+            if len(keys) > k and (minimum is None or minimum < keys[-k] if self.best_is_max
+                                  else maximum is None or maximum > keys[k - 1]):
+                self._unread = 0
         lo = 0 if minimum is None else (
             bisect_left if inclusive[0] else bisect_right)(keys, minimum)
         hi = len(keys) if maximum is None else (

@@ -391,6 +391,51 @@ def test_real_capture_against_reference(binance_dir: Path) -> None:
     assert book.stats["gaps"] == book.stats["crossed"] == 0
 
 
+def test_real_capture_top_reads_and_walks(binance_dir: Path) -> None:
+    """The backtest's read pattern on a real stream (top 5 of each side after every diff,
+    the executor's top 20, the paper venue's walks from the best to a price): equal to the
+    reference throughout, and served by the short top list; a rare deep walk sorts every
+    key, and that full list is dropped again (walks the top could serve do not keep it)."""
+    rnd = random.Random(2)
+    paths = [binance_dir / "spot_btcusdt_20240808.gz", binance_dir / "spot_btcusdt_20240809.gz"]
+    dec = Decoder()
+    book = OrderBook(SYM, futures=False)
+    sides = {True: book.bids, False: book.asks}
+    full_sorts = 0
+    compared = 0
+    for ns, raw in CaptureReader(paths):
+        ev = dec.decode(ns, raw)
+        if ev is None:
+            continue
+        book.on_event(ev)
+        if not isinstance(ev, DepthDiff) or not book.synced:
+            continue
+        for is_bid, side in sides.items():
+            got5 = book.levels(is_bid, 5)
+            got20 = book.levels(is_bid, 20) if rnd.random() < 0.1 else None
+            best = side.best
+            # an order at or near the touch (a level among the best 20, or between two),
+            # now and then one deep in the book
+            near = got20 or got5
+            x = rnd.choice(near)[0] + rnd.choice([0.0, 0.005, -0.005]) if near else best
+            if rnd.random() < 0.001:
+                x = best - 500.0 if is_bid else best + 500.0
+            walk = list(side.irange(minimum=x, reverse=True) if is_bid
+                        else side.irange(maximum=x))
+            full_sorts += side._keys is not None
+            if rnd.random() < 0.15:
+                compared += 1
+                asc = sorted(dict.keys(side))
+                top = asc[::-1] if is_bid else asc
+                assert got5 == [(p, side[p]) for p in top[:5]]
+                if got20 is not None:
+                    assert got20 == [(p, side[p]) for p in top[:20]]
+                assert walk == ([p for p in top if p >= x] if is_bid
+                                else [p for p in top if p <= x])
+    # the full sorted list lives only a while after each deep walk (0.1% of the walks)
+    assert compared > 1500 and full_sorts < 0.1 * 2 * 6400
+
+
 def test_a_diff_that_breaks_the_sorted_list_is_still_applied_whole() -> None:
     """A NaN key cannot be found again in the full sorted list: the list is dropped, and
     the rest of that diff's levels must still be applied (they used to be skipped). (The
