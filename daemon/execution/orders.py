@@ -111,7 +111,6 @@ LINEAR = "linear"
 INVERSE = "inverse"
 KINDS = (LINEAR, INVERSE)
 _ONE = Decimal(1)
-_NOTIONAL_STEP = Decimal("0.00000001")   # the minimum-notional check's precision
 
 
 @dataclass(slots=True, frozen=True)
@@ -168,12 +167,12 @@ class Instrument:
     def round_price(self, price: Decimal, side: Side) -> Decimal:
         """Snap a price to the tick, never making it more aggressive than asked."""
         rounding = ROUND_DOWN if side is Side.BUY else ROUND_UP
-        steps = (price / self.tick_size).quantize(_ONE, rounding=rounding)
+        steps = (price / self.tick_size).quantize(Decimal(1), rounding=rounding)
         return (steps * self.tick_size).quantize(self.tick_size)
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Snap a quantity down to the lot size (never trade more than asked)."""
-        steps = (qty / self.lot_size).quantize(_ONE, rounding=ROUND_DOWN)
+        steps = (qty / self.lot_size).quantize(Decimal(1), rounding=ROUND_DOWN)
         return (steps * self.lot_size).quantize(self.lot_size)
 
     def check(self, price: Decimal | None, qty: Decimal, ref_price: Decimal | None) -> str | None:
@@ -190,7 +189,7 @@ class Instrument:
             p = price if price is not None else ref_price
             if p is None:
                 return "no price to check the minimum notional against"
-            notional = (p * qty).quantize(_NOTIONAL_STEP, rounding=ROUND_HALF_EVEN)
+            notional = (p * qty).quantize(Decimal("0.00000001"), rounding=ROUND_HALF_EVEN)
         if notional < self.min_notional:
             return f"notional {notional} below minimum {self.min_notional}"
         return None
