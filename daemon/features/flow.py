@@ -204,7 +204,8 @@ class TradeImbalance:
             self.dropped += 1
             return self.value
         buf = self._buf
-        if len(buf) == self.n:
+        n = self.n
+        if len(buf) == n:
             old = buf[0]
             self._signed -= old
             self._vol -= old if old >= 0.0 else -old
@@ -213,12 +214,12 @@ class TradeImbalance:
         buf.append(x)
         self._signed += x
         self._vol += qty
-        if self._since >= self.n:       # exact recompute now and then: no drift
+        if self._since >= n:            # exact recompute now and then: no drift
             self._signed = math.fsum(buf)
             self._vol = math.fsum(abs(v) for v in buf)
             self._since = 0
         v = self._vol
-        if len(buf) < self.n or not v > 0.0:
+        if len(buf) < n or not v > 0.0:
             return None
         r = self._signed / v
         return 1.0 if r > 1.0 else -1.0 if r < -1.0 else r    # finite: |signed| <= vol

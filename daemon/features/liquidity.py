@@ -38,6 +38,7 @@ from daemon.features._num import MAX_INPUT, MIN_PRICE, ok, ok_price, out
 from daemon.features.rolling import RollingSum
 
 _K = 3.0 - 2.0 * math.sqrt(2.0)
+_log = math.log   # (a global, not math.log's two lookups, in RollSpread.update: per trade)
 
 
 class RollingCov:
@@ -161,29 +162,30 @@ class RollSpread:
         if prev is None:
             return None
         # trades often repeat the last price (one taker order against several makers)
-        dp = 0.0 if price == prev else math.log(price / prev) * 1e4
+        dp = 0.0 if price == prev else _log(price / prev) * 1e4
         d = self._dp
+        n = self.n
         if d:
             xy = self._xy
-            if len(xy) == self.n:
+            if len(xy) == n:
                 self._sxy -= xy[0]
             p = d[-1] * dp
             xy.append(p)
             self._sxy += p
-        if len(d) == self.n + 1:
+        if len(d) == n + 1:
             self._sdp -= d[0]
             self._since += 1
         d.append(dp)
         self._sdp += dp
-        if self._since > self.n:
+        if self._since > n:
             self._sdp = math.fsum(d)
             self._sxy = math.fsum(self._xy)
             self._since = 0
-        n = self.n
         if len(d) <= n:
             return None
         # the value property, inlined: this runs on every trade
-        cov = self._sxy / n - ((self._sdp - d[-1]) / n) * ((self._sdp - d[0]) / n)
+        sdp = self._sdp
+        cov = self._sxy / n - ((sdp - d[-1]) / n) * ((sdp - d[0]) / n)
         if cov >= 0.0:
             return 0.0
         return out(2.0 * math.sqrt(-cov))
