@@ -134,7 +134,8 @@ class Bot4Collector:
         yield GaugeMetricFamily("bot4_pnl", "PnL in quote currency: realised - fees + "
                                 "unrealised at the trusted mark", value=_num(total))
         gauges = {
-            "qty": GaugeMetricFamily("bot4_position", "position in base currency",
+            "qty": GaugeMetricFamily("bot4_position", "position: base currency, contracts for an "
+                                     "inverse (COIN-M) instrument",
                                      labels=["symbol"]),
             "realized": GaugeMetricFamily("bot4_realized_pnl", "realised PnL, quote currency",
                                           labels=["symbol"]),

@@ -25,6 +25,7 @@ from typing import Any
 
 from daemon import logsetup
 from daemon.config import Config
+from daemon.execution.orders import INVERSE
 from daemon.operator import credentials
 from daemon.operator.alerts import AlertSender
 from daemon.states import State
@@ -58,6 +59,27 @@ def classify(old: State, new: State, reason: str) -> tuple[str, str] | None:
     if new is State.REDUCING and loss:
         return "loss_limit", "loss limit: reducing only"
     return None
+
+
+def pnl_of(positions: dict[str, Any], mark: Any) -> tuple[Decimal, dict[str, dict]]:
+    """Total PnL and each position's figures in quote currency at its trusted `mark(sym)`.
+    An inverse (COIN-M) position's PnL and fees are coin: converted at its mark, and with
+    no mark its figures are None and it is left out of the total (a coin amount added to
+    dollars is neither). A linear one without a mark counts realised - fees."""
+    total, per = Decimal(0), {}
+    for sym, p in positions.items():
+        m = mark(sym)
+        if p.kind == INVERSE:
+            f = {"realized": None, "fees": None, "unrealized": None} if m is None else {
+                "realized": p.realized_pnl * m, "fees": p.fees * m,
+                "unrealized": p.unrealized(m) * m}
+        else:
+            f = {"realized": p.realized_pnl, "fees": p.fees,
+                 "unrealized": Decimal(0) if m is None else p.unrealized(m)}
+        per[sym] = {"qty": p.qty, **f, "mark": m, "avg_price": p.avg_price}
+        if f["realized"] is not None:
+            total += f["realized"] - f["fees"] + f["unrealized"]
+    return total, per
 
 
 def breaker_states(sup: Any) -> dict[str, str]:
@@ -322,18 +344,12 @@ class Operator:
             self._alert("feed", "market data degraded", "; ".join(degraded))
 
     def pnl(self) -> tuple[Decimal, dict[str, dict]]:
-        """Total PnL (realised - fees + unrealised at the trusted mark) and per symbol."""
+        """Total PnL (realised - fees + unrealised at the trusted mark) and per symbol, in
+        quote currency (see `pnl_of`)."""
         gw, m = getattr(self.sup, "gateway", None), getattr(self.sup, "market", None)
-        total, per = Decimal(0), {}
         if gw is None:
-            return total, per
-        for sym, p in gw.positions.items():
-            mark = m.mark(sym) if m is not None else None
-            unreal = (mark - p.avg_price) * p.qty if mark is not None and p.qty else Decimal(0)
-            per[sym] = {"qty": p.qty, "realized": p.realized_pnl, "fees": p.fees,
-                        "unrealized": unreal, "mark": mark, "avg_price": p.avg_price}
-            total += p.realized_pnl - p.fees + unreal
-        return total, per
+            return Decimal(0), {}
+        return pnl_of(gw.positions, m.mark if m is not None else lambda _s: None)
 
     def _sample_chart(self) -> None:
         m = getattr(self.sup, "market", None)
