@@ -458,9 +458,9 @@ class Journal:
                         str(position.realized_pnl), str(position.fees), time.time_ns()))
 
     def open_orders(self) -> list[Order]:
-        rows = self._db.execute(
-            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE status NOT IN "
-            "('filled', 'cancelled', 'rejected', 'expired') ORDER BY created_ns").fetchall()
+        rows = self._db.execute(   # the index's own condition: SQLite then uses it
+            f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {migrations.OPEN_ORDERS_WHERE} "
+            "ORDER BY created_ns").fetchall()
         return [_order(r) for r in rows]
 
     def order(self, client_id: str) -> Order | None:

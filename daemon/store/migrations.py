@@ -73,6 +73,19 @@ CREATE INDEX audit_kind ON audit (kind, id);
 """
 
 
+# Version 3 (issue 9, the order path): the open-orders index with the same meaning, its
+# condition written as four `<>` terms instead of NOT IN: SQLite evaluates a partial index's
+# condition on every row written, and NOT IN over a list cost ~3.5 us more per order write
+# (measured: an upsert 7.6 -> 4.1 us). `Journal.open_orders` states the same terms, which
+# is what lets SQLite use the index for it.
+OPEN_ORDERS_WHERE = ("status <> 'filled' AND status <> 'cancelled' AND status <> 'rejected' "
+                     "AND status <> 'expired'")
+V3_SCHEMA = f"""
+DROP INDEX orders_open;
+CREATE INDEX orders_open ON orders (status) WHERE {OPEN_ORDERS_WHERE};
+"""
+
+
 class SchemaError(Exception):
     """The journal's schema cannot be brought to the version this code needs."""
 
@@ -129,6 +142,8 @@ def _apply(db: sqlite3.Connection, m: Migration) -> None:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "kv_state, reconciliations, indexes on fills(client_id) and audit(kind)",
               V2_SCHEMA),
+    Migration(3, "the open-orders index condition as <> terms (cheaper order writes)",
+              V3_SCHEMA),
 )
 
 
