@@ -20,11 +20,11 @@ def test_an_unknown_venue_is_refused_on_every_market_feed_path(bad):
             b.on_book("BTCUSDT", V, 100.0, 1.0, 100.1, 1.0, 1 * S)
             b.on_trade("BTCUSDT", V, 100.0, 0.5, 1 * S)
             b.book_state("BTCUSDT", V, False, 1 * S)
-        with pytest.raises(KeyError, match="unknown venue"):
+        with pytest.raises(KeyError, match=f"unknown venue {bad!r}"):   # (names it)
             b.on_book("BTCUSDT", bad, 100.0, 1.0, 100.1, 1.0, 2 * S)
-        with pytest.raises(KeyError, match="unknown venue"):
+        with pytest.raises(KeyError, match=f"unknown venue {bad!r}"):   # (names it)
             b.on_trade("BTCUSDT", bad, 100.0, 0.5, 2 * S)
-        with pytest.raises(KeyError, match="unknown venue"):
+        with pytest.raises(KeyError, match=f"unknown venue {bad!r}"):   # (names it)
             b.book_state("BTCUSDT", bad, False, 2 * S)
     assert set(b.symbols) == {(V, "BTCUSDT")}
 
