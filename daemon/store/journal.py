@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -270,11 +270,16 @@ class Journal:
         """Group several records into ONE durable commit (one fsync): all or nothing."""
         return self._tx()   # (the transaction itself: no second generator around it)
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> ContextManager[sqlite3.Connection]:
         if self._depth:
-            yield self._db
-            return
+            # Inside an open transaction (a batch): join it. A do-nothing context, not a
+            # generator, because every order write of the engine's batches comes here; an
+            # error goes up to the outer transaction unchanged.
+            return nullcontext(self._db)
+        return self._open_tx()
+
+    @contextmanager
+    def _open_tx(self) -> Iterator[sqlite3.Connection]:
         self._depth = 1
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -417,14 +422,6 @@ class Journal:
     def record_orders(self, orders: list[Order], ts_ns: int | None = None) -> None:
         """Persist the current state of several orders in ONE commit (one fsync)."""
         ts = ts_ns or time.time_ns()
-        if self._depth:
-            # Inside an open transaction (a batch): the rows join it, exactly as a nested
-            # _tx would (an error goes up to the outer one unchanged), without a context
-            # manager per call: this sits between a strategy's decision and the venue call.
-            db = self._db
-            for o in orders:
-                self._upsert(db, o, ts)
-            return
         with self._tx() as db:
             for o in orders:
                 self._upsert(db, o, ts)
