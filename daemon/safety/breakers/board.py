@@ -324,15 +324,11 @@ class BreakerBoard:
 
     # -- market ----------------------------------------------------------------------------
     def _symbol(self, venue: str, symbol: str) -> _Symbol:
-        # Fast path for every book and trade: a pair already here had its venue checked
-        # when it was added (venues never change), so only a new pair is validated.
-        sym = self.symbols.get((venue, symbol))
-        if sym is not None:
-            return sym
-        key = (self._venue(venue).name, symbol)
-        sym = self.symbols.get(key)
-        if sym is None:
-            sym = self.symbols[key] = _Symbol(self.cfg)
+        """A (venue, symbol) pair seen for the first time: its venue is checked (raises
+        for an unknown one) and it is added. Callers look a known pair up themselves
+        (every book and trade): its venue was checked when it was added, and venues never
+        change."""
+        sym = self.symbols[(self._venue(venue).name, symbol)] = _Symbol(self.cfg)
         return sym
 
     def book_state(self, symbol: str, venue: str, valid: bool, now_ns: int) -> None:
@@ -345,7 +341,6 @@ class BreakerBoard:
     def on_book(self, symbol: str, venue: str, bid: float, bid_qty: float, ask: float,
                 ask_qty: float, now_ns: int) -> None:
         """The top of a valid book after an update."""
-        # (a known pair without the _symbol call: every top of book)
         sym = self.symbols.get((venue, symbol)) or self._symbol(venue, symbol)
         f = sym.watch.on_book(bid, bid_qty, ask, ask_qty, now_ns)
         if f is None:
@@ -358,7 +353,7 @@ class BreakerBoard:
             self._detected(venue, trip, now_ns)
 
     def on_trade(self, symbol: str, venue: str, price: float, qty: float, now_ns: int) -> None:
-        sym = self.symbols.get((venue, symbol)) or self._symbol(venue, symbol)   # (as above)
+        sym = self.symbols.get((venue, symbol)) or self._symbol(venue, symbol)
         closed = sym.watch.on_trade(price, qty, now_ns)
         if closed:   # (most trades close no volume interval)
             for v in closed:
