@@ -183,10 +183,6 @@ class FeatureEngine:
         for spec in feature_specs(cfg):
             self.store.register(spec)
         self._put = self.store.put if cfg.history_rows else self._fast_put
-        # Without history the per-event paths (on_book, on_trade) write their slots inline:
-        # the statements of _fast_put, without a call each (five puts per book update and
-        # trade). With history every write goes through store.put (it records the row).
-        self._inline = not cfg.history_rows
         self._sym = {s: _Symbol(cfg, self.store, s, self._bar_callback(s)) for s in self.symbols}
         for s, usd in (contract_usd or {}).items():
             if s in self._sym:
@@ -243,49 +239,18 @@ class FeatureEngine:
             return
         st.book_ok = True
         ofi = st.ofi
+        if n:
+            ofi.update(ts_ns, bid, ask, bids, asks)
+            put(st.s_ofi_ml, ofi.value_ml(ts_ns), ts_ns, symbol, "ofi_ml")
+        else:
+            ofi.update(ts_ns, bid, ask)
+        put(st.s_ofi, ofi.value(ts_ns), ts_ns, symbol, "ofi")
         pb, qb = bid
         pa, qa = ask
         tot = qb + qa
         # flow.microprice inlined; NaN sizes fail `tot > 0`, the put guards the rest
-        micro = (pb * qa + pa * qb) / tot if tot > 0.0 else None
-        if self._inline:
-            # _fast_put inlined, three times (see __init__): a value that is not a finite
-            # float (v - v is not 0.0) is counted and written as not ready.
-            if n:
-                ofi.update(ts_ns, bid, ask, bids, asks)
-                v = ofi.value_ml(ts_ns)
-                if v is not None and v - v != 0.0:
-                    self.store.rejected += 1
-                    v = None
-                sl = st.s_ofi_ml
-                sl[0] = v
-                sl[1] = ts_ns
-                sl[2] = v is not None
-            else:
-                ofi.update(ts_ns, bid, ask)
-            v = ofi.value(ts_ns)
-            if v is not None and v - v != 0.0:
-                self.store.rejected += 1
-                v = None
-            sl = st.s_ofi
-            sl[0] = v
-            sl[1] = ts_ns
-            sl[2] = v is not None
-            if micro is not None and micro - micro != 0.0:
-                self.store.rejected += 1
-                micro = None
-            sl = st.s_micro
-            sl[0] = micro
-            sl[1] = ts_ns
-            sl[2] = micro is not None
-        else:
-            if n:
-                ofi.update(ts_ns, bid, ask, bids, asks)
-                put(st.s_ofi_ml, ofi.value_ml(ts_ns), ts_ns, symbol, "ofi_ml")
-            else:
-                ofi.update(ts_ns, bid, ask)
-            put(st.s_ofi, ofi.value(ts_ns), ts_ns, symbol, "ofi")
-            put(st.s_micro, micro, ts_ns, symbol, "microprice")
+        put(st.s_micro, (pb * qa + pa * qb) / tot if tot > 0.0 else None, ts_ns, symbol,
+            "microprice")
         if st.burst.on_ofi(ts_ns, ofi.last_e):
             st.put_burst(ts_ns, put)
         ofi.last_e = 0.0
@@ -312,28 +277,9 @@ class FeatureEngine:
         self.stats["trades"] += 1
         put = self._put
         ts = trade.ts_ns
-        if self._inline:
-            # _fast_put inlined twice (see __init__)
-            v = st.ti.update(trade.qty, not trade.buyer_is_maker)
-            if v is not None and v - v != 0.0:
-                self.store.rejected += 1
-                v = None
-            sl = st.s_ti
-            sl[0] = v
-            sl[1] = ts
-            sl[2] = v is not None
-            v = st.roll.update(trade.price)
-            if v is not None and v - v != 0.0:
-                self.store.rejected += 1
-                v = None
-            sl = st.s_roll
-            sl[0] = v
-            sl[1] = ts
-            sl[2] = v is not None
-        else:
-            put(st.s_ti, st.ti.update(trade.qty, not trade.buyer_is_maker), ts, symbol,
-                "trade_imbalance")
-            put(st.s_roll, st.roll.update(trade.price), ts, symbol, "roll_spread")
+        put(st.s_ti, st.ti.update(trade.qty, not trade.buyer_is_maker), ts, symbol,
+            "trade_imbalance")
+        put(st.s_roll, st.roll.update(trade.price), ts, symbol, "roll_spread")
         if st.burst.on_trade(ts):
             st.put_burst(ts, put)
         bars = st.bars

@@ -154,22 +154,7 @@ class TimeBarBuilder(_Accumulator):
             self._start = start
             self._end = start + iv
             self._open(t, p)
-        # _fold inlined (every trade of every symbol, twice in a backtest: the engine's
-        # bars and the feature engine's): the same statements in the same order.
-        if p > self._h:
-            self._h = p
-        elif p < self._l:
-            self._l = p
-        self._c = p
-        self._n += 1
-        q = trade.qty
-        self._v += q
-        self._qv += p * q
-        if trade.buyer_is_maker:
-            self._sv += q
-        else:
-            self._bv += q
-        self._last = t
+        self._fold(t, p, trade.qty, trade.buyer_is_maker)
         return bar
 
     def advance(self, now_ns: int) -> Bar | None:

@@ -115,14 +115,7 @@ class PriceFilter:
             kf.step(None, dt)          # the outlier is treated as a missing observation
             self.last_ns = ts_ns
             return True
-        # kf.step(y, dt), inlined with the a, p and f above (the same arithmetic: this
-        # runs on every trade); y is finite here (a NaN y would take the step as a gap).
-        if y == y:
-            k = p / f
-            kf.a = a + k * v
-            kf.p = p * (1.0 - k)
-        else:
-            kf.step(y, dt)
+        kf.step(y, dt)
         self.last_ns = ts_ns
         # The scale learns from accepted innovations only, each capped at z^2.
         s = self.scale + self.alpha * (v * v / f - self.scale)

@@ -241,16 +241,7 @@ class DataQuality:
         if lat - f.lat_floor > self._late_ms:
             f.late += 1
         f.kalman.update(price, ts)
-        # VenuePrices.on_trade inlined (its _ok(price) holds: checked above): the ring of
-        # the last trade prices.
-        vp = f.prices
-        tr = vp.trades
-        i = vp.trade_pos
-        tr[i] = price
-        vp.trade_pos = i + 1 if i + 1 < len(tr) else 0
-        if vp.trade_n < len(tr):
-            vp.trade_n += 1
-        vp.trade_ns = ts
+        f.prices.on_trade(price, ts)
         f.digits.push(qty)
 
     def on_quote(self, q: Quote, venue: str | None = None) -> None:
@@ -306,28 +297,7 @@ class DataQuality:
         trades, and depth diffs/snapshots with the book that applied them."""
         t = type(ev)
         if t is Quote:
-            # on_quote inlined for the primary venue (~70 % of all events: one call less
-            # each). It must stay the same statements as on_quote; any other case (another
-            # venue, an unknown symbol) goes through on_quote itself.
-            f = self._primary.get(ev.symbol) if venue is None or venue == self.venue \
-                else None
-            if f is None:
-                self.on_quote(ev, venue)      # type: ignore[arg-type]
-                return
-            f.quotes += 1
-            ts = ev.ts_ns                     # type: ignore[attr-defined]
-            if ts >= f.next_sample or ts - f.last_ns > self._stale_ns:
-                self._tick(f, ts)
-            elif ts > f.last_ns:
-                f.last_ns = ts
-            bid, ask = ev.bid, ev.ask         # type: ignore[attr-defined]
-            if not (0 < bid <= ask < _INF):
-                f.invalid += 1
-                return
-            p = f.prices
-            p.bid = bid
-            p.ask = ask
-            p.quote_ns = ts
+            self.on_quote(ev, venue)          # type: ignore[arg-type]
         elif t is Trade:
             self.on_trade(ev, venue)          # type: ignore[arg-type]
         elif book is not None:

@@ -1,9 +1,9 @@
 """The feature engine's per-event fast paths: without history, on_book and on_trade write
-their slots inline (the statements of _fast_put), and adverse selection is only asked
-when a pending fill is due (`AdverseSelection.next_ns`). Both must leave exactly what the
-slow paths leave: the same values, times, readiness and rejected count as an engine that
-puts through FeatureStore.put (history on), and the same adverse figures as calling
-`on_mid` on every mid."""
+their slots through _fast_put, and adverse selection is only asked when a pending fill is
+due (`AdverseSelection.next_ns`). Both must leave exactly what the slow paths leave: the
+same values, times, readiness and rejected count as an engine that puts through
+FeatureStore.put (history on), and the same adverse figures as calling `on_mid` on every
+mid."""
 from __future__ import annotations
 
 import math
@@ -46,13 +46,13 @@ def _slots(eng: FeatureEngine) -> dict:
     return {n: list(v) for n, v in eng.store._slots[SYM].items()}   # noqa: SLF001
 
 
-def test_inline_puts_write_what_store_put_writes():
+def test_fast_puts_write_what_store_put_writes():
     rnd = random.Random(7)
     cfg = dict(ofi_window_s=1.0, burst_warmup_buckets=2, bar_interval_s=1.0,
                trade_imbalance_trades=5, roll_trades=4)
     fast = FeatureEngine(FeaturesCfg(**cfg), [SYM])
     slow = FeatureEngine(FeaturesCfg(**cfg, history_rows=100_000), [SYM])
-    assert fast._inline and not slow._inline   # noqa: SLF001
+    assert fast._put == fast._fast_put and slow._put == slow.store.put   # noqa: SLF001
     ts = 0
     for i in range(4000):
         ts += rnd.choice((1, S // 20, S // 3))
@@ -83,7 +83,7 @@ def test_inline_puts_write_what_store_put_writes():
         assert fast.get(SYM, n).ts_ns > 0
 
 
-def test_a_nan_microprice_is_refused_on_the_inline_path_too():
+def test_a_nan_microprice_is_refused_on_the_fast_path_too():
     eng = FeatureEngine(FeaturesCfg(), [SYM])
     eng.on_book(SYM, _Top([(100.0, math.inf)], [(100.1, 1.0)]), 5)
     v = eng.get(SYM, "microprice")

@@ -1,8 +1,7 @@
-"""`DataQuality.on_event` handles a primary-venue quote itself (on_quote inlined) and
-`on_trade` writes the trade-price ring itself (VenuePrices.on_trade inlined): both must
-leave exactly the state the methods they stand for leave, for every kind of input (valid,
-crossed, NaN, unknown symbol, another venue, silences beyond `stale_s`, sample
-boundaries, time going backwards)."""
+"""`DataQuality.on_event` (the engine's one entry for every event) must leave exactly the
+state `on_quote`/`on_trade` leave, and `on_trade` must keep the trade-price ring as
+VenuePrices.on_trade does, for every kind of input (valid, crossed, NaN, unknown symbol,
+another venue, silences beyond `stale_s`, sample boundaries, time going backwards)."""
 from __future__ import annotations
 
 import math
@@ -20,7 +19,7 @@ SYM = "BTCUSDT"
 
 
 def _stream(seed: int) -> list[tuple[object, str | None]]:
-    """(event, venue) with every kind of quote and trade the inlined paths must handle."""
+    """(event, venue) with every kind of quote and trade on_event must handle."""
     rnd = random.Random(seed)
     out: list[tuple[object, str | None]] = []
     t = T0
@@ -97,7 +96,7 @@ def test_on_event_leaves_the_state_on_quote_and_on_trade_leave():
 
 
 def test_the_trade_price_ring_is_the_one_venue_prices_keeps():
-    """on_trade's inlined ring write against VenuePrices.on_trade itself, around the
+    """on_trade's ring write against VenuePrices.on_trade itself, around the
     ring's wrap (source_trades prices) and with rejected prices in between."""
     cfg = QualityCfg(source_trades=5)
     dq = DataQuality(cfg, [SYM])
