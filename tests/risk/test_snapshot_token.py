@@ -96,3 +96,23 @@ def test_a_var_trip_the_engine_adds_moves_the_token():
         w.step()
     assert "var" in e.losses.trips
     assert w.changes >= 2   # the day start, then at least the trip
+
+
+def test_an_unchanged_state_keeps_its_token_so_the_snapshot_is_reused():
+    """The other half of the promise (the reason for the token): nothing changed, so the
+    token is the same, and Protection keeps the snapshot it built."""
+    e = engine(capital=D("1000"), daily_loss_limit=D("50"))
+    a = e.losses.snapshot_token()
+    assert same_token(a, e.losses.snapshot_token())
+    assert same_token(a, a)
+
+
+def test_same_token_by_part():
+    d1, d2 = D("1.0"), D("1.0")      # equal values, distinct objects
+    base = (("2026-12-01", 0, False, ("BTCUSDT",), ()), (d1, d2))
+    assert same_token(base, (base[0], (d1, d2)))                        # the same objects
+    assert not same_token(None, base)                                   # nothing kept yet
+    assert not same_token(base, (("2026-12-02",) + base[0][1:], (d1, d2)))   # a value moved
+    assert not same_token(base, (base[0], (d1, D("1.0"))))             # another object
+    assert not same_token(base, (base[0], (d1,)))                      # fewer objects
+    assert not same_token((base[0], (d1,)), base)                      # more objects
