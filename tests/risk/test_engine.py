@@ -286,3 +286,27 @@ def test_instrument_max_position_in_size_and_status():
                                          BTC: {"used": "0", "limit": "0.05"}}
     assert st_["limits"]["open_orders_per_symbol"] == {BTC: {"used": "2", "limit": "6"},
                                                        ETH: {"used": "1", "limit": "6"}}
+
+
+def test_open_sell_orders_count_towards_the_worst_case_short():
+    """Exposure is judged on the worst case: the position minus every open sell. A resting
+    sell of 0.001 plus a new one of 0.001 could make a flat book 0.002 short (120 at
+    60000): beyond max_gross_exposure 100, though each order alone is 60."""
+    e = engine(max_gross_exposure=D("100"), max_order_qty=D("1e6"), max_position=D("1e6"))
+    kw = dict(positions={}, mark=marks(BTCUSDT="60000"), now_ns=T0)
+    resting = order(Side.SELL, qty="0.001", price="60000")
+    assert e.check(order(Side.SELL, qty="0.001", price="60000"), open_orders=[], **kw) is None
+    assert e.check(order(Side.SELL, qty="0.001", price="60000"), open_orders=[resting],
+                   **kw) == "gross exposure could reach 120.000, max_gross_exposure is 100 " \
+                            "(now 60.000)"
+
+
+def test_net_exposure_adds_a_symbol_new_to_the_books_to_those_already_held():
+    """Long 0.001 BTC (60) and a first ETH buy of 0.05 (150): net long 210, beyond
+    max_net_exposure 200, though the ETH order alone is 150."""
+    e = engine(max_net_exposure=D("200"), max_order_qty=D("1e6"), max_position=D("1e6"))
+    kw = dict(positions={BTC: position(qty="0.001", avg="60000")}, open_orders=[],
+              mark=marks(BTCUSDT="60000", ETHUSDT="3000"), now_ns=T0)
+    assert e.check(order(qty="0.04", price="3000", symbol=ETH), **kw) is None     # 180
+    assert e.check(order(qty="0.05", price="3000", symbol=ETH), **kw) == \
+        "net exposure could reach 210.000, max_net_exposure is 200 (now 60.000)"
